@@ -89,7 +89,7 @@ def season_length(freq: str) -> int | None:
     """Steps per natural season of a frequency: a day for sub-daily, a week for
     daily, a year for weekly and monthly. None when no season applies."""
     offset = pd.tseries.frequencies.to_offset(freq)
-    name = offset.name.upper()
+    name = offset.rule_code.upper()
     n = offset.n
     if name in ("B", "C"):
         return 5 if n == 1 else None

@@ -1,0 +1,190 @@
+"""Stored next-step forecasts: computed once after a train or an ingest, read by GETs.
+
+Reading a forecast (``get_forecast``) touches only the database; torch is
+imported only when a champion model has to be run (``refresh_forecast``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from forecaster.config import season_length
+from forecaster.db import Alias, Forecast, ModelVersion, Observation, Series
+from forecaster.errors import SeriesNotFound
+from forecaster.logs import log_event
+
+DEFAULT_LEVEL = 0.9
+BASELINE_TAIL = 500  # recent steps used to pick and calibrate a baseline when no model serves
+
+
+@dataclass(frozen=True)
+class ForecastView:
+    """One stored forecast, as the API and CLI show it."""
+
+    series_key: str
+    target_ts: dt.datetime
+    made_at: dt.datetime
+    value: float
+    lower: float | None
+    upper: float | None
+    level: float | None
+    method: str  # model / naive / seasonal_naive
+    model_version: int | None
+    model_version_id: int | None
+    mase: float | None
+    actual: float | None = None
+    error: float | None = None
+
+
+def next_target_ts(last_ts: dt.datetime, frequency: str) -> dt.datetime:
+    """The next step after ``last_ts`` on the series' calendar (Friday close → Monday)."""
+    offset = pd.tseries.frequencies.to_offset(frequency)
+    return (pd.Timestamp(last_ts) + offset).to_pydatetime()
+
+
+def load_values(session: Session, series_id: int, *, tail: int | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Stored observations, oldest first, optionally only the last ``tail``."""
+    q = select(Observation.ts, Observation.value).where(Observation.series_id == series_id)
+    if tail is not None:
+        q = q.order_by(Observation.ts.desc()).limit(tail)
+        rows = list(session.execute(q).tuples())[::-1]
+    else:
+        rows = list(session.execute(q.order_by(Observation.ts)).tuples())
+    ts = pd.DatetimeIndex([r[0] for r in rows], tz="UTC") if rows else pd.DatetimeIndex([], tz="UTC")
+    return ts, np.asarray([r[1] for r in rows], dtype=np.float64)
+
+
+def champion_version(session: Session, series_id: int) -> ModelVersion | None:
+    return session.scalar(
+        select(ModelVersion)
+        .join(Alias, Alias.model_version_id == ModelVersion.id)
+        .where(Alias.series_id == series_id, Alias.name == "champion")
+    )
+
+
+def _abs_quantile(residuals: np.ndarray, level: float) -> float | None:
+    residuals = np.abs(residuals[np.isfinite(residuals)])
+    n = residuals.size
+    if n < 5:
+        return None
+    q = min(1.0, np.ceil((n + 1) * level) / n)
+    return float(np.quantile(residuals, q, method="higher"))
+
+
+def baseline_forecast(values: np.ndarray, frequency: str, level: float = DEFAULT_LEVEL) -> tuple[str, float, float | None]:
+    """The better of naive and seasonal naive on the recent past, with a
+    split-conformal half-width from its own one-step errors there.
+
+    Returns (method, value, halfwidth).
+    """
+    season = season_length(frequency)
+    recent = values[-BASELINE_TAIL:]
+    naive_err = recent[1:] - recent[:-1]
+    method, err = "naive", naive_err
+    if season and recent.size > 2 * season:
+        seasonal_err = recent[season:] - recent[:-season]
+        if np.mean(np.abs(seasonal_err)) < np.mean(np.abs(naive_err[season - 1:])):
+            method, err = "seasonal_naive", seasonal_err
+    value = float(values[-season]) if method == "seasonal_naive" else float(values[-1])
+    return method, value, _abs_quantile(err, level)
+
+
+def _store(session: Session, series: Series, **fields: Any) -> Forecast:
+    latest = session.scalar(
+        select(Forecast).where(Forecast.series_id == series.id).order_by(Forecast.id.desc()).limit(1)
+    )
+    if (
+        latest is not None
+        and latest.target_ts == fields["target_ts"]
+        and latest.model_version_id == fields["model_version_id"]
+        and latest.method == fields["method"]
+        and latest.value == fields["value"]
+    ):
+        return latest  # nothing new to say: keep one row per distinct forecast
+    row = Forecast(series_id=series.id, **fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def refresh_forecast(session: Session, series: Series) -> Forecast | None:
+    """Compute the champion's (or the better baseline's) next-step forecast and store it.
+
+    Runs inside the caller's transaction. Returns None when the series has no
+    observations yet.
+    """
+    mv = champion_version(session, series.id)
+    window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
+    ts, values = load_values(session, series.id, tail=max(BASELINE_TAIL, window + 1))
+    if values.size == 0:
+        return None
+    target = next_target_ts(ts[-1].to_pydatetime(), series.frequency)
+    if mv is not None and values.size >= window:
+        from forecaster.pipeline import Predictor  # torch: only here, never on a GET
+
+        predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
+        value = float(predictor.predict_next(ts, values))
+        interval = (mv.metrics or {}).get("interval") or {}
+        half = interval.get("halfwidth")
+        level = interval.get("level", DEFAULT_LEVEL)
+        row = _store(session, series, model_version_id=mv.id, method="model", target_ts=target, value=value,
+                     lower=None if half is None else value - half, upper=None if half is None else value + half,
+                     level=level)
+    else:
+        method, value, half = baseline_forecast(values, series.frequency)
+        row = _store(session, series, model_version_id=None, method=method, target_ts=target, value=value,
+                     lower=None if half is None else value - half, upper=None if half is None else value + half,
+                     level=DEFAULT_LEVEL if half is not None else None)
+    log_event("forecast.stored", series=series.key, method=row.method, model_version_id=row.model_version_id,
+              target_ts=row.target_ts.isoformat(), value=row.value)
+    return row
+
+
+def refresh_after_ingest(session: Session, series: Series) -> None:
+    """Hook for ingest: new data means a new next step to forecast."""
+    refresh_forecast(session, series)
+
+
+def _view(series: Series, f: Forecast, mv: ModelVersion | None) -> ForecastView:
+    mase = None
+    if mv is not None:
+        mase = ((mv.metrics or {}).get("model") or {}).get("mase")
+    return ForecastView(
+        series_key=series.key, target_ts=f.target_ts, made_at=f.made_at, value=f.value, lower=f.lower,
+        upper=f.upper, level=f.level, method=f.method, model_version=mv.version if mv else None,
+        model_version_id=f.model_version_id, mase=mase, actual=f.actual, error=f.error,
+    )
+
+
+def get_forecast(session: Session, *, series_key: str) -> ForecastView:
+    """The latest stored forecast of a series.
+
+    Raises:
+        SeriesNotFound: no such series, or it has no forecast yet (the message says which).
+    """
+    series = session.scalar(select(Series).where(Series.key == series_key))
+    if series is None:
+        raise SeriesNotFound(f"no series {series_key!r}")
+    f = session.scalar(
+        select(Forecast).where(Forecast.series_id == series.id).order_by(Forecast.id.desc()).limit(1)
+    )
+    if f is None:
+        raise SeriesNotFound(f"series {series_key!r} has no forecast yet: ingest it first")
+    mv = session.get(ModelVersion, f.model_version_id) if f.model_version_id else None
+    return _view(series, f, mv)
+
+
+def forecast_history(session: Session, series_id: int, *, limit: int = 200) -> list[Forecast]:
+    """Past stored forecasts, newest first."""
+    return list(
+        session.scalars(
+            select(Forecast).where(Forecast.series_id == series_id).order_by(Forecast.id.desc()).limit(limit)
+        )
+    )

@@ -1,0 +1,315 @@
+"""Ingest: fetch each series from its source and upsert it, one transaction per series.
+
+Re-running never duplicates and never deletes: a timestamp already stored with
+the same value is left alone, one whose value changed upstream is updated and
+counted as such. Every run is recorded in ``ingest_runs``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from forecaster import sources
+from forecaster.config import SeriesSpec, Settings
+from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow
+from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError
+from forecaster.logs import log_event
+
+FetchFn = Callable[..., "sources.FetchResult"]
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.new + self.updated
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What one series' ingest did; ``status`` is ok, snapshot (fell back) or failed."""
+
+    series_key: str
+    run_id: int
+    status: str
+    rows_new: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    rows_rejected: int = 0
+    last_ts: dt.datetime | None = None
+    error: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+# ---------------------------------------------------------------- series rows
+
+
+def find_series(session: Session, key: str) -> Series | None:
+    return session.scalar(select(Series).where(Series.key == key))
+
+
+def series_by_key(session: Session, key: str) -> Series:
+    """The series row for ``key``.
+
+    Raises:
+        SeriesNotFound: naming the key.
+    """
+    row = find_series(session, key)
+    if row is None:
+        raise SeriesNotFound(f"no series {key!r}")
+    return row
+
+
+def sync_series(session: Session, spec: SeriesSpec) -> Series:
+    """Create the series row for ``spec`` or bring its source, params and frequency
+    up to date with the config. Runs inside the caller's transaction."""
+    row = find_series(session, spec.key)
+    if row is None:
+        row = Series(key=spec.key, source=spec.source, params=dict(spec.params),
+                     frequency=spec.frequency, unit=spec.unit)
+        session.add(row)
+        session.flush()
+    else:
+        row.source, row.params, row.frequency, row.unit = spec.source, dict(spec.params), spec.frequency, spec.unit
+    return row
+
+
+def sync_all_series(sm: sessionmaker[Session], settings: Settings) -> None:
+    """Make sure every configured series has its row (so the API lists them before any data)."""
+    with sm.begin() as session:
+        for spec in settings.series:
+            sync_series(session, spec)
+
+
+def last_timestamp(session: Session, series_id: int) -> dt.datetime | None:
+    return session.scalar(select(func.max(Observation.ts)).where(Observation.series_id == series_id))
+
+
+# ---------------------------------------------------------------- upsert
+
+
+def _insert(dialect: str):  # type: ignore[no-untyped-def]
+    return (postgresql if dialect == "postgresql" else sqlite).insert(Observation)
+
+
+def upsert_observations(session: Session, series: Series, frame: pd.DataFrame) -> UpsertCounts:
+    """Insert new timestamps, update changed values, leave equal ones alone.
+
+    ``frame`` is tidy (``ts`` aware UTC, unique, sorted; ``value`` finite float),
+    as ``sources.tidy_frame`` returns it. Runs inside the caller's transaction and
+    never deletes. Forecasts whose target timestamps arrive get their actual and
+    error filled in.
+
+    Raises:
+        InvalidInput: the frame is not tidy.
+    """
+    if frame.empty:
+        return UpsertCounts()
+    ts = pd.DatetimeIndex(frame["ts"])
+    if ts.tz is None:
+        raise InvalidInput(f"{series.key}: timestamps must be timezone-aware")
+    if not ts.is_unique:
+        raise InvalidInput(f"{series.key}: duplicate timestamps in one batch")
+    stamps = [t.to_pydatetime() for t in ts.tz_convert("UTC")]
+    values = [float(v) for v in frame["value"].to_numpy(dtype="float64")]
+    lo, hi = min(stamps), max(stamps)
+    existing = dict(
+        session.execute(
+            select(Observation.ts, Observation.value).where(
+                Observation.series_id == series.id, Observation.ts >= lo, Observation.ts <= hi
+            )
+        ).tuples()
+    )
+    now = utcnow()
+    new_rows, changed = [], []
+    for t, v in zip(stamps, values):
+        old = existing.get(t)
+        if old is None:
+            new_rows.append({"series_id": series.id, "ts": t, "value": v, "ingested_at": now})
+        elif old != v:
+            changed.append({"b_ts": t, "b_value": v})
+    dialect = session.get_bind().dialect.name
+    for start in range(0, len(new_rows), 5000):
+        stmt = _insert(dialect)
+        # A concurrent writer may have added the same timestamp since we looked:
+        # take the newer value rather than failing the whole series.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value, "ingested_at": now}
+        )
+        session.execute(stmt, new_rows[start:start + 5000])
+    if changed:
+        session.connection().execute(
+            update(Observation.__table__)
+            .where(and_(Observation.series_id == series.id, Observation.ts == bindparam("b_ts")))
+            .values(value=bindparam("b_value"), ingested_at=now),
+            changed,
+        )
+    if new_rows or changed:
+        fill_actuals(session, series.id, lo, hi)
+    return UpsertCounts(new=len(new_rows), updated=len(changed), unchanged=len(stamps) - len(new_rows) - len(changed))
+
+
+def fill_actuals(session: Session, series_id: int, lo: dt.datetime, hi: dt.datetime) -> int:
+    """Record actual and error on stored forecasts whose target lies in [lo, hi]."""
+    obs = (
+        select(Observation.value)
+        .where(Observation.series_id == Forecast.series_id, Observation.ts == Forecast.target_ts)
+        .scalar_subquery()
+    )
+    result = session.execute(
+        update(Forecast)
+        .where(
+            Forecast.series_id == series_id,
+            Forecast.target_ts >= lo,
+            Forecast.target_ts <= hi,
+            select(Observation.ts)
+            .where(Observation.series_id == Forecast.series_id, Observation.ts == Forecast.target_ts)
+            .exists(),
+        )
+        .values(actual=obs, error=obs - Forecast.value)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> tuple[int, int]:
+    with sm.begin() as session:
+        series = sync_series(session, spec)
+        run = IngestRun(series_id=series.id, series_key=spec.key, source=spec.source,
+                        status="running", job_run_id=job_run_id)
+        session.add(run)
+        session.flush()
+        return series.id, run.id
+
+
+def _finish_run(sm: sessionmaker[Session], run_id: int, outcome: IngestOutcome) -> None:
+    with sm.begin() as session:
+        run = session.get(IngestRun, run_id)
+        assert run is not None
+        run.finished_at = utcnow()
+        run.status = outcome.status
+        run.rows_new, run.rows_updated = outcome.rows_new, outcome.rows_updated
+        run.rows_unchanged, run.rows_rejected = outcome.rows_unchanged, outcome.rows_rejected
+        run.error = outcome.error
+
+
+AfterWrite = Callable[[Session, Series], None]
+
+
+def ingest_series(
+    sm: sessionmaker[Session],
+    settings: Settings,
+    spec: SeriesSpec,
+    *,
+    job_run_id: int | None = None,
+    snapshot_fallback: bool = False,
+    fetch: FetchFn | None = None,
+    after_write: AfterWrite | None = None,
+) -> IngestOutcome:
+    """Fetch one series and upsert it in one transaction; record the run.
+
+    Source failures do not raise: the outcome says ``failed`` with the error text
+    (or ``snapshot`` when ``snapshot_fallback`` and the series names a bundled
+    snapshot). A failure while writing rolls the series back to how it was.
+    ``after_write(session, series)`` runs inside the same transaction when rows
+    changed (the stored forecast is refreshed there).
+    """
+    fetch = fetch or sources.fetch
+    series_id, run_id = _start_run(sm, spec, job_run_id)
+    status, error, notes = "ok", None, ()
+    try:
+        with sm() as session:
+            since = last_timestamp(session, series_id)
+        try:
+            result = fetch(spec, settings, since=since)
+        except SourceError as exc:
+            if not (snapshot_fallback and spec.snapshot):
+                raise
+            error = str(exc)
+            status = "snapshot"
+            frame = sources.load_snapshot(spec.snapshot)
+            result = sources.tidy_frame(frame, label=f"snapshot {spec.snapshot}")
+            notes = (f"source unreachable ({exc}); loaded bundled snapshot {spec.snapshot!r}",)
+            log_event("ingest.snapshot", series=spec.key, run_id=run_id, snapshot=spec.snapshot, reason=str(exc))
+        notes = notes + tuple(result.notes)
+        with sm.begin() as session:
+            series = session.get(Series, series_id)
+            assert series is not None
+            counts = upsert_observations(session, series, result.frame)
+            if counts.changed and after_write is not None:
+                after_write(session, series)
+            last = last_timestamp(session, series_id)
+        outcome = IngestOutcome(
+            series_key=spec.key, run_id=run_id, status=status, rows_new=counts.new,
+            rows_updated=counts.updated, rows_unchanged=counts.unchanged,
+            rows_rejected=result.rejected, last_ts=last, error=error, notes=notes,
+        )
+        log_event("ingest.done", series=spec.key, run_id=run_id, status=status, new=counts.new,
+                  updated=counts.updated, unchanged=counts.unchanged, rejected=result.rejected)
+    except ForecasterError as exc:
+        outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed", error=str(exc))
+        log_event("ingest.failed", series=spec.key, run_id=run_id, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one series must never stop the others
+        outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed",
+                                error=f"{type(exc).__name__}: {exc}")
+        log_event("ingest.failed", series=spec.key, run_id=run_id, error=outcome.error, exc_info=True)
+    _finish_run(sm, run_id, outcome)
+    return outcome
+
+
+def select_specs(settings: Settings, keys: Sequence[str] | None) -> list[SeriesSpec]:
+    """The configured series named by ``keys`` (all when empty).
+
+    Raises:
+        SeriesNotFound: a key is not in the config; the message lists the known keys.
+    """
+    if not keys:
+        return list(settings.series)
+    known = {s.key: s for s in settings.series}
+    missing = [k for k in keys if k not in known]
+    if missing:
+        raise SeriesNotFound(
+            f"series {', '.join(map(repr, missing))} not in the config (known: {', '.join(known) or 'none'})"
+        )
+    return [known[k] for k in keys]
+
+
+def ingest_many(
+    sm: sessionmaker[Session],
+    settings: Settings,
+    specs: Iterable[SeriesSpec],
+    *,
+    job_run_id: int | None = None,
+    snapshot_fallback: bool = False,
+    on_done: Callable[[IngestOutcome], None] | None = None,
+    after_write: AfterWrite | None = None,
+) -> list[IngestOutcome]:
+    """Ingest each series in turn; a failing series never stops the others."""
+    outcomes = []
+    for spec in specs:
+        if spec.source == "push":
+            continue
+        outcome = ingest_series(sm, settings, spec, job_run_id=job_run_id,
+                                snapshot_fallback=snapshot_fallback, after_write=after_write)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes

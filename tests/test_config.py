@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forecaster.config import check_cron, load_settings, season_length
+from forecaster.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_SERIES = '[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "forecaster.toml"
+    p.write_text(text)
+    return p
+
+
+def test_example_config_loads_with_every_source_it_declares() -> None:
+    s = load_settings(ROOT / "forecaster.toml")
+    assert {sp.source for sp in s.series} >= {"yfinance", "open-meteo", "sine"}
+    assert s.series_by_key("yfinance:^GSPC:close").typed_params().ticker == "^GSPC"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[[series]]\nkey = "x"\nsource = "nope"\nfrequency = "1h"\n', "series[0].source = 'nope'"),
+        ('[[series]]\nkey = "x"\nsource = "sine"\nfrequency = "5 mins"\n', "series[0].frequency = '5 mins'"),
+        ('[schedule]\nretrain = "0 25 * * *"\n', "schedule.retrain = '0 25 * * *'"),
+        ('[schedule]\ningest = "every hour"\n', "schedule.ingest = 'every hour'"),
+        (GOOD_SERIES + GOOD_SERIES, "series[1].key = 'sine:a' is declared twice"),
+        ('[[series]]\nkey = "y"\nsource = "yfinance"\nfrequency = "1B"\nparams = {}\n', "series[0].params.ticker is missing"),
+        ('[[series]]\nkey = "y"\nsource = "open-meteo"\nfrequency = "1h"\n'
+         'params = { latitude = "north", longitude = 1, variable = "t" }\n', "latitude = 'north'"),
+        ('[[series]]\nkey = "y"\nsource = "sine"\nfrequency = "1h"\nparams = { length = -3 }\n', "length = -3"),
+        ('[[series]]\nkey = "y"\nsource = "sine"\nfrequency = "1h"\nmodel = { cell = "transformer" }\n',
+         "series[0].model.cell = 'transformer'"),
+        ('databse_url = "sqlite://"\n', "databse_url is not a known setting"),
+        ('[[series]\nkey=', "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_the_key_and_the_bad_value(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert named in str(info.value)
+    assert str(tmp_path / "forecaster.toml") in str(info.value)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'database_url = "sqlite:///a.db"\n[schedule]\nretrain = "0 3 * * *"\n' + GOOD_SERIES)
+    monkeypatch.setenv("FORECASTER_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("FORECASTER_SCHEDULE__RETRAIN", "15 4 * * 1-5")
+    s = load_settings(path)
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+    assert s.schedule.retrain == "15 4 * * 1-5"
+    assert [sp.key for sp in s.series] == ["sine:a"]
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("expr", ["*/30 * * * *", "0 3 * * *", "0 9-17/2 * jan-jun mon-fri", "5,35 0 1 * 0"])
+def test_valid_cron_expressions_pass(expr: str) -> None:
+    assert check_cron(expr) == expr
+
+
+@pytest.mark.parametrize(("freq", "season"), [("1h", 24), ("30min", 48), ("1D", 7), ("1B", 5), ("1W", 52), ("1MS", 12), ("7h", None)])
+def test_season_length_follows_the_calendar(freq: str, season: int | None) -> None:
+    assert season_length(freq) == season
+
+
+def test_cli_stops_on_invalid_config_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[series]]\nkey = "x"\nsource = "sine"\nfrequency = "fortnightly"\n')
+    proc = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(path), "migrate"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert "series[0].frequency = 'fortnightly'" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
