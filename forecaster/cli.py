@@ -186,6 +186,203 @@ def ingest(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------- train and the registry
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def train_table(reports: list[Any]) -> Table:
+    table = Table(title="train (holdout MASE: lower is better; naive = 1 on train)", title_justify="left")
+    for col in ("series", "status", "version", "model", "naive", "seasonal", "champion", "coverage", "device", "time"):
+        table.add_column(col)
+    for r in reports:
+        m = r.metrics or {}
+        colour = {"promoted": "green", "rejected": "yellow", "skipped": "dim", "failed": "red"}[r.status]
+        cov = (m.get("interval") or {}).get("coverage")
+        table.add_row(
+            r.series_key, f"[{colour}]{r.status}[/]", f"v{r.version}" if r.version else "-",
+            _fmt((m.get("model") or {}).get("mase")), _fmt((m.get("naive") or {}).get("mase")),
+            _fmt((m.get("seasonal_naive") or {}).get("mase")), _fmt((m.get("champion") or {}).get("mase")),
+            "-" if cov is None else f"{cov:.0%}", r.device or "-", f"{r.duration_s:.1f}s",
+        )
+    return table
+
+
+def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) -> list[Any]:
+    from forecaster import ingest, training
+
+    specs = ingest.select_specs(s, keys)
+    with progress_bar() as bar:
+        overall = bar.add_task("train", total=len(specs))
+        current: dict[str, Any] = {}
+
+        def on_start(spec: Any) -> Any:
+            current["task"] = bar.add_task(f"  {spec.key}", total=None)
+
+            def progress(epoch: int, epochs: int, val_loss: float) -> None:
+                bar.update(current["task"], completed=epoch, total=epochs,
+                           description=f"  {spec.key} val={val_loss:.4f}")
+
+            return progress
+
+        def on_done(report: Any) -> None:
+            bar.remove_task(current.pop("task"))
+            bar.update(overall, advance=1)
+
+        reports = training.retrain_many(sm, s, specs, on_start=on_start, on_done=on_done)
+    out.print(train_table(reports))
+    for r in reports:
+        if r.status != "promoted" and r.reason:
+            out.print(f"{r.series_key}: {r.reason}", highlight=False, soft_wrap=True)
+    return reports
+
+
+@app.command()
+@handle_errors
+def train(
+    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
+) -> None:
+    """Train a new model version per series, gate it against the baselines and the champion."""
+    s = settings()
+    sm = open_db(s)
+    reports = run_train(s, sm, series)
+    if any(r.status == "failed" for r in reports):
+        raise typer.Exit(1)
+
+
+models_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@handle_errors
+def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
+    """Versions of a series with holdout metrics side by side with the baselines."""
+    from forecaster import registry
+
+    s = settings()
+    sm = open_db(s)
+    with sm() as session:
+        versions = registry.list_versions(session, series_key=key)
+    table = Table(title=f"{key}: model versions (holdout MASE)", title_justify="left")
+    for col in ("version", "status", "created", "cell", "model", "naive", "seasonal", "champion", "MAE", "reason"):
+        table.add_column(col)
+    for v in versions:
+        m = v.metrics
+        table.add_row(
+            f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
+            str(v.hyperparameters.get("cell", "-")), _fmt(m["model"]["mase"]), _fmt(m["naive"]["mase"]),
+            _fmt((m.get("seasonal_naive") or {}).get("mase")), _fmt((m.get("champion") or {}).get("mase")),
+            _fmt(m["model"]["mae"]), v.status_reason or "",
+        )
+    out.print(table if versions else f"{key} has no model versions yet: run `forecaster train`")
+
+
+@app.command()
+@handle_errors
+def promote(key: Annotated[str, typer.Argument(help="Series key.")],
+            version: Annotated[int, typer.Argument(help="Version number to serve.")]) -> None:
+    """Make VERSION the series' champion (and store its forecast)."""
+    from forecaster import registry
+    from forecaster.db import write_session
+    from forecaster.forecasting import refresh_forecast
+    from forecaster.ingest import series_by_key
+
+    s = settings()
+    sm = open_db(s)
+    with write_session(sm) as session:
+        champ = registry.promote(session, series_key=key, version=version)
+        refresh_forecast(session, series_by_key(session, key))
+    out.print(f"{key}: champion is now v{champ.version} (was {'v' + str(champ.previous_version) if champ.previous_version else 'none'})")
+
+
+@app.command()
+@handle_errors
+def rollback(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
+    """Give the champion alias back to the version that held it before."""
+    from forecaster import registry
+    from forecaster.db import write_session
+    from forecaster.forecasting import refresh_forecast
+    from forecaster.ingest import series_by_key
+
+    s = settings()
+    sm = open_db(s)
+    with write_session(sm) as session:
+        champ = registry.rollback(session, series_key=key)
+        refresh_forecast(session, series_by_key(session, key))
+    out.print(f"{key}: rolled back from v{champ.previous_version} to v{champ.version}")
+
+
+# ---------------------------------------------------------------- processes
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn). Reads forecasts from the database; never trains."""
+    from forecaster import plugins
+
+    s = settings()
+    open_db(s).kw["bind"].dispose()  # fail early, with a clear message, if the schema is not at head
+    plugins.load("api")(s, host=host, port=port, workers=workers)
+
+
+@app.command()
+@handle_errors
+def scheduler() -> None:
+    """Run ingest and retrain on their cron schedules (one leader among many processes)."""
+    from forecaster import plugins
+
+    s = settings()
+    open_db(s).kw["bind"].dispose()
+    raise typer.Exit(plugins.load("scheduler")(s))
+
+
+@app.command()
+@handle_errors
+def up(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    train_models: Annotated[bool, typer.Option("--train/--no-train", help="Train series that have no model yet.")] = True,
+) -> None:
+    """All in one: migrate, ingest (bundled snapshot when offline), train, then serve
+    the API with the scheduler in the same process. Ctrl-C stops cleanly."""
+    from forecaster import plugins
+    from forecaster.ingest import sync_all_series
+    from forecaster.training import needs_training
+
+    s = settings()
+    sm = open_db(s, migrate=True)
+    engine = sm.kw["bind"]
+    out.print(f"[bold]forecaster up[/]: database {engine.url.render_as_string(hide_password=True)} (schema at head), "
+              f"{len(s.series)} series from {s.config_path or 'defaults'}", highlight=False)
+    sync_all_series(sm, s)
+    run_ingest(s, sm, None, snapshot_fallback=s.snapshot_fallback)
+    if train_models:
+        todo = needs_training(sm, s)
+        if todo:
+            run_train(s, sm, todo)
+        else:
+            out.print("every series already has a model and no new data since: skipping training")
+    start_scheduler = plugins.load("scheduler_background")
+    serve_api = plugins.load("api")
+    handle = start_scheduler(s)
+    out.print(f"scheduler: ingest '{s.schedule.ingest}', retrain '{s.schedule.retrain}' (cron, UTC)", highlight=False)
+    out.print(f"[bold green]serving[/] http://{host}:{port}  (dashboard /, API docs /docs, forecasts "
+              f"/v1/series/{{key}}/forecast) — Ctrl-C to stop", highlight=False)
+    try:
+        serve_api(s, host=host, port=port, workers=1)
+    finally:
+        handle.shutdown()
+        out.print("stopped")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="forecaster")

@@ -7,6 +7,8 @@ module's ``metadata`` is what those revisions are checked against.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -195,12 +197,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+            # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin
+            # (the recipe from SQLAlchemy's pysqlite notes), so BEGIN IMMEDIATE works.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # A write transaction takes the write lock up front: two writers that
+            # read first and write later would otherwise fail with "database is locked".
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -210,3 +221,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_session(sm: sessionmaker[Session]) -> Iterator[Session]:
+    """A session in one write transaction: committed on success, rolled back on error.
+
+    On SQLite the transaction starts with BEGIN IMMEDIATE so concurrent writers
+    queue (busy timeout) instead of failing half-way.
+    """
+    with sm() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.connection(execution_options={"sqlite_immediate": True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -6,6 +6,7 @@
     │   └── NotEnoughData                 a series too short to train on
     ├── SeriesNotFound (LookupError)
     ├── ModelNotFound (LookupError)
+    ├── RunNotFound (LookupError)         no job run with that id
     ├── Conflict                          a state change that cannot happen now
     ├── StorageUnavailable                the database cannot be reached
     ├── SourceError                       an upstream could not give us data
@@ -43,6 +44,10 @@ class SeriesNotFound(ForecasterError, LookupError):
 
 class ModelNotFound(ForecasterError, LookupError):
     """No model version with that id or number."""
+
+
+class RunNotFound(ForecasterError, LookupError):
+    """No job run with that id."""
 
 
 class Conflict(ForecasterError):

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from forecaster.config import season_length
-from forecaster.db import Alias, Forecast, ModelVersion, Observation, Series
+from forecaster.db import Forecast, ModelVersion, Observation, Series
 from forecaster.errors import SeriesNotFound
 from forecaster.logs import log_event
 
@@ -59,14 +59,6 @@ def load_values(session: Session, series_id: int, *, tail: int | None = None) ->
         rows = list(session.execute(q.order_by(Observation.ts)).tuples())
     ts = pd.DatetimeIndex([r[0] for r in rows], tz="UTC") if rows else pd.DatetimeIndex([], tz="UTC")
     return ts, np.asarray([r[1] for r in rows], dtype=np.float64)
-
-
-def champion_version(session: Session, series_id: int) -> ModelVersion | None:
-    return session.scalar(
-        select(ModelVersion)
-        .join(Alias, Alias.model_version_id == ModelVersion.id)
-        .where(Alias.series_id == series_id, Alias.name == "champion")
-    )
 
 
 def _abs_quantile(residuals: np.ndarray, level: float) -> float | None:
@@ -120,7 +112,9 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     Runs inside the caller's transaction. Returns None when the series has no
     observations yet.
     """
-    mv = champion_version(session, series.id)
+    from forecaster.registry import champion_of
+
+    mv = champion_of(session, series.id)
     window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
     ts, values = load_values(session, series.id, tail=max(BASELINE_TAIL, window + 1))
     if values.size == 0:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster import sources
 from forecaster.config import SeriesSpec, Settings
-from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow
+from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow, write_session
 from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError
 from forecaster.logs import log_event
 
@@ -91,7 +91,7 @@ def sync_series(session: Session, spec: SeriesSpec) -> Series:
 
 def sync_all_series(sm: sessionmaker[Session], settings: Settings) -> None:
     """Make sure every configured series has its row (so the API lists them before any data)."""
-    with sm.begin() as session:
+    with write_session(sm) as session:
         for spec in settings.series:
             sync_series(session, spec)
 
@@ -191,7 +191,7 @@ def fill_actuals(session: Session, series_id: int, lo: dt.datetime, hi: dt.datet
 
 
 def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> tuple[int, int]:
-    with sm.begin() as session:
+    with write_session(sm) as session:
         series = sync_series(session, spec)
         run = IngestRun(series_id=series.id, series_key=spec.key, source=spec.source,
                         status="running", job_run_id=job_run_id)
@@ -201,7 +201,7 @@ def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | No
 
 
 def _finish_run(sm: sessionmaker[Session], run_id: int, outcome: IngestOutcome) -> None:
-    with sm.begin() as session:
+    with write_session(sm) as session:
         run = session.get(IngestRun, run_id)
         assert run is not None
         run.finished_at = utcnow()
@@ -250,7 +250,7 @@ def ingest_series(
             notes = (f"source unreachable ({exc}); loaded bundled snapshot {spec.snapshot!r}",)
             log_event("ingest.snapshot", series=spec.key, run_id=run_id, snapshot=spec.snapshot, reason=str(exc))
         notes = notes + tuple(result.notes)
-        with sm.begin() as session:
+        with write_session(sm) as session:
             series = session.get(Series, series_id)
             assert series is not None
             counts = upsert_observations(session, series, result.frame)

@@ -76,10 +76,12 @@ def make_windows(
 def last_windows(values: np.ndarray, window: int, start: int, stop: int) -> np.ndarray:
     """The (stop - start, L) windows that precede positions start..stop-1 (a view).
 
+    ``stop`` may be ``len(values) + 1``: the last window then ends at the series' end.
+
     Raises:
         ValueError: if there are fewer than L values before ``start``.
     """
-    if start < window or stop > len(values) or stop < start:
+    if start < window or stop > len(values) + 1 or stop < start:
         raise ValueError(f"positions {start}..{stop} need {window} earlier values")
     if stop == start:
         return np.empty((0, window), dtype=np.asarray(values).dtype)

@@ -1,0 +1,200 @@
+"""Job runs: an ingest or retrain over several series, recorded in ``job_runs``.
+
+The scheduler (cron), the API (admin trigger, 202 + id) and the CLI all go
+through ``create_run`` then ``execute_run``; progress is written to the row
+after each series so a client polling ``/v1/jobs/runs/{id}`` sees it move.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from forecaster import ingest, training
+from forecaster.config import Settings
+from forecaster.db import JobRun, utcnow, write_session
+from forecaster.errors import InvalidInput, RunNotFound
+from forecaster.forecasting import refresh_after_ingest
+from forecaster.logs import log_event
+
+KINDS = ("ingest", "train")
+
+
+@dataclass(frozen=True)
+class JobRunView:
+    id: int
+    kind: str
+    trigger: str
+    status: str
+    series_keys: list[str] | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    series_total: int
+    series_done: int
+    series_failed: int
+    progress: dict[str, Any] | None
+    error: str | None
+
+
+def _view(r: JobRun) -> JobRunView:
+    return JobRunView(r.id, r.kind, r.trigger, r.status, r.series_keys, r.started_at, r.finished_at,
+                      r.series_total, r.series_done, r.series_failed, r.progress, r.error)
+
+
+def create_run(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: Sequence[str] | None = None,
+               trigger: str = "manual") -> JobRunView:
+    """Record a queued job run for the named series (all when ``keys`` is empty).
+
+    Raises:
+        InvalidInput: unknown kind.
+        SeriesNotFound: a key is not configured.
+    """
+    if kind not in KINDS:
+        raise InvalidInput(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
+    specs = ingest.select_specs(settings, keys)
+    if kind == "ingest":
+        specs = [s for s in specs if s.source != "push"]
+    with write_session(sm) as session:
+        run = JobRun(kind=kind, trigger=trigger, series_keys=[s.key for s in specs], status="queued",
+                     series_total=len(specs), progress={"results": []})
+        session.add(run)
+        session.flush()
+        return _view(run)
+
+
+def _update(sm: sessionmaker[Session], run_id: int, **fields: Any) -> None:
+    with write_session(sm) as session:
+        run = session.get(JobRun, run_id)
+        assert run is not None
+        for k, v in fields.items():
+            setattr(run, k, v)
+
+
+def execute_run(
+    sm: sessionmaker[Session],
+    settings: Settings,
+    run_id: int,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    snapshot_fallback: bool = False,
+) -> JobRunView:
+    """Run a queued job: each series in turn, progress recorded after each.
+
+    Ends ``ok`` (all series fine), ``partial`` (some failed), ``failed`` (all
+    failed) or ``interrupted`` (``should_stop`` turned true between series).
+    """
+    with sm() as session:
+        run = session.get(JobRun, run_id)
+        if run is None:
+            raise RunNotFound(f"no job run with id {run_id}")
+        kind, keys = run.kind, list(run.series_keys or [])
+    _update(sm, run_id, status="running", started_at=utcnow())
+    log_event(f"job.{kind}.start", run_id=run_id, series=len(keys))
+    known = {s.key: s for s in settings.series}
+    specs = [known[k] for k in keys if k in known]
+    results: list[dict[str, Any]] = []
+    done = failed = 0
+
+    def record(key: str, ok: bool, status: str, detail: str | None) -> None:
+        nonlocal done, failed
+        done += ok
+        failed += not ok
+        results.append({"series": key, "status": status, "detail": detail})
+        _update(sm, run_id, series_done=done, series_failed=failed,
+                progress={"results": list(results), "current": None})
+
+    stopped = False
+    try:
+        for spec in specs:
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            _update(sm, run_id, progress={"results": list(results), "current": spec.key})
+            if kind == "ingest":
+                o = ingest.ingest_series(sm, settings, spec, job_run_id=run_id, snapshot_fallback=snapshot_fallback,
+                                         after_write=refresh_after_ingest)
+                record(spec.key, o.ok, o.status, o.error or f"{o.rows_new} new, {o.rows_updated} updated")
+            else:
+                r = training.retrain_many(sm, settings, [spec], job_run_id=run_id)[0]
+                record(spec.key, r.ok, r.status, r.reason if r.version is None else f"v{r.version}: {r.reason}")
+    except BaseException as exc:
+        _update(sm, run_id, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                finished_at=utcnow(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    if stopped:
+        status = "interrupted"
+    elif failed and done:
+        status = "partial"
+    elif failed:
+        status = "failed"
+    else:
+        status = "ok"
+    _update(sm, run_id, status=status, finished_at=utcnow(),
+            error="; ".join(r["detail"] or "" for r in results if r["status"] == "failed") or None)
+    log_event(f"job.{kind}.done", run_id=run_id, status=status, done=done, failed=failed)
+    return get_run(sm, run_id)
+
+
+def get_run(sm: sessionmaker[Session], run_id: int) -> JobRunView:
+    """One job run.
+
+    Raises:
+        RunNotFound: no such run (mapped to 404).
+    """
+    with sm() as session:
+        run = session.get(JobRun, run_id)
+        if run is None:
+            raise RunNotFound(f"no job run with id {run_id}")
+        return _view(run)
+
+
+def list_runs(sm: sessionmaker[Session], *, limit: int = 50, kind: str | None = None) -> list[JobRunView]:
+    with sm() as session:
+        q = select(JobRun).order_by(JobRun.id.desc()).limit(limit)
+        if kind:
+            q = q.where(JobRun.kind == kind)
+        return [_view(r) for r in session.scalars(q)]
+
+
+def mark_abandoned(sm: sessionmaker[Session], *, older_than: dt.timedelta = dt.timedelta(hours=6)) -> int:
+    """Runs left 'running' by a process that died are marked interrupted."""
+    cutoff = utcnow() - older_than
+    with write_session(sm) as session:
+        rows = session.scalars(select(JobRun).where(JobRun.status.in_(("running", "queued")),
+                                                    JobRun.started_at < cutoff)).all()
+        for r in rows:
+            r.status, r.finished_at, r.error = "interrupted", utcnow(), "abandoned: the process running it stopped"
+        return len(rows)
+
+
+class BackgroundRunner:
+    """Runs job runs one at a time on a worker thread (API triggers, `forecaster up`)."""
+
+    def __init__(self, sm: sessionmaker[Session], settings: Settings) -> None:
+        self._sm, self._settings = sm, settings
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, run_id: int, **kwargs: Any) -> None:
+        def work() -> None:
+            with self._lock:  # one job at a time: the same job never overlaps itself
+                try:
+                    execute_run(self._sm, self._settings, run_id, should_stop=self._stop.is_set, **kwargs)
+                except Exception:  # noqa: BLE001 - recorded on the run row already
+                    log_event("job.crashed", run_id=run_id, exc_info=True)
+
+        t = threading.Thread(target=work, name=f"job-run-{run_id}", daemon=True)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+
+    def shutdown(self, timeout: float = 30) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)

@@ -1,0 +1,317 @@
+"""Train one series end to end, as a pure function of (data, spec, seed); and the gate.
+
+``train_series`` validates the series, splits it by time, fits the network, and
+scores it on the holdout with rolling-origin one-step forecasts (every holdout
+step predicted from the true preceding values, through the same ``Predictor``
+that serves it later) against the naive, seasonal naive and current champion
+forecasts. No database, no HTTP. Torch is imported only when a model is trained
+or loaded, so importing this module (e.g. for ``gate``) stays cheap.
+
+Defaults by frequency, used when the ModelSpec leaves them None (validation is
+as long as the holdout; holdout is capped at 20 % of the series):
+
+    frequency             window               holdout           max training windows
+    sub-hourly (5min..)   2 days, <= 288 steps 7 days of steps   4000
+    hourly .. 12h         2 days (1h: 48)      7 days (1h: 168)  4000
+    daily, business day   30                   60                4000
+    weekly                26                   26                4000
+    monthly, other        24                   12                4000
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from forecaster.config import ModelSpec, season_length
+from forecaster.errors import InvalidInput, NotEnoughData
+from forecaster.evaluate import conformal_halfwidth, coverage, metrics_block, naive_scale, rolling_naive
+from forecaster.windows import (
+    Scaler,
+    calendar_columns,
+    calendar_features,
+    denormalise,
+    last_windows,
+    make_windows,
+    normalise,
+    time_split,
+    window_calendar,
+)
+
+if TYPE_CHECKING:
+    from forecaster.model import RecurrentForecaster
+
+FORMAT = 1  # bump when the stored hyperparameters' meaning changes
+DEFAULT_MAX_TRAIN = 4000  # training windows: ~20 s per series on 2 CPU cores at the defaults
+_DAY = pd.Timedelta(days=1)
+
+
+def frequency_defaults(freq: str) -> tuple[int, int]:
+    """(window, holdout) steps for a pandas frequency alias (see the module table)."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    name = offset.name.upper()
+    if name in ("B", "C"):
+        return 30, 60
+    if name.startswith("W"):
+        return 26, 26
+    if name.startswith(("M", "Q", "Y", "A")):
+        return 24, 12
+    try:
+        step = pd.Timedelta(offset)
+    except (ValueError, TypeError):
+        return 24, 12
+    if step == _DAY:
+        return 30, 60
+    if step < _DAY:
+        per_day = max(int(_DAY / step), 1)
+        return min(2 * per_day, 288), 7 * per_day
+    return 24, 12
+
+
+class Predictor:
+    """A trained model plus everything needed to turn raw values into a forecast."""
+
+    def __init__(self, hyperparameters: dict[str, Any], scaler: Scaler, model: RecurrentForecaster):
+        self.hp, self.scaler, self.model = hyperparameters, scaler, model.eval()
+        self.columns = tuple(hyperparameters.get("calendar_columns", ()))
+
+    @classmethod
+    def from_artifact(cls, hyperparameters: dict[str, Any], scaler: dict[str, Any], weights: bytes) -> Predictor:
+        """Rebuild from the stored JSON and safetensors bytes (no pickle), on the CPU.
+
+        Raises:
+            ValueError: if the stored parts do not fit together or this code.
+        """
+        from forecaster.model import from_artifact  # torch loads here, not at import
+
+        hp = hyperparameters
+        if hp.get("format") != FORMAT:
+            raise ValueError(f"model format {hp.get('format')!r} is not {FORMAT}")
+        if tuple(hp.get("calendar_columns", ())) not in ((), calendar_columns(hp["frequency"])):
+            raise ValueError(f"calendar columns {hp['calendar_columns']} do not match {hp['frequency']}")
+        return cls(hp, Scaler.from_dict(scaler), from_artifact(hp, weights))
+
+    @property
+    def window(self) -> int:
+        """Steps of history one forecast needs."""
+        return int(self.hp["window"])
+
+    def predict(self, windows: np.ndarray, last_ts: Any = None) -> np.ndarray:
+        """One-step forecasts (B,) for raw value windows (B, L), in one batched pass.
+
+        Args:
+            windows: (B, L) raw values, oldest first, L = ``self.window``.
+            last_ts: (B,) timestamps of each window's last value; needed only by
+                models with calendar features.
+
+        Raises:
+            InvalidInput: on a wrong shape, non-finite values or missing timestamps.
+        """
+        w = np.asarray(windows, dtype=np.float64)
+        if w.ndim != 2 or w.shape[1] != self.window or not np.isfinite(w).all():
+            raise InvalidInput(f"windows must be finite, shaped (batch, {self.window}); got {w.shape}")
+        feats = None
+        if self.columns:
+            if last_ts is None or len(last_ts) != len(w):
+                raise InvalidInput("this model uses calendar features: send each window's last timestamp")
+            feats = window_calendar(np.asarray(last_ts), self.window, self.hp["frequency"])
+        return self._forward(w, feats)
+
+    def predict_rolling(self, ts: pd.DatetimeIndex, values: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Rolling-origin one-step forecasts of steps start..stop-1 from the true history.
+
+        Step t is forecast from ``values[t-L:t]`` (and their real timestamps);
+        ``stop`` may be ``len(values) + 1`` to include the step after the end.
+        """
+        w = last_windows(np.asarray(values, dtype=np.float64), self.window, start, stop)  # (B, L)
+        feats = None
+        if self.columns:
+            f = calendar_features(ts[start - self.window : stop - 1], self.hp["frequency"])  # (B+L-1, C)
+            feats = np.lib.stride_tricks.sliding_window_view(f, self.window, axis=0).transpose(0, 2, 1)
+        return self._forward(w, feats)
+
+    def predict_next(self, ts: pd.DatetimeIndex, values: np.ndarray) -> float:
+        """Forecast of the step after the series' end.
+
+        Raises:
+            InvalidInput: if the series is shorter than the window.
+        """
+        if len(values) < self.window:
+            raise InvalidInput(f"window {self.window} needs {self.window} values; {len(values)} given")
+        return float(self.predict_rolling(ts, values, len(values), len(values) + 1)[0])
+
+    def _forward(self, w: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+        import torch
+
+        X = w[:, :, None] if feats is None else np.concatenate([w[:, :, None], feats], axis=2)
+        Xn, _, loc, scale = normalise(X, None, self.scaler, self.hp["target"])
+        with torch.inference_mode():
+            yn = self.model(torch.from_numpy(Xn)).numpy()  # (B,)
+        return denormalise(yn, w[:, -1], loc, scale, self.hp["target"])
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    hyperparameters: dict[str, Any]
+    scaler: dict[str, Any]
+    weights: bytes
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    predictor: Predictor
+
+
+def _validate(ts: pd.DatetimeIndex, values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or len(ts) != len(v):
+        raise InvalidInput(f"{len(ts)} timestamps for values shaped {v.shape}")
+    if not isinstance(ts, pd.DatetimeIndex) or ts.tz is None or str(ts.tz) != "UTC":
+        raise InvalidInput("timestamps must be a timezone-aware UTC DatetimeIndex")
+    if not ts.is_monotonic_increasing or not ts.is_unique:
+        raise InvalidInput("timestamps must be strictly increasing")
+    bad = np.flatnonzero(~np.isfinite(v))
+    if len(bad):
+        raise InvalidInput(f"{len(bad)} values are NaN or infinite (first at {ts[bad[0]].isoformat()})")
+    return v
+
+
+def _sizes(n: int, window: int, hold_default: int) -> tuple[int, bool]:
+    """Holdout (= validation = minimum training) size and whether n suffices."""
+    hold = min(hold_default, n // 5)
+    return hold, hold >= 1 and n - window >= 3 * hold
+
+
+def train_series(
+    ts: pd.DatetimeIndex,
+    values: np.ndarray,
+    *,
+    frequency: str,
+    spec: ModelSpec,
+    champion: Predictor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainOutcome:
+    """Train, evaluate and package a model for one series.
+
+    Args:
+        ts: (n,) UTC timestamps, strictly increasing.
+        values: (n,) observations.
+        frequency: pandas alias of the series' step ("1h", "1B", ...).
+        spec: hyperparameters; None fields take the frequency defaults.
+        champion: the serving model, re-scored on this holdout for the gate.
+        progress: called as progress(epoch, epochs, val_loss).
+
+    Raises:
+        InvalidInput: on non-finite values, bad timestamps or a constant series.
+        NotEnoughData: if the series is too short, naming the numbers.
+        TrainingDiverged: if the loss became NaN.
+    """
+    import torch
+
+    from forecaster.model import ModelConfig, RecurrentForecaster, to_artifact
+    from forecaster.train import Splits, TrainConfig, fit, set_seed
+
+    v = _validate(ts, values)
+    n = len(v)
+    win_default, hold_default = frequency_defaults(frequency)
+    L = spec.window or win_default
+    hold, ok = _sizes(n, L, hold_default)
+    if not ok:
+        need = next(k for k in range(n + 1, L + 3 * hold_default + 6) if _sizes(k, L, hold_default)[1])
+        h = _sizes(need, L, hold_default)[0]
+        raise NotEnoughData(f"window {L} + training {h} + validation {h} + holdout {h} "
+                            f"needs at least {need} observations; {n} given")
+    columns = calendar_columns(frequency) if spec.calendar else ()
+    X, y = make_windows(v, L, calendar_features(ts, frequency) if columns else None)  # views
+    train, val, holdout = time_split(len(y), val=hold, holdout=hold)
+    max_train = spec.max_train_points or DEFAULT_MAX_TRAIN
+    train = slice(max(train.start, train.stop - max_train), train.stop)  # most recent only
+    train_values = v[train.start : train.stop + L]  # every value the training windows touch
+    scale = naive_scale(train_values)
+    if scale == 0:
+        raise InvalidInput(f"values are constant ({v[train.start]}) over the training range; "
+                           "MASE is undefined and the naive forecast is exact")
+    scaler = Scaler.fit(train_values, spec.normalise)
+    xt, yt, _, _ = normalise(X[train], y[train], scaler, spec.target)
+    xv, yv, _, _ = normalise(X[val], y[val], scaler, spec.target)
+
+    set_seed(spec.seed)  # the initial weights come from this seed too
+    mcfg = ModelConfig(spec.cell, 1 + len(columns), spec.hidden_size, spec.num_layers, spec.dropout)
+    model = RecurrentForecaster(mcfg)
+    tcfg = TrainConfig(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs,
+                       patience=spec.patience, grad_clip=spec.grad_clip, loss=spec.loss,
+                       seed=spec.seed, device=spec.device)
+    result = fit(model, Splits(xt, yt, xv, yv), tcfg, progress)  # type: ignore[arg-type]
+    model.cpu()
+
+    hp: dict[str, Any] = {
+        "format": FORMAT, **mcfg.to_dict(), "window": L, "target": spec.target,
+        "normalise": spec.normalise, "calendar": bool(columns), "calendar_columns": list(columns),
+        "frequency": frequency, "loss": spec.loss, "lr": spec.lr, "batch_size": spec.batch_size,
+        "epochs": spec.epochs, "patience": spec.patience, "grad_clip": spec.grad_clip,
+        "seed": spec.seed, "max_train_points": max_train, "holdout": hold, "validation": hold,
+        "interval_level": spec.interval_level,
+    }
+    predictor = Predictor(hp, scaler, model)
+    # Positions (indices into v) of the first validation and holdout targets.
+    p_val, p_hold = val.start + L, holdout.start + L
+    y_val, y_hold = v[p_val:p_hold], v[p_hold:]
+    val_pred = predictor.predict_rolling(ts, v, p_val, p_hold)
+    hold_pred = predictor.predict_rolling(ts, v, p_hold, n)
+    halfwidth = conformal_halfwidth(y_val - val_pred, spec.interval_level)
+    season = season_length(frequency)
+    champ = None
+    if champion is not None and p_hold >= champion.window:
+        champ = metrics_block(y_hold, champion.predict_rolling(ts, v, p_hold, n), scale)
+    metrics = {
+        "model": metrics_block(y_hold, hold_pred, scale),
+        "naive": metrics_block(y_hold, rolling_naive(v, p_hold), scale),
+        "seasonal_naive": (metrics_block(y_hold, rolling_naive(v, p_hold, season), scale)
+                           if season and season > 1 and p_hold >= season else None),
+        "champion": champ,
+        "interval": {"level": spec.interval_level, "halfwidth": halfwidth,
+                     "coverage": coverage(y_hold, hold_pred, halfwidth)},
+    }
+
+    def span(a: int, b: int) -> list[str]:
+        return [ts[a].isoformat(), ts[b].isoformat()]
+
+    digest = hashlib.sha256(v.tobytes())
+    digest.update(np.asarray(ts.as_unit("ns").asi8, dtype=np.int64).tobytes())
+    lineage = {
+        "train": span(train.start, train.stop - 1 + L), "val": span(p_val, p_hold - 1),
+        "holdout": span(p_hold, n - 1), "row_count": n,
+        "train_windows": train.stop - train.start, "val_windows": hold, "holdout_windows": hold,
+        "data_hash": digest.hexdigest(), "seed": spec.seed, "torch_version": torch.__version__,
+        "device": result.device, "duration_s": result.duration_s, "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+    }
+    return TrainOutcome(hp, scaler.to_dict(), to_artifact(model), metrics, lineage, predictor)
+
+
+def gate(metrics: dict[str, Any], champion_version: int | None = None) -> tuple[bool, str]:
+    """Promote only if the model's holdout MASE beats every baseline present.
+
+    Returns:
+        (promote, reason), the reason naming the numbers, e.g.
+        "model MASE 0.820 < naive 1.000, seasonal naive 1.310, champion v3 0.900".
+    """
+    model = float(metrics["model"]["mase"])
+    rivals = [("naive", float(metrics["naive"]["mase"]))]
+    if metrics.get("seasonal_naive"):
+        rivals.append(("seasonal naive", float(metrics["seasonal_naive"]["mase"])))
+    if metrics.get("champion"):
+        name = "champion" if champion_version is None else f"champion v{champion_version}"
+        rivals.append((name, float(metrics["champion"]["mase"])))
+
+    def fmt(xs: list[tuple[str, float]]) -> str:
+        return ", ".join(f"{k} {x:.3f}" for k, x in xs)
+
+    lost = [r for r in rivals if not model < r[1]]  # NaN loses too
+    if not lost:
+        return True, f"model MASE {model:.3f} < {fmt(rivals)}"
+    won = [r for r in rivals if r not in lost]
+    return False, f"model MASE {model:.3f} does not beat {fmt(lost)}" + (f" (beats {fmt(won)})" if won else "")
