@@ -269,6 +269,12 @@ class ApiSettings(_Strict):
     predict_cache_size: int = Field(default=16, ge=1)
 
 
+class MonitoringSettings(_Strict):
+    accuracy_window: int = Field(default=100, ge=1)  # recent actuals that live accuracy is judged on
+    drift_min_actuals: int = Field(default=20, ge=1)  # no drift verdict before this many actuals
+    retrain_on_drift: bool = False  # a drifting champion triggers a retrain of its series
+
+
 class Settings(BaseSettings):
     """Everything the service reads at start."""
 
@@ -281,6 +287,7 @@ class Settings(BaseSettings):
     schedule: Schedule = Field(default_factory=Schedule)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     series: list[SeriesSpec] = Field(default_factory=list)
     snapshot_fallback: bool = True
     log_level: str = "INFO"

@@ -128,13 +128,12 @@ def upsert_observations(session: Session, series: Series, frame: pd.DataFrame) -
     stamps = [t.to_pydatetime() for t in ts.tz_convert("UTC")]
     values = [float(v) for v in frame["value"].to_numpy(dtype="float64")]
     lo, hi = min(stamps), max(stamps)
-    existing = dict(
-        session.execute(
-            select(Observation.ts, Observation.value).where(
-                Observation.series_id == series.id, Observation.ts >= lo, Observation.ts <= hi
-            )
-        ).tuples()
+    rows = session.execute(
+        select(Observation.ts, Observation.value).where(
+            Observation.series_id == series.id, Observation.ts >= lo, Observation.ts <= hi
+        )
     )
+    existing = {t: v for t, v in rows}
     now = utcnow()
     new_rows, changed = [], []
     for t, v in zip(stamps, values):

@@ -25,9 +25,9 @@ ARCHIVE_LAG_DAYS = 5  # the archive's reanalysis trails real time by a few days
 
 def _section(spec: SeriesSpec) -> str:
     offset = pd.tseries.frequencies.to_offset(spec.frequency)
-    if offset.name == "D" and offset.n == 1:
+    if offset == pd.tseries.frequencies.to_offset("1D"):
         return "daily"
-    if offset.name == "h" and offset.n == 1:
+    if offset == pd.tseries.frequencies.to_offset("1h"):
         return "hourly"
     raise InvalidInput(
         f"{spec.key}: open-meteo serves hourly or daily data, not frequency "
@@ -45,7 +45,8 @@ def fetch_open_meteo(
     """Observed values of ``params.variable`` at ``params.latitude``/``longitude``.
 
     The archive covers ``history_days`` back to five days ago; the forecast API's
-    ``past_days`` covers the rest and wins where both have a value. Values later
+    ``past_days`` covers the rest (keep it at 5 or more, or days go missing) and
+    wins where both have a value. Values later
     than ``now`` (hourly) or days not yet over (daily) are forecasts and are left out.
 
     Args:
@@ -66,6 +67,8 @@ def fetch_open_meteo(
     section = _section(spec)
     label = f"open-meteo {p.latitude:g},{p.longitude:g}"
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
     today = now.date()
     query: dict[str, Any] = {
         "latitude": p.latitude,

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from forecaster.config import Settings, load_settings
+from forecaster.db import Forecast, IngestRun, Observation, Series, write_session
+from forecaster.ingest import find_series, ingest_many, ingest_series
+
+UTC = dt.timezone.utc
+
+
+def settings_for(tmp_path: Path, body: str) -> Settings:
+    path = tmp_path / "forecaster.toml"
+    path.write_text(f'database_url = "sqlite:///{tmp_path / "unused.db"}"\n' + body)
+    return load_settings(path)
+
+
+def count_obs(sm: sessionmaker[Session], key: str) -> int:
+    with sm() as s:
+        series = find_series(s, key)
+        return 0 if series is None else s.scalar(
+            select(func.count()).select_from(Observation).where(Observation.series_id == series.id))
+
+
+SINE = '[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\nparams = { length = 300, seed = 3 }\n'
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
+    path.write_text("when,load\n" + "".join(f"{t},{v}\n" for t, v in rows))
+
+
+CSV = '[[series]]\nkey = "csv:plant"\nsource = "csv"\nfrequency = "1h"\nparams = { path = "load.csv", time_column = "when", value_column = "load" }\n'
+
+
+def test_second_ingest_adds_nothing(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    s = settings_for(tmp_path, SINE)
+    first = ingest_series(sm, s, s.series[0])
+    second = ingest_series(sm, s, s.series[0])
+    assert (first.status, first.rows_new) == ("ok", 300)
+    assert (second.rows_new, second.rows_updated, second.rows_unchanged) == (0, 0, 300)
+    assert count_obs(sm, "sine:a") == 300
+    with sm() as session:
+        runs = session.scalars(select(IngestRun).order_by(IngestRun.id)).all()
+    assert [(r.status, r.rows_new, r.rows_unchanged) for r in runs] == [("ok", 300, 0), ("ok", 0, 300)]
+    assert all(r.finished_at is not None and r.finished_at >= r.started_at for r in runs)
+
+
+def test_corrected_value_is_updated_and_nothing_is_ever_deleted(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    rows = [(f"2024-03-01T{h:02d}:00:00Z", f"{10 + h}.5") for h in range(6)]
+    write_csv(tmp_path / "load.csv", rows)
+    s = settings_for(tmp_path, CSV)
+    assert ingest_series(sm, s, s.series[0]).rows_new == 6
+    # upstream corrects hour 2, drops hours 0-1, adds hour 6
+    corrected = [(t, "99.0" if i == 2 else v) for i, (t, v) in enumerate(rows)][2:] + [("2024-03-01T06:00:00Z", "16.5")]
+    write_csv(tmp_path / "load.csv", corrected)
+    out = ingest_series(sm, s, s.series[0])
+    assert (out.rows_new, out.rows_updated, out.rows_unchanged) == (1, 1, 3)
+    assert count_obs(sm, "csv:plant") == 7
+    with sm() as session:
+        value = session.scalar(select(Observation.value).where(Observation.ts == dt.datetime(2024, 3, 1, 2, tzinfo=UTC)))
+    assert value == 99.0
+
+
+def test_nan_duplicate_and_unordered_rows_are_cleaned_with_a_reason(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    write_csv(tmp_path / "load.csv", [
+        ("2024-03-01T03:00:00Z", "4"), ("2024-03-01T01:00:00Z", "2"), ("2024-03-01T02:00:00Z", "nan"),
+        ("2024-03-01T01:00:00Z", "2.5"), ("2024-03-01T04:00:00Z", "inf"), ("2024-03-01T00:00:00Z", "1"),
+    ])
+    s = settings_for(tmp_path, CSV)
+    out = ingest_series(sm, s, s.series[0])
+    assert out.status == "ok"
+    assert out.rows_new == 3 and out.rows_rejected == 3
+    assert any("nan" in n.lower() or "inf" in n.lower() for n in out.notes)
+    with sm() as session:
+        stored = session.execute(select(Observation.ts, Observation.value).order_by(Observation.ts)).all()
+    assert [(t.hour, v) for t, v in stored] == [(0, 1.0), (1, 2.5), (3, 4.0)]
+
+
+def test_failure_half_way_leaves_the_series_as_it_was(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    s = settings_for(tmp_path, SINE)
+    ingest_series(sm, s, s.series[0])
+    longer = s.series[0].model_copy(update={"params": {"length": 400, "seed": 3}})
+
+    def explode(session: Session, series: Series) -> None:
+        raise RuntimeError("disk full")
+
+    out = ingest_series(sm, s, longer, after_write=explode)
+    assert out.status == "failed" and "disk full" in (out.error or "")
+    assert count_obs(sm, "sine:a") == 300  # the 100 new rows were rolled back with the failure
+    with sm() as session:
+        run = session.get(IngestRun, out.run_id)
+    assert run is not None and run.status == "failed" and "disk full" in (run.error or "")
+
+
+def test_unreachable_source_fails_alone_and_the_others_go_on(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    body = ('[sources.open-meteo]\nforecast_url = "http://127.0.0.1:1/v1/forecast"\n'
+            'archive_url = "http://127.0.0.1:1/v1/archive"\n'
+            '[[series]]\nkey = "open-meteo:sf:t"\nsource = "open-meteo"\nfrequency = "1h"\n'
+            'params = { latitude = 37.77, longitude = -122.42, variable = "temperature_2m" }\n' + SINE)
+    s = settings_for(tmp_path, body)
+    outs = ingest_many(sm, s, s.series)
+    assert [o.status for o in outs] == ["failed", "ok"]
+    assert "127.0.0.1" in (outs[0].error or "")
+    assert count_obs(sm, "sine:a") == 300 and count_obs(sm, "open-meteo:sf:t") == 0
+
+
+def test_unreachable_source_falls_back_to_the_bundled_snapshot_when_asked(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    body = ('[sources.open-meteo]\nforecast_url = "http://127.0.0.1:1/v1/forecast"\n'
+            'archive_url = "http://127.0.0.1:1/v1/archive"\n'
+            '[[series]]\nkey = "open-meteo:sf:t"\nsource = "open-meteo"\nfrequency = "1h"\nsnapshot = "sf_temp_hourly"\n'
+            'params = { latitude = 37.77, longitude = -122.42, variable = "temperature_2m" }\n')
+    s = settings_for(tmp_path, body)
+    out = ingest_series(sm, s, s.series[0], snapshot_fallback=True)
+    assert out.status == "snapshot"
+    assert out.rows_new == 8759
+    assert any("snapshot" in n for n in out.notes)
+    assert out.last_ts == dt.datetime(2010, 12, 31, 23, tzinfo=UTC)
+
+
+def test_arriving_actuals_are_filled_into_stored_forecasts(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    rows = [(f"2024-03-01T{h:02d}:00:00Z", str(h)) for h in range(3)]
+    write_csv(tmp_path / "load.csv", rows)
+    s = settings_for(tmp_path, CSV)
+    ingest_series(sm, s, s.series[0])
+    with write_session(sm) as session:
+        series = find_series(session, "csv:plant")
+        assert series is not None
+        session.add(Forecast(series_id=series.id, method="naive", target_ts=dt.datetime(2024, 3, 1, 3, tzinfo=UTC),
+                             value=2.0))
+    write_csv(tmp_path / "load.csv", rows + [("2024-03-01T03:00:00Z", "3.5")])
+    ingest_series(sm, s, s.series[0])
+    with sm() as session:
+        f = session.scalars(select(Forecast)).one()
+    assert (f.actual, f.error) == (3.5, 1.5)
+
+
+def test_cli_ingest_prints_a_summary_per_series_and_is_idempotent(tmp_path: Path) -> None:
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + SINE)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), *a],  # noqa: E731
+                                    capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    not_migrated = run("ingest")
+    assert not_migrated.returncode == 2 and "forecaster migrate" in not_migrated.stderr
+    assert run("migrate").returncode == 0
+    first, second = run("ingest"), run("ingest")
+    assert first.returncode == 0, first.stderr
+    assert "sine:a" in first.stdout and "300" in first.stdout
+    line = next(ln for ln in second.stdout.splitlines() if "sine:a" in ln)
+    assert [c.strip() for c in line.split("│")][2:6] == ["ok", "0", "0", "300"]
+    unknown = run("ingest", "--series", "nope:x")
+    assert unknown.returncode == 2 and "'nope:x'" in unknown.stderr and "sine:a" in unknown.stderr
