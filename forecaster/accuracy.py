@@ -55,7 +55,7 @@ def _previous_values(session: Session, series: Series, targets: list[dt.datetime
         found.update(session.execute(
             select(Observation.ts, Observation.value)
             .where(Observation.series_id == series.id, Observation.ts.in_(wanted[i:i + 500]))
-        ).tuples())
+        ).all())
     return {t: found[p] for t, p in before.items() if p in found}
 
 

@@ -54,9 +54,9 @@ def load_values(session: Session, series_id: int, *, tail: int | None = None) ->
     q = select(Observation.ts, Observation.value).where(Observation.series_id == series_id)
     if tail is not None:
         q = q.order_by(Observation.ts.desc()).limit(tail)
-        rows = list(session.execute(q).tuples())[::-1]
+        rows = list(session.execute(q).all())[::-1]
     else:
-        rows = list(session.execute(q.order_by(Observation.ts)).tuples())
+        rows = list(session.execute(q.order_by(Observation.ts)).all())
     ts = pd.DatetimeIndex([r[0] for r in rows], tz="UTC") if rows else pd.DatetimeIndex([], tz="UTC")
     return ts, np.asarray([r[1] for r in rows], dtype=np.float64)
 

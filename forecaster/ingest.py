@@ -8,6 +8,7 @@ counted as such. Every run is recorded in ``ingest_runs``.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from forecaster import sources
 from forecaster.config import SeriesSpec, Settings
 from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow, write_session
-from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError
+from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError, SourceUnavailable
 from forecaster.logs import log_event
 
 FetchFn = Callable[..., "sources.FetchResult"]
@@ -54,6 +55,69 @@ class IngestOutcome:
     @property
     def ok(self) -> bool:
         return self.status != "failed"
+
+
+# ---------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often one series' fetch is tried when its source is unavailable.
+
+    ``tries`` attempts in all, waiting ``backoff_s``, then twice that, and so on
+    (3 tries, 2 s: waits of 2 s and 4 s).
+    """
+
+    tries: int = 3
+    backoff_s: float = 2.0
+
+    def delay_s(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return self.backoff_s * 2.0 ** (attempt - 1)
+
+
+class Attempts:
+    """Fetch attempts per series, and the series whose retries were cut short.
+
+    The run row says how many attempts a series took; a series given up
+    because the run is stopping makes the run ``interrupted``.
+    """
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, int] = {}
+        self.given_up: set[str] = set()
+
+
+def retrying_fetch(policy: RetryPolicy, stop: threading.Event, attempts: Attempts | None = None) -> FetchFn:
+    """Wrap ``sources.fetch`` so that ``SourceUnavailable`` is retried with backoff.
+
+    Other errors (bad data, bad parameters) are not retried: another try would
+    get the same answer. The backoff wait ends early when ``stop`` is set, and
+    the series then fails with a message saying the retry was given up.
+    """
+
+    def fetch(spec: SeriesSpec, settings: Settings, *, since: dt.datetime | None = None) -> sources.FetchResult:
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempts is not None:
+                attempts.by_key[spec.key] = attempt
+            try:
+                return sources.fetch(spec, settings, since=since)
+            except SourceUnavailable as exc:
+                if attempt >= policy.tries:
+                    raise SourceUnavailable(f"{exc} (gave up after {attempt} attempts)") from None
+                wait_s = policy.delay_s(attempt)
+                log_event("ingest.retry", series=spec.key, attempt=attempt, wait_s=wait_s, error=str(exc))
+                if stop.wait(wait_s):
+                    if attempts is not None:
+                        attempts.given_up.add(spec.key)
+                    raise SourceUnavailable(
+                        f"{exc} (retry given up after {attempt} attempts: the run is stopping)"
+                    ) from None
+
+    return fetch
+
 
 
 # ---------------------------------------------------------------- series rows

@@ -81,14 +81,21 @@ def execute_run(
     settings: Settings,
     run_id: int,
     *,
-    should_stop: Callable[[], bool] | None = None,
+    stop: threading.Event | None = None,
+    retry: ingest.RetryPolicy | None = None,
     snapshot_fallback: bool = False,
 ) -> JobRunView:
     """Run a queued job: each series in turn, progress recorded after each.
 
-    Ends ``ok`` (all series fine), ``partial`` (some failed), ``failed`` (all
-    failed) or ``interrupted`` (``should_stop`` turned true between series).
+    Ingest retries a source that is unavailable for now (``retry``: network,
+    429, 5xx) with backoff; training is not retried. Ends ``ok`` (all series
+    fine), ``partial`` (some failed), ``failed`` (all failed) or ``interrupted``
+    (``stop`` was set: the series in hand finishes, no new one starts).
+
+    Raises:
+        RunNotFound: no such run.
     """
+    stop = stop or threading.Event()
     with sm() as session:
         run = session.get(JobRun, run_id)
         if run is None:
@@ -98,45 +105,42 @@ def execute_run(
     log_event(f"job.{kind}.start", run_id=run_id, series=len(keys))
     known = {s.key: s for s in settings.series}
     specs = [known[k] for k in keys if k in known]
+    attempts = ingest.Attempts()
+    fetch = ingest.retrying_fetch(retry, stop, attempts) if retry is not None else None
     results: list[dict[str, Any]] = []
     done = failed = 0
-
-    def record(key: str, ok: bool, status: str, detail: str | None) -> None:
-        nonlocal done, failed
-        done += ok
-        failed += not ok
-        results.append({"series": key, "status": status, "detail": detail})
-        _update(sm, run_id, series_done=done, series_failed=failed,
-                progress={"results": list(results), "current": None})
-
     stopped = False
     try:
         for spec in specs:
-            if should_stop is not None and should_stop():
+            if stop.is_set():
                 stopped = True
                 break
             _update(sm, run_id, progress={"results": list(results), "current": spec.key})
             if kind == "ingest":
                 o = ingest.ingest_series(sm, settings, spec, job_run_id=run_id, snapshot_fallback=snapshot_fallback,
-                                         after_write=refresh_after_ingest)
-                record(spec.key, o.ok, o.status, o.error or f"{o.rows_new} new, {o.rows_updated} updated")
+                                         fetch=fetch, after_write=refresh_after_ingest)
+                ok, status, detail = o.ok, o.status, o.error or f"{o.rows_new} new, {o.rows_updated} updated"
+                tries = attempts.by_key.get(spec.key, 1)
+                if tries > 1 and o.ok:
+                    detail += f" (after {tries} attempts)"
             else:
                 r = training.retrain_many(sm, settings, [spec], job_run_id=run_id)[0]
-                record(spec.key, r.ok, r.status, r.reason if r.version is None else f"v{r.version}: {r.reason}")
+                ok, status = r.ok, r.status
+                detail = r.reason if r.version is None else f"v{r.version}: {r.reason}"
+            done, failed = done + ok, failed + (not ok)
+            results.append({"series": spec.key, "status": status, "detail": detail})
+            _update(sm, run_id, series_done=done, series_failed=failed,
+                    progress={"results": list(results), "current": None})
+            if spec.key in attempts.given_up:  # failed only because we are stopping
+                stopped = True
+                break
     except BaseException as exc:
         _update(sm, run_id, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                 finished_at=utcnow(), error=f"{type(exc).__name__}: {exc}")
         raise
-    if stopped:
-        status = "interrupted"
-    elif failed and done:
-        status = "partial"
-    elif failed:
-        status = "failed"
-    else:
-        status = "ok"
-    _update(sm, run_id, status=status, finished_at=utcnow(),
-            error="; ".join(r["detail"] or "" for r in results if r["status"] == "failed") or None)
+    status = "interrupted" if stopped else "partial" if failed and done else "failed" if failed else "ok"
+    errors = "; ".join(r["detail"] or "" for r in results if r["status"] == "failed")
+    _update(sm, run_id, status=status, finished_at=utcnow(), error=errors or None)
     log_event(f"job.{kind}.done", run_id=run_id, status=status, done=done, failed=failed)
     return get_run(sm, run_id)
 
@@ -162,12 +166,25 @@ def list_runs(sm: sessionmaker[Session], *, limit: int = 50, kind: str | None = 
         return [_view(r) for r in session.scalars(q)]
 
 
-def mark_abandoned(sm: sessionmaker[Session], *, older_than: dt.timedelta = dt.timedelta(hours=6)) -> int:
-    """Runs left 'running' by a process that died are marked interrupted."""
-    cutoff = utcnow() - older_than
+def mark_abandoned(
+    sm: sessionmaker[Session],
+    *,
+    older_than: dt.timedelta | None = dt.timedelta(hours=6),
+    trigger: str | None = None,
+) -> int:
+    """Mark runs left 'running' or 'queued' by a process that died as interrupted.
+
+    ``older_than`` limits it to runs started that long ago (None: any age);
+    ``trigger`` to runs of one origin (the scheduler leader passes "cron": only a
+    leader runs those, so a new leader knows any such run lost its process).
+    """
     with write_session(sm) as session:
-        rows = session.scalars(select(JobRun).where(JobRun.status.in_(("running", "queued")),
-                                                    JobRun.started_at < cutoff)).all()
+        q = select(JobRun).where(JobRun.status.in_(("running", "queued")))
+        if older_than is not None:
+            q = q.where(JobRun.started_at < utcnow() - older_than)
+        if trigger is not None:
+            q = q.where(JobRun.trigger == trigger)
+        rows = session.scalars(q).all()
         for r in rows:
             r.status, r.finished_at, r.error = "interrupted", utcnow(), "abandoned: the process running it stopped"
         return len(rows)
@@ -186,7 +203,7 @@ class BackgroundRunner:
         def work() -> None:
             with self._lock:  # one job at a time: the same job never overlaps itself
                 try:
-                    execute_run(self._sm, self._settings, run_id, should_stop=self._stop.is_set, **kwargs)
+                    execute_run(self._sm, self._settings, run_id, stop=self._stop, **kwargs)
                 except Exception:  # noqa: BLE001 - recorded on the run row already
                     log_event("job.crashed", run_id=run_id, exc_info=True)
 
