@@ -269,6 +269,26 @@ class ApiSettings(_Strict):
     predict_cache_size: int = Field(default=16, ge=1)
 
 
+class SchedulerSettings(_Strict):
+    """How `forecaster scheduler` leads, follows and retries."""
+
+    run_on_start: bool = False  # when first leading, run every ingest job, then every retrain job, once
+    leader_retry_s: float = Field(default=5.0, ge=0.1)  # followers try the leader lock this often (failover bound)
+    lease_check_s: float = Field(default=5.0, ge=0.1)  # the leader checks it still holds the lock this often
+    lease_timeout_s: float = Field(default=30.0, ge=1.0)  # PostgreSQL drops a frozen leader's lock after this
+    ingest_tries: int = Field(default=3, ge=1)  # attempts per series when its source is unavailable
+    retry_backoff_s: float = Field(default=2.0, ge=0)  # wait after the first failed attempt, doubled each time
+
+    @model_validator(mode="after")
+    def _timeout_covers_checks(self) -> SchedulerSettings:
+        if self.lease_timeout_s < 2 * self.lease_check_s:
+            raise ValueError(
+                f"lease_timeout_s = {self.lease_timeout_s:g} must be at least twice lease_check_s "
+                f"({self.lease_check_s:g}), or a healthy leader would lose its lock between two checks"
+            )
+        return self
+
+
 class MonitoringSettings(_Strict):
     accuracy_window: int = Field(default=100, ge=1)  # recent actuals that live accuracy is judged on
     drift_min_actuals: int = Field(default=20, ge=1)  # no drift verdict before this many actuals
@@ -288,6 +308,7 @@ class Settings(BaseSettings):
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     series: list[SeriesSpec] = Field(default_factory=list)
     snapshot_fallback: bool = True
     log_level: str = "INFO"

@@ -138,7 +138,7 @@ class SchedulerLoop:
 
     def __init__(self, settings: Settings, stop: threading.Event, options: SchedulerOptions | None = None) -> None:
         self.settings, self.stop = settings, stop
-        self.options = options or SchedulerOptions.from_env()
+        self.options = options or SchedulerOptions.from_settings(settings.scheduler)
 
     def run(self) -> None:
         """Block until ``stop`` is set; the lease is released on the way out."""

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster import jobruns
-from forecaster.config import Settings
+from forecaster.config import Settings, load_settings
 from forecaster.db import IngestRun, JobRun, Observation, make_engine, make_sessionmaker, write_session
 from forecaster.errors import ConfigError
 from forecaster.ingest import RetryPolicy
@@ -94,16 +94,22 @@ def test_scheduled_jobs_coalesce_never_overlap_and_tolerate_some_lateness(sqlite
     assert got == {"ingest": (True, 1, 300), "retrain": (True, 1, 3600)}
 
 
-def test_options_come_from_the_environment_and_bad_values_are_named() -> None:
-    opts = SchedulerOptions.from_env({"FORECASTER_SCHEDULER__RUN_ON_START": "1",
-                                      "FORECASTER_SCHEDULER__LEADER_RETRY_S": "0.5",
-                                      "FORECASTER_SCHEDULER__INGEST_TRIES": "5"})
+def test_options_come_from_the_config_or_the_environment_and_bad_values_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "forecaster.toml"
+    path.write_text("[scheduler]\nrun_on_start = true\ningest_tries = 5\n")
+    monkeypatch.setenv("FORECASTER_SCHEDULER__LEADER_RETRY_S", "0.5")
+    opts = SchedulerOptions.from_settings(load_settings(path).scheduler)
     assert (opts.run_on_start, opts.leader_retry_s, opts.retry.tries, opts.retry.backoff_s) == (True, 0.5, 5, 2.0)
     assert [opts.retry.delay_s(n) for n in (1, 2)] == [2.0, 4.0]
-    with pytest.raises(ConfigError, match=r"FORECASTER_SCHEDULER__LEADER_RETRY_S = 'soon' is not a number"):
-        SchedulerOptions.from_env({"FORECASTER_SCHEDULER__LEADER_RETRY_S": "soon"})
-    with pytest.raises(ConfigError, match=r"LEASE_TIMEOUT_S = 4 must be at least twice"):
-        SchedulerOptions.from_env({"FORECASTER_SCHEDULER__LEASE_TIMEOUT_S": "4"})
+    monkeypatch.setenv("FORECASTER_SCHEDULER__LEADER_RETRY_S", "soon")
+    with pytest.raises(ConfigError, match=r"scheduler.leader_retry_s = 'soon'"):
+        load_settings(path)
+    monkeypatch.setenv("FORECASTER_SCHEDULER__LEADER_RETRY_S", "1")
+    monkeypatch.setenv("FORECASTER_SCHEDULER__LEASE_TIMEOUT_S", "4")
+    with pytest.raises(ConfigError, match=r"lease_timeout_s = 4 must be at least twice"):
+        load_settings(path)
 
 
 # ---------------------------------------------------------------- one run: retries, failures, stopping
