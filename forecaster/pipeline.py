@@ -54,17 +54,13 @@ _DAY = pd.Timedelta(days=1)
 def frequency_defaults(freq: str) -> tuple[int, int]:
     """(window, holdout) steps for a pandas frequency alias (see the module table)."""
     offset = pd.tseries.frequencies.to_offset(freq)
-    name = offset.name.upper()
-    if name in ("B", "C"):
+    code = offset.rule_code.upper()
+    if code in ("B", "C"):
         return 30, 60
-    if name.startswith("W"):
-        return 26, 26
-    if name.startswith(("M", "Q", "Y", "A")):
-        return 24, 12
     try:
         step = pd.Timedelta(offset)
-    except (ValueError, TypeError):
-        return 24, 12
+    except (ValueError, TypeError):  # calendar offsets
+        return (26, 26) if code.startswith("W") else (24, 12)
     if step == _DAY:
         return 30, 60
     if step < _DAY:
@@ -119,7 +115,10 @@ class Predictor:
         if self.columns:
             if last_ts is None or len(last_ts) != len(w):
                 raise InvalidInput("this model uses calendar features: send each window's last timestamp")
-            feats = window_calendar(np.asarray(last_ts), self.window, self.hp["frequency"])
+            try:
+                feats = window_calendar(last_ts, self.window, self.hp["frequency"])
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"last_ts are not timestamps: {exc}") from None
         return self._forward(w, feats)
 
     def predict_rolling(self, ts: pd.DatetimeIndex, values: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -165,24 +164,37 @@ class TrainOutcome:
     predictor: Predictor
 
 
-def _validate(ts: pd.DatetimeIndex, values: np.ndarray) -> np.ndarray:
+def _validate(ts: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray]:
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or len(ts) != len(v):
         raise InvalidInput(f"{len(ts)} timestamps for values shaped {v.shape}")
-    if not isinstance(ts, pd.DatetimeIndex) or ts.tz is None or str(ts.tz) != "UTC":
-        raise InvalidInput("timestamps must be a timezone-aware UTC DatetimeIndex")
+    if not isinstance(ts, pd.DatetimeIndex) or ts.tz is None:
+        raise InvalidInput("timestamps must be a timezone-aware (UTC) DatetimeIndex")
     if not ts.is_monotonic_increasing or not ts.is_unique:
         raise InvalidInput("timestamps must be strictly increasing")
     bad = np.flatnonzero(~np.isfinite(v))
     if len(bad):
         raise InvalidInput(f"{len(bad)} values are NaN or infinite (first at {ts[bad[0]].isoformat()})")
-    return v
+    return ts.tz_convert("UTC"), v
 
 
-def _sizes(n: int, window: int, hold_default: int) -> tuple[int, bool]:
-    """Holdout (= validation = minimum training) size and whether n suffices."""
-    hold = min(hold_default, n // 5)
-    return hold, hold >= 1 and n - window >= 3 * hold
+def _holdout_size(n: int, window: int, hold_default: int) -> int:
+    """Holdout (= validation = minimum training) windows for n observations.
+
+    Raises:
+        NotEnoughData: naming the smallest series length that would do.
+    """
+    def size(k: int) -> tuple[int, bool]:
+        hold = min(hold_default, k // 5)  # at most 20 % of the series
+        return hold, hold >= 1 and k - window >= 3 * hold
+
+    hold, ok = size(n)
+    if not ok:
+        need = next(k for k in range(n + 1, window + 3 * hold_default + 6) if size(k)[1])
+        h = size(need)[0]
+        raise NotEnoughData(f"window {window} + training {h} + validation {h} + holdout {h} "
+                            f"needs at least {need} observations; {n} given")
+    return hold
 
 
 def train_series(
@@ -214,16 +226,11 @@ def train_series(
     from forecaster.model import ModelConfig, RecurrentForecaster, to_artifact
     from forecaster.train import Splits, TrainConfig, fit, set_seed
 
-    v = _validate(ts, values)
+    ts, v = _validate(ts, values)
     n = len(v)
     win_default, hold_default = frequency_defaults(frequency)
     L = spec.window or win_default
-    hold, ok = _sizes(n, L, hold_default)
-    if not ok:
-        need = next(k for k in range(n + 1, L + 3 * hold_default + 6) if _sizes(k, L, hold_default)[1])
-        h = _sizes(need, L, hold_default)[0]
-        raise NotEnoughData(f"window {L} + training {h} + validation {h} + holdout {h} "
-                            f"needs at least {need} observations; {n} given")
+    hold = _holdout_size(n, L, hold_default)
     columns = calendar_columns(frequency) if spec.calendar else ()
     X, y = make_windows(v, L, calendar_features(ts, frequency) if columns else None)  # views
     train, val, holdout = time_split(len(y), val=hold, holdout=hold)

@@ -8,8 +8,8 @@ normalised float32 array is made for the model.
 Normalisation is chosen per model (``Scaler.kind``):
 
 - ``"window"`` (default): reversible instance normalisation. Each window is
-  centred by its own mean and scaled by its own std, floored at ``Scaler.std``
-  (1 % of the training std) so that a flat window does not divide by zero. A
+  centred by its own mean and scaled by its own std, floored at 1 % of the
+  training std (``Scaler.std``) so that a flat window does not divide by zero. A
   level the training range never reached is no problem.
 - ``"global"``: one mean/std fit on the training range only.
 
@@ -114,19 +114,19 @@ def time_split(m: int, *, val: int | float, holdout: int | float) -> tuple[slice
 
 
 def _step_ns(freq: str) -> int | None:
-    """Length of one step in ns for fixed-length frequencies, else None (B, W, MS)."""
+    """Length of one step in ns for fixed-length frequencies (min, h, D), else None."""
     offset = pd.tseries.frequencies.to_offset(freq)
-    if offset.name.upper() in ("B", "C") or offset.name.upper().startswith(("W", "M")):
+    if offset.rule_code.upper() in ("B", "C"):
         return None
     try:
         return int(pd.Timedelta(offset).value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError):  # calendar offsets: W, MS, ME, QS, ...
         return None
 
 
 def calendar_columns(freq: str) -> tuple[str, ...]:
     """Names of the calendar feature columns that mean something at ``freq``."""
-    name = pd.tseries.frequencies.to_offset(freq).name.upper()
+    name = pd.tseries.frequencies.to_offset(freq).rule_code.upper()
     step = _step_ns(freq)
     if step is not None and step < _DAY_NS:
         return ("day_sin", "day_cos", "week_sin", "week_cos")
@@ -156,7 +156,7 @@ def calendar_features(ts: pd.DatetimeIndex, freq: str) -> np.ndarray:
     return _calendar_from_ns(ns, calendar_columns(freq))
 
 
-def window_calendar(last_ts: np.ndarray, window: int, freq: str) -> np.ndarray:
+def window_calendar(last_ts: Any, window: int, freq: str) -> np.ndarray:
     """(B, L, C) calendar features of windows known only by their last timestamp.
 
     Steps are reconstructed on the frequency's calendar: fixed steps back for
@@ -164,7 +164,9 @@ def window_calendar(last_ts: np.ndarray, window: int, freq: str) -> np.ndarray:
     not known here; with the real timestamps use ``calendar_features``).
     """
     columns = calendar_columns(freq)
-    last = np.asarray(pd.DatetimeIndex(last_ts).tz_convert("UTC").as_unit("ns").asi8)  # (B,)
+    idx = pd.DatetimeIndex(last_ts)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")  # naive means UTC
+    last = np.asarray(idx.as_unit("ns").asi8)  # (B,)
     back = np.arange(window - 1, -1, -1)  # (L,) steps before the last
     step = _step_ns(freq)
     if step is not None:
@@ -233,7 +235,9 @@ def normalise(
     """
     loc, scale = scaler.stats(X[:, :, 0])  # (m,), (m,)
     Xn = np.array(X, dtype=np.float32)  # the copy: the model's input
-    Xn[:, :, 0] = (X[:, :, 0] - loc[:, None]) / scale[:, None]
+    centred = X[:, :, 0] - loc[:, None]  # (m, L) float64; scaled in place (a temporary less)
+    centred /= scale[:, None]
+    Xn[:, :, 0] = centred
     if y is None:
         return Xn, None, loc, scale
     ref = loc if target == "value" else X[:, -1, 0]

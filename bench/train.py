@@ -1,0 +1,239 @@
+"""Training and window-building benchmark on the bundled hourly temperature series.
+
+    .venv/bin/python bench/train.py [--device cpu|cuda] [--quick] [--epochs N] [--batch-size B] [--amp]
+
+In one run, on the same windows, model shape, epochs and batch size:
+
+- ``forecaster.train.fit`` against a bare PyTorch loop written here (whole set on
+  the device, seeded randperm, index batches, Adam, clipping, a no_grad
+  validation pass per epoch: the loop you would write by hand) and, for
+  reference, the textbook ``DataLoader(TensorDataset)`` loop. Windows/s of each
+  and the ratio fit / bare (goal >= 0.9).
+- ``make_windows`` against a Python loop building the same windows (goal >= 50x),
+  both as views and including the normalised float32 copy the model needs.
+- Peak memory: tracemalloc for the numpy work, torch.cuda.max_memory_allocated
+  per trainer on CUDA, and the process's ru_maxrss.
+
+Prints a table and writes bench/results/train-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from forecaster.model import ModelConfig, RecurrentForecaster  # noqa: E402
+from forecaster.train import Splits, TrainConfig, fit, pick_device, set_seed  # noqa: E402
+from forecaster.windows import Scaler, make_windows, normalise, time_split  # noqa: E402
+
+WINDOW, HOLD = 48, 168  # the pipeline's hourly defaults
+
+
+def load_series() -> np.ndarray:
+    frame = pd.read_csv(ROOT / "forecaster" / "snapshots" / "sf_temp_hourly.csv")
+    return frame["value"].to_numpy(dtype=np.float64)
+
+
+def loop_windows(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The obvious Python loop: one slice per window."""
+    xs, ys = [], []
+    for i in range(len(values) - window):
+        xs.append(values[i : i + window])
+        ys.append(values[i + window])
+    return np.array(xs)[:, :, None], np.array(ys)
+
+
+def best_time(fn: Any, repeats: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def bench_windows(values: np.ndarray, repeats: int) -> dict[str, Any]:
+    scaler = Scaler.fit(values)
+    t_view, _ = best_time(lambda: make_windows(values, WINDOW), repeats * 20)
+    t_loop, (Xl, yl) = best_time(lambda: loop_windows(values, WINDOW), repeats)
+    t_norm, _ = best_time(lambda: normalise(*make_windows(values, WINDOW), scaler, "value"), repeats)
+    t_loop_norm, _ = best_time(lambda: normalise(*loop_windows(values, WINDOW), scaler, "value"), repeats)
+    X, y = make_windows(values, WINDOW)
+    assert np.array_equal(X, Xl) and np.array_equal(y, yl)
+
+    def peak(fn: Any) -> int:
+        tracemalloc.start()
+        fn()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    return {
+        "windows": len(y), "window": WINDOW,
+        "make_windows_s": t_view, "python_loop_s": t_loop, "speedup_views": t_loop / t_view,
+        "make_windows_normalised_s": t_norm, "python_loop_normalised_s": t_loop_norm,
+        "speedup_normalised": t_loop_norm / t_norm,
+        "peak_bytes_make_windows": peak(lambda: make_windows(values, WINDOW)),
+        "peak_bytes_python_loop": peak(lambda: loop_windows(values, WINDOW)),
+        "peak_bytes_make_windows_normalised": peak(lambda: normalise(*make_windows(values, WINDOW), scaler, "value")),
+        "peak_bytes_python_loop_normalised": peak(lambda: normalise(*loop_windows(values, WINDOW), scaler, "value")),
+    }
+
+
+def bare_loop(model: nn.Module, data: Splits, cfg: TrainConfig, device: torch.device) -> None:
+    """The hand-written loop fit() is measured against: same work, no bookkeeping."""
+    xt, yt, xv, yv = (torch.as_tensor(a, device=device) for a in (data.x_train, data.y_train, data.x_val, data.y_val))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    amp = torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+    for _ in range(cfg.epochs):
+        model.train()
+        for idx in torch.randperm(len(yt), generator=gen, device=device).split(cfg.batch_size):
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = F.l1_loss(model(xt[idx]).float(), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            F.l1_loss(model(xv).float(), yv).item()
+
+
+def dataloader_loop(model: nn.Module, data: Splits, cfg: TrainConfig, device: torch.device) -> None:
+    """The textbook loop: TensorDataset + DataLoader(shuffle=True), batches moved per step."""
+    ds = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    xv, yv = torch.as_tensor(data.x_val, device=device), torch.as_tensor(data.y_val, device=device)
+    for _ in range(cfg.epochs):
+        model.train()
+        for xb, yb in loader:
+            loss = F.l1_loss(model(xb.to(device)), yb.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            F.l1_loss(model(xv), yv).item()
+
+
+def bench_training(values: np.ndarray, cfg: TrainConfig, device: torch.device, repeats: int) -> dict[str, Any]:
+    X, y = make_windows(values, WINDOW)
+    train, val, _ = time_split(len(y), val=HOLD, holdout=HOLD)
+    scaler = Scaler.fit(values[: train.stop + WINDOW])
+    xt, yt, _, _ = normalise(X[train], y[train], scaler, "value")
+    xv, yv, _, _ = normalise(X[val], y[val], scaler, "value")
+    data = Splits(xt, yt, xv, yv)  # type: ignore[arg-type]
+    shape = ModelConfig(cell="lstm", input_size=1, hidden_size=32)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run(name: str) -> tuple[float, int]:
+        set_seed(cfg.seed)
+        model = RecurrentForecaster(shape).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        if name == "fit":
+            fit(model, data, cfg)
+        elif name == "bare":
+            bare_loop(model, data, cfg, device)
+        else:
+            dataloader_loop(model, data, cfg, device)
+        sync()
+        mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+        return time.perf_counter() - t0, mem
+
+    warm = TrainConfig(**{**cfg.__dict__, "epochs": 1})
+    set_seed(0)
+    fit(RecurrentForecaster(shape).to(device), data, warm)  # CUDA context, cuDNN plans, allocator
+    results: dict[str, Any] = {"train_windows": len(yt), "val_windows": len(yv)}
+    names = ("fit", "bare", "dataloader")
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+    for _ in range(repeats):  # interleaved, best of n: a busy neighbour hurts every trainer alike
+        for name in names:
+            runs[name].append(run(name))
+    for name in names:
+        seconds = min(r[0] for r in runs[name])
+        results[name] = {"seconds": seconds, "windows_per_s": cfg.epochs * len(yt) / seconds,
+                         "cuda_peak_bytes": max(r[1] for r in runs[name])}
+    results["ratio_fit_vs_bare"] = results["fit"]["windows_per_s"] / results["bare"]["windows_per_s"]
+    results["ratio_fit_vs_dataloader"] = results["fit"]["windows_per_s"] / results["dataloader"]["windows_per_s"]
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    ap.add_argument("--quick", action="store_true", help="2 epochs, 1 repeat (default: 3 epochs, best of 5)")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    args = ap.parse_args()
+    device = pick_device(args.device)
+    epochs = args.epochs or (2 if args.quick else 3)
+    repeats = 1 if args.quick else 5
+    cfg = TrainConfig(epochs=epochs, patience=epochs + 1, batch_size=args.batch_size, device=device.type,
+                      amp=args.amp, seed=0)
+    values = load_series()
+    windows = bench_windows(values, repeats=3 if args.quick else 5)
+    training = bench_training(values, cfg, device, repeats)
+    report = {
+        "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__, "numpy": np.__version__, "threads": torch.get_num_threads(),
+        "epochs": epochs, "batch_size": args.batch_size, "amp": args.amp, "model": "lstm hidden 32, 1 layer",
+        "windows": windows, "training": training,
+        "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    tr = training
+    rows = [
+        ("fit (ours)", f"{tr['fit']['windows_per_s']:,.0f} win/s", f"{tr['fit']['seconds']:.2f} s"),
+        ("bare loop", f"{tr['bare']['windows_per_s']:,.0f} win/s", f"{tr['bare']['seconds']:.2f} s"),
+        ("DataLoader loop", f"{tr['dataloader']['windows_per_s']:,.0f} win/s", f"{tr['dataloader']['seconds']:.2f} s"),
+        ("fit / bare", f"{tr['ratio_fit_vs_bare']:.2f}x", "goal >= 0.9x"),
+        ("fit / DataLoader", f"{tr['ratio_fit_vs_dataloader']:.2f}x", ""),
+        ("make_windows (views)", f"{windows['make_windows_s'] * 1e6:,.1f} us", f"{windows['speedup_views']:,.0f}x vs loop"),
+        ("python loop", f"{windows['python_loop_s'] * 1e3:,.2f} ms", "goal >= 50x"),
+        ("+ normalised copy", f"{windows['make_windows_normalised_s'] * 1e3:,.2f} ms",
+         f"{windows['speedup_normalised']:,.1f}x vs loop + same copy"),
+        ("peak mem: windows", f"{windows['peak_bytes_make_windows'] / 2**10:.1f} KiB",
+         f"loop {windows['peak_bytes_python_loop'] / 2**20:.2f} MiB (tracemalloc)"),
+        ("peak mem: + normalised", f"{windows['peak_bytes_make_windows_normalised'] / 2**20:.2f} MiB",
+         f"loop {windows['peak_bytes_python_loop_normalised'] / 2**20:.2f} MiB"),
+        ("peak CUDA mem (fit)", f"{tr['fit']['cuda_peak_bytes'] / 2**20:.1f} MiB", f"bare {tr['bare']['cuda_peak_bytes'] / 2**20:.1f} MiB"),
+        ("ru_maxrss", f"{report['ru_maxrss_kib'] / 1024:.0f} MiB", ""),
+    ]
+    print(f"device {report['device']} ({report['device_name']}), torch {report['torch']}, {epochs} epochs, "
+          f"batch {args.batch_size}, {tr['train_windows']} train windows of {WINDOW}")
+    for a, b, c in rows:
+        print(f"  {a:<22} {b:>18}  {c}")
+    out = ROOT / "bench" / "results" / f"train-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
