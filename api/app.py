@@ -1,0 +1,110 @@
+"""The FastAPI app factory: ``create_app(settings)``; ``app_from_env()`` for uvicorn workers.
+
+Nothing is built at import time. ``create_app`` makes the engine and
+sessionmaker (no connection yet), the job runner and the predictor cache, and
+the lifespan disposes of them on shutdown. Middleware, outermost first:
+metrics (sees every status, 500s included), the catch-all that turns escaped
+exceptions into a 500 problem, the request body limit, then FastAPI's
+exception handlers (problems.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+
+from api import problems
+from api.deps import AppState
+from api.forecast_cache import ForecastCache
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.predictors import PredictorCache
+from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
+from forecaster import __version__
+from forecaster.config import Settings, load_settings
+from forecaster.db import make_engine, make_sessionmaker
+from forecaster.jobruns import BackgroundRunner
+from forecaster.logs import configure_logging, log_event
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # ~1.5M pushed CSV rows, or 4096 windows of ~800 values: split larger
+
+DESCRIPTION = """\
+Next-step forecasts of the series declared in `forecaster.toml`, served from the database.
+
+* Read: series, observations, stored forecasts, model versions (metrics and lineage).
+* Predict: `POST /v1/models/{id}/predict` runs a model on windows you send.
+* Admin (header `X-API-Key`): push observations, promote / roll back, trigger ingest or retrain.
+
+Errors are `application/problem+json` with `type`, `title`, `status` and a `detail` naming the bad value.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for ``settings`` (no connection is opened until a request needs one)."""
+    engine = make_engine(settings.database_url)
+    sm = make_sessionmaker(engine)
+    state = AppState(settings=settings, engine=engine, sm=sm, runner=BackgroundRunner(sm, settings),
+                     predictors=PredictorCache(settings.api.predict_cache_size), forecasts=ForecastCache(engine),
+                     metrics=ApiMetrics(sm))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log_event("api.start", database=engine.dialect.name, series=len(settings.series))
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.runner.shutdown)  # lets a running job finish its current series
+            await run_in_threadpool(state.predictors.close)
+            state.forecasts.close()
+            engine.dispose()
+            log_event("api.stop")
+
+    app = FastAPI(
+        title="forecaster", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        openapi_tags=[
+            {"name": "forecasts", "description": "Stored next-step forecasts (database reads only)."},
+            {"name": "series", "description": "Series and their observations; pushing observations (admin)."},
+            {"name": "models", "description": "Model versions, predictions from windows, promotion (admin)."},
+            {"name": "jobs", "description": "Ingest and retrain runs (admin)."},
+            {"name": "health", "description": "Liveness, readiness, Prometheus metrics."},
+        ],
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.state.forecaster = state
+    problems.install(app)
+    app.add_middleware(problems.BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(problems.CatchAllMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
+    for module in (forecasts, series, models, jobs, health):
+        app.include_router(module.router)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error documented as problem+json only (422 included)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes, tags=app.openapi_tags)
+        for path in schema["paths"].values():
+            for op in path.values():
+                for code, response in op.get("responses", {}).items():
+                    if code.isdigit() and int(code) >= 400:
+                        response["content"] = dict(PROBLEM_CONTENT)
+                        if code == "422":
+                            response["description"] = DESCRIPTIONS[422]
+        components = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: settings from ``FORECASTER_CONFIG`` (and ``FORECASTER_*``)."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,164 @@
+"""Prometheus metrics for ``GET /metrics``, in a registry of the app's own.
+
+Two kinds:
+
+- counted in this process: requests and latency by route template (never the
+  raw path, so series keys do not explode the label set) and status, forecasts
+  served, windows predicted;
+- read from the database at each scrape, so that they are right however many
+  API and scheduler processes there are: each champion's age, each series'
+  last observation, ingest runs and job runs by status.
+
+A per-app ``CollectorRegistry`` (not the process-global one) lets tests and
+benchmarks build many apps in one process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from forecaster.db import Alias, IngestRun, JobRun, ModelVersion, Observation, Series, utcnow
+from forecaster.logs import log_event
+from forecaster.registry import CHAMPION
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED = "unmatched"  # the route label of requests that matched no route (404s)
+
+
+class ApiMetrics:
+    """The registry and the instruments one app records into."""
+
+    def __init__(self, sm: sessionmaker[Session] | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and nobody graphs them
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "forecaster_http_requests", "HTTP requests answered, by route template and status.",
+            ("method", "route", "status"), registry=self.registry,
+        )
+        self.latency = Histogram(
+            "forecaster_http_request_duration_seconds", "Time from request to the last byte of the response.",
+            ("method", "route"), buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.forecasts_served = Counter(
+            "forecaster_forecasts_served", "Stored forecasts returned to clients, by series and method.",
+            ("series", "method"), registry=self.registry,
+        )
+        self.predictions = Counter(
+            "forecaster_predictions", "Windows predicted through POST /v1/models/{id}/predict.",
+            registry=self.registry,
+        )
+        if sm is not None:
+            self.registry.register(DatabaseCollector(sm))
+
+    def render(self) -> bytes:
+        """The exposition text of every metric (queries the database once)."""
+        return generate_latest(self.registry)
+
+
+class DatabaseCollector(Collector):
+    """Gauges computed from the database when Prometheus scrapes."""
+
+    def __init__(self, sm: sessionmaker[Session]) -> None:
+        self._sm = sm
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # computed at scrape; nothing to check up front
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("forecaster_database_up", "1 when the last scrape could read the database.")
+        try:
+            families = self._read()
+        except SQLAlchemyError as exc:
+            log_event("metrics.database_unavailable", level=logging.WARNING, error=type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _read(self) -> list[Metric]:
+        now = utcnow()
+        age = GaugeMetricFamily("forecaster_model_age_seconds", "Seconds since the serving champion was trained.",
+                                labels=["series", "version"])
+        last_obs = GaugeMetricFamily("forecaster_last_observation_timestamp_seconds",
+                                     "Unix time of each series' newest observation.", labels=["series"])
+        ingest = GaugeMetricFamily("forecaster_ingest_runs", "Ingest runs recorded, by status (all processes).",
+                                   labels=["status"])
+        jobs = GaugeMetricFamily("forecaster_job_runs", "Job runs recorded, by kind and status (all processes).",
+                                 labels=["kind", "status"])
+        with self._sm() as session:
+            champions = session.execute(
+                select(Series.key, ModelVersion.version, ModelVersion.created_at)
+                .join(Alias, Alias.series_id == Series.id)
+                .join(ModelVersion, ModelVersion.id == Alias.model_version_id)
+                .where(Alias.name == CHAMPION)
+            )
+            for key, version, created_at in champions:
+                age.add_metric([key, str(version)], (now - created_at).total_seconds())
+            newest = session.execute(
+                select(Series.key, func.max(Observation.ts))
+                .join(Observation, Observation.series_id == Series.id)
+                .group_by(Series.key)
+            )
+            for key, ts in newest:
+                if ts is not None:
+                    last_obs.add_metric([key], _as_utc(ts).timestamp())
+            for status, n in session.execute(
+                select(IngestRun.status, func.count()).group_by(IngestRun.status)
+            ):
+                ingest.add_metric([status], n)
+            for kind, status, n in session.execute(
+                select(JobRun.kind, JobRun.status, func.count()).group_by(JobRun.kind, JobRun.status)
+            ):
+                jobs.add_metric([kind, status], n)
+        return [age, last_obs, ingest, jobs]
+
+
+def _as_utc(ts: object) -> dt.datetime:
+    """``func.max`` skips the column type on SQLite, so the value may come back naive or as text."""
+    if isinstance(ts, str):
+        ts = dt.datetime.fromisoformat(ts)
+    assert isinstance(ts, dt.datetime)
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
+
+
+class MetricsMiddleware:
+    """Count every HTTP request and time it, labelled by the route template it matched."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

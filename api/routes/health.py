@@ -1,0 +1,49 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import functools
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api.deps import StateDep
+from api.routes import problems
+from api.schemas import HealthOut, ReadyOut
+from forecaster import migrate
+from forecaster.errors import StorageUnavailable
+
+router = APIRouter(tags=["health"])
+_head_revision = functools.cache(migrate.head_revision)  # the code's head never changes while running
+
+
+@router.get("/healthz", response_model=HealthOut)
+async def healthz() -> HealthOut:
+    """The process is alive (touches nothing else)."""
+    return HealthOut()
+
+
+@router.get("/readyz", response_model=ReadyOut, responses=problems())
+def readyz(state: StateDep) -> ReadyOut:
+    """The database answers and its schema is at the revision this code expects.
+
+    Raises:
+        StorageUnavailable: the schema is behind (or ahead of) the code, naming both revisions.
+    """
+    current = migrate.current_revision(state.engine)  # connection errors become 503 in problems.py
+    head = _head_revision()
+    if current != head:
+        raise StorageUnavailable(
+            f"database schema is at revision {current or 'none (empty database)'!s}, this code needs {head}: "
+            "run `forecaster migrate`"
+        )
+    return ReadyOut(database=state.engine.dialect.name, schema_revision=current, head_revision=head)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}},
+                             "description": "Prometheus text exposition format."}})
+def metrics(state: StateDep) -> Response:
+    """Prometheus metrics: requests by route and status, forecasts served, model age, run outcomes."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

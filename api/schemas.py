@@ -1,0 +1,338 @@
+"""Request and response bodies (pydantic), one family per noun, with OpenAPI examples.
+
+Response models are built from the core's frozen views (``ForecastView``,
+``VersionView``, ``JobRunView``) with ``from_domain``; they never carry ORM rows
+or model weights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from forecaster.forecasting import ForecastView
+from forecaster.jobruns import JobRunView
+from forecaster.registry import Champion, VersionView
+
+SERIES_KEY_EXAMPLE = "sine:demo"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- problems and health
+
+
+class ProblemOut(_Out):
+    """An error (RFC 9457 ``application/problem+json``)."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "type": "urn:forecaster:problem:series-not-found", "title": "Not Found", "status": 404,
+        "detail": "no series 'yfinance:NOPE:close'",
+    }]})
+
+    type: str = Field(description="A URI naming the kind of problem; `about:blank` when it is just the status.")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, naming the bad value and the way out.")
+
+
+class HealthOut(_Out):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(_Out):
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "status": "ready", "database": "sqlite", "schema_revision": "0001", "head_revision": "0001",
+    }]})
+
+    status: Literal["ready"] = "ready"
+    database: str = Field(description="The database dialect (sqlite, postgresql).")
+    schema_revision: str | None
+    head_revision: str
+
+
+# ---------------------------------------------------------------- series and observations
+
+
+class SeriesOut(_Out):
+    """A series and where it stands."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "key": "yfinance:^GSPC:close", "source": "yfinance", "frequency": "1B", "unit": "USD",
+        "params": {"ticker": "^GSPC", "field": "close", "period": "5y"},
+        "last_observation_ts": "2026-11-20T21:00:00Z", "observation_count": 1257,
+        "champion_version": 3, "champion_model_version_id": 17, "configured": True,
+    }]})
+
+    key: str
+    source: str
+    frequency: str = Field(description="pandas offset alias of one step: 5min, 1h, 1D, 1B, 1W, 1MS, ...")
+    unit: str | None
+    params: dict[str, Any]
+    last_observation_ts: dt.datetime | None
+    observation_count: int
+    champion_version: int | None = Field(description="The version serving forecasts; null while a baseline serves.")
+    champion_model_version_id: int | None
+    configured: bool = Field(description="Declared in the config file (false: created by a push).")
+
+
+class SeriesList(_Out):
+    series: list[SeriesOut]
+
+
+class ObservationOut(_Out):
+    ts: dt.datetime
+    value: float
+
+
+class ObservationPage(_Out):
+    """One page of observations, oldest first."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "series_key": SERIES_KEY_EXAMPLE,
+        "observations": [{"ts": "2024-01-01T00:00:00Z", "value": 0.02}, {"ts": "2024-01-01T01:00:00Z", "value": 0.27}],
+        "next_cursor": "MjAyNC0wMS0wMVQwMTowMDowMCswMDowMA",
+    }]})
+
+    series_key: str
+    observations: list[ObservationOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class ObservationIn(_In):
+    """One observation; ``ts`` must carry a UTC offset (``Z`` or ``+01:00``)."""
+
+    ts: AwareDatetime
+    value: float | None = Field(description="NaN, infinite or null values are dropped and counted as rejected.")
+
+
+class PushOut(_Out):
+    """What a push did: rows new, updated (value changed), unchanged, rejected (and why)."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "series_key": "push:meter", "created": False, "new": 24, "updated": 1, "unchanged": 0, "rejected": 1,
+        "notes": ["dropped 1 rows with NaN/inf values"], "ingest_run_id": 12, "forecast": None,
+    }]})
+
+    series_key: str
+    created: bool = Field(description="True when this push created the series (api.allow_push_create).")
+    new: int
+    updated: int
+    unchanged: int
+    rejected: int
+    notes: list[str]
+    ingest_run_id: int
+    forecast: ForecastOut | None = Field(description="The stored forecast after the push.")
+
+
+# ---------------------------------------------------------------- forecasts
+
+
+class ForecastOut(_Out):
+    """The stored next-step forecast of one series."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "series_key": SERIES_KEY_EXAMPLE, "value": 0.71, "lower": 0.52, "upper": 0.9, "level": 0.9,
+        "target_ts": "2024-03-24T08:00:00Z", "made_at": "2026-11-23T03:00:12Z", "method": "model",
+        "model_version": 3, "model_version_id": 17, "mase": 0.82,
+    }]})
+
+    series_key: str
+    value: float
+    lower: float | None = Field(description="Lower end of the prediction interval (split-conformal).")
+    upper: float | None
+    level: float | None = Field(description="Nominal coverage of [lower, upper], e.g. 0.9.")
+    target_ts: dt.datetime = Field(description="The step forecast: the next one on the series' calendar.")
+    made_at: dt.datetime = Field(description="When this forecast was computed (as-of time).")
+    method: Literal["model", "naive", "seasonal_naive"]
+    model_version: int | Literal["naive", "seasonal_naive"] = Field(
+        description="The champion version that made it, or the baseline that serves while no model passed.")
+    model_version_id: int | None
+    mase: float | None = Field(description="Holdout MASE of that version (null for a baseline).")
+
+    @classmethod
+    def from_domain(cls, f: ForecastView) -> ForecastOut:
+        version: int | Literal["naive", "seasonal_naive"]
+        version = f.model_version if f.model_version is not None else f.method  # type: ignore[assignment]
+        return cls(series_key=f.series_key, value=f.value, lower=f.lower, upper=f.upper, level=f.level,
+                   target_ts=f.target_ts, made_at=f.made_at, method=f.method,  # type: ignore[arg-type]
+                   model_version=version, model_version_id=f.model_version_id, mase=f.mase)
+
+
+class ForecastManyIn(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "keys": ["sine:demo", "yfinance:^GSPC:close"],
+    }]})
+
+    keys: list[str] = Field(min_length=1, max_length=1000)
+
+
+class ForecastResult(_Out):
+    """One key's answer: ``status`` 200 with a forecast, or 404 with the reason."""
+
+    series_key: str
+    status: int
+    forecast: ForecastOut | None = None
+    detail: str | None = None
+
+
+class ForecastManyOut(_Out):
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{"results": [
+        {"series_key": SERIES_KEY_EXAMPLE, "status": 200, "forecast": ForecastOut.model_config[
+            "json_schema_extra"]["examples"][0], "detail": None},  # type: ignore[index]
+        {"series_key": "yfinance:NOPE:close", "status": 404, "forecast": None,
+         "detail": "no series 'yfinance:NOPE:close'"},
+    ]}]})
+
+    results: list[ForecastResult]
+
+
+# ---------------------------------------------------------------- models
+
+
+class PredictIn(_In):
+    """Windows of raw values, oldest first, each exactly as long as the model's window."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "windows": [[0.0, 0.26, 0.5, 0.71], [0.26, 0.5, 0.71, 0.87]],
+        "last_ts": None,
+    }]})
+
+    # Plain floats here (validation is ~30 % faster on big batches); the route refuses NaN and
+    # infinity with numpy, naming the first bad position.
+    windows: list[list[float]] = Field(min_length=1, description="(batch, window) raw values, all finite.")
+    last_ts: list[AwareDatetime] | None = Field(
+        default=None, description="Timestamp of each window's last value; needed by models with calendar features.")
+
+
+class PredictOut(_Out):
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "model_version_id": 17, "series_key": SERIES_KEY_EXAMPLE, "version": 3, "window": 4,
+        "predictions": [0.87, 0.97],
+    }]})
+
+    model_version_id: int
+    series_key: str
+    version: int
+    window: int = Field(description="Values per window this model takes.")
+    predictions: list[float] = Field(description="One next-step forecast per window, in order.")
+
+
+class ModelVersionOut(_Out):
+    """A model version: metrics, lineage, status and hyperparameters (never its weights)."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=(), json_schema_extra={"examples": [{
+        "id": 17, "series_key": SERIES_KEY_EXAMPLE, "version": 3, "created_at": "2026-11-23T03:00:12Z",
+        "status": "champion", "status_reason": "model MASE 0.820 < naive 1.000, seasonal naive 1.310",
+        "is_champion": True, "hyperparameters": {"cell": "lstm", "window": 48, "hidden_size": 32},
+        "metrics": {"model": {"mae": 0.08, "rmse": 0.1, "mase": 0.82, "smape": 0.2},
+                    "naive": {"mae": 0.1, "rmse": 0.12, "mase": 1.0, "smape": 0.25},
+                    "seasonal_naive": None, "champion": None,
+                    "interval": {"level": 0.9, "halfwidth": 0.19, "coverage": 0.91}},
+        "lineage": {"train": ["2024-01-01T00:00:00+00:00", "2024-03-01T00:00:00+00:00"], "seed": 0,
+                    "device": "cpu", "duration_s": 4.2},
+        "weights_bytes": 53412,
+    }]})
+
+    id: int
+    series_key: str
+    version: int
+    created_at: dt.datetime
+    status: str = Field(description="candidate, rejected, champion or retired.")
+    status_reason: str | None
+    is_champion: bool
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    weights_bytes: int = Field(description="Size of the stored weights (the bytes themselves are never served).")
+
+    @classmethod
+    def from_domain(cls, v: VersionView) -> ModelVersionOut:
+        return cls(id=v.id, series_key=v.series_key, version=v.version, created_at=v.created_at, status=v.status,
+                   status_reason=v.status_reason, is_champion=v.is_champion, hyperparameters=v.hyperparameters,
+                   metrics=v.metrics, lineage=v.lineage, weights_bytes=v.weights_bytes)
+
+
+class ModelVersionList(_Out):
+    series_key: str
+    versions: list[ModelVersionOut] = Field(description="Newest first.")
+
+
+class PromoteIn(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2}]})
+
+    version: int = Field(ge=1, description="The version number (per series) to serve.")
+
+
+class ChampionOut(_Out):
+    """The champion after a promotion or rollback, and the forecast it now serves."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "series_key": SERIES_KEY_EXAMPLE, "version": 2, "model_version_id": 16, "previous_version": 3,
+        "forecast": ForecastOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+    }]})
+
+    series_key: str
+    version: int
+    model_version_id: int
+    previous_version: int | None
+    forecast: ForecastOut | None
+
+    @classmethod
+    def from_domain(cls, c: Champion, forecast: ForecastView | None) -> ChampionOut:
+        return cls(series_key=c.series_key, version=c.version, model_version_id=c.model_version_id,
+                   previous_version=c.previous_version,
+                   forecast=ForecastOut.from_domain(forecast) if forecast is not None else None)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobTriggerIn(_In):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"keys": ["sine:demo"]}, {}]})
+
+    keys: list[str] | None = Field(default=None, description="Configured series to run; all when omitted.")
+
+
+class JobRunOut(_Out):
+    """A job run (ingest or train over several series) and its progress."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "id": 42, "kind": "train", "trigger": "api", "status": "running", "series_keys": ["sine:demo"],
+        "started_at": "2026-11-23T03:00:00Z", "finished_at": None, "series_total": 1, "series_done": 0,
+        "series_failed": 0, "progress": {"results": [], "current": "sine:demo"}, "error": None,
+    }]})
+
+    id: int
+    kind: str
+    trigger: str
+    status: str = Field(description="queued, running, ok, partial, failed or interrupted.")
+    series_keys: list[str] | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    series_total: int
+    series_done: int
+    series_failed: int
+    progress: dict[str, Any] | None
+    error: str | None
+
+    @classmethod
+    def from_domain(cls, r: JobRunView) -> JobRunOut:
+        return cls(id=r.id, kind=r.kind, trigger=r.trigger, status=r.status, series_keys=r.series_keys,
+                   started_at=r.started_at, finished_at=r.finished_at, series_total=r.series_total,
+                   series_done=r.series_done, series_failed=r.series_failed, progress=r.progress, error=r.error)
+
+
+class JobRunList(_Out):
+    runs: list[JobRunOut] = Field(description="Newest first.")
+
+
+PushOut.model_rebuild()
