@@ -328,8 +328,12 @@ def serve(
     """Serve the HTTP API (uvicorn). Reads forecasts from the database; never trains."""
     from forecaster import plugins
 
+    from forecaster.ingest import sync_all_series
+
     s = settings()
-    open_db(s).kw["bind"].dispose()  # fail early, with a clear message, if the schema is not at head
+    sm = open_db(s)  # fails early, with a clear message, if the schema is not at head
+    sync_all_series(sm, s)  # configured series are listed (and 404s say "no data yet") before any ingest
+    sm.kw["bind"].dispose()
     plugins.load("api")(s, host=host, port=port, workers=workers)
 
 

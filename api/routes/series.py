@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AwareDatetime, TypeAdapter
 
-from api import queries
+from forecaster import catalog as queries
 from api.deps import AdminDep, AppState, SessionDep, SettingsDep, StateDep, parse_json
 from api.problems import UnsupportedMediaType
 from api.routes import problems

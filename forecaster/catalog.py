@@ -1,13 +1,13 @@
-"""Small queries and one write the routes need that the core does not offer yet.
+"""The series catalogue as users browse it: summaries, observation pages, and pushes.
 
-Each is a plain function of a session (or sessionmaker), typed, returning frozen
-dataclasses, so it can move into ``forecaster/`` unchanged:
-
-    list_series(session, settings) -> list[SeriesSummary]         -> forecaster.ingest / a series module
+    list_series(session, settings) -> list[SeriesSummary]
     series_summary(session, settings, key) -> SeriesSummary
-    observations_page(session, key, start, end, limit, cursor) -> ObservationsPage
-    push_observations(sm, settings, key, rows, frequency) -> PushResult   -> forecaster.ingest
-    parse_csv_observations(text) / rows_to_frame(rows)            (request parsing, stays here)
+    observations_page(session, series_key=, start=, end=, limit=, cursor=) -> ObservationsPage
+    push_observations(sm, settings, series_key=, frame=, frequency=) -> PushResult
+    parse_csv_observations(text) / rows_to_frame(rows)     (parsing pushed bodies)
+
+Plain functions of a session (or sessionmaker) returning frozen dataclasses;
+the API routes are thin adapters over them.
 """
 
 from __future__ import annotations
