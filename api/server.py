@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Callable
 
 import uvicorn
 
@@ -10,6 +13,34 @@ from forecaster.config import Settings
 from forecaster.logs import configure_logging, log_event
 
 FACTORY = "api.app:app_from_env"
+
+
+class _Stopped(Exception):
+    """Raised by our signal handler after uvicorn has shut down gracefully."""
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def _run_until_signal(run: Callable[[], None]) -> None:
+    """Run uvicorn; a Ctrl-C or SIGTERM ends in a clean return (exit code 0).
+
+    uvicorn shuts down on the signal, then re-raises it to the handler that was
+    there before it; ours turns that into a normal return instead of the
+    process dying by the signal (exit 143) or a KeyboardInterrupt (130).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        run()
+        return
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run()
+    except _Stopped as exc:
+        log_event("api.stopped", signal=str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
@@ -27,9 +58,11 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         if settings.config_path:
             os.environ["FORECASTER_CONFIG"] = settings.config_path
         log_event("api.serve", host=host, port=port, workers=workers, config=settings.config_path)
-        uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level)
+        _run_until_signal(lambda: uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers,
+                                              log_level=log_level))
         return
     from api.app import create_app
 
     log_event("api.serve", host=host, port=port, workers=1, config=settings.config_path)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    app = create_app(settings)
+    _run_until_signal(lambda: uvicorn.run(app, host=host, port=port, log_level=log_level))

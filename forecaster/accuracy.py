@@ -1,23 +1,32 @@
 """Live accuracy: how the forecasts we stored did once their actuals arrived.
 
-Per series and per model version, over the most recent forecasts with an
-actual: count, MAE, MASE (against the naive forecast of the same targets, so
-1.0 means "no better than repeating the last value") and interval coverage.
-A champion whose live MASE drifts above 1 over the last N actuals is flagged.
+Per series and per forecaster (a model version, or a baseline method), over the
+most recent ``window`` targets with an actual: count, MAE, MASE and interval
+coverage. Live MASE divides the forecaster's MAE by the naive forecast's MAE on
+the same targets (the observation just before each target, which is what the
+naive forecast said at the time), so 1.0 means "no better than repeating the
+last value". A champion whose live MASE is above 1 over at least
+``min_actuals`` actuals is drifting.
+
+One SQL query (window functions, on SQLite and PostgreSQL alike) fetches the
+rows for one series or for all of them, so a Prometheus scrape stays cheap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from forecaster.db import Forecast, ModelVersion, Observation, Series
+from forecaster.config import Settings
+from forecaster.db import Alias, Forecast, ModelVersion, Observation, Series
 from forecaster.errors import SeriesNotFound
+from forecaster.registry import CHAMPION
 
 
 @dataclass(frozen=True)
@@ -27,98 +36,202 @@ class AccuracyRow:
     method: str  # model / naive / seasonal_naive
     model_version: int | None
     model_version_id: int | None
-    count: int
+    count: int  # targets with an actual, at most the window
     mae: float | None
-    mase: float | None
-    coverage: float | None
+    mase: float | None  # None when no naive reference exists or the naive MAE is 0
+    coverage: float | None  # share of actuals inside the stored interval; None without intervals
     first_target: dt.datetime | None
     last_target: dt.datetime | None
+    first_made_at: dt.datetime | None  # when the oldest forecast in the window was made
 
 
 @dataclass(frozen=True)
 class SeriesAccuracy:
+    """Live accuracy of every forecaster that served a series, and the drift verdict."""
+
     series_key: str
     window: int
-    rows: list[AccuracyRow]
-    champion_live_mase: float | None
+    min_actuals: int
+    rows: list[AccuracyRow]  # most recent last target first
+    champion_version: int | None
+    serving: AccuracyRow | None  # the champion's row, or the latest baseline's when no model serves
     drifting: bool
     reason: str
 
-
-def _previous_values(session: Session, series: Series, targets: list[dt.datetime]) -> dict[dt.datetime, float]:
-    """For each target timestamp, the observation one step before it (the naive forecast)."""
-    offset = pd.tseries.frequencies.to_offset(series.frequency)
-    before = {t: (pd.Timestamp(t) - offset).to_pydatetime() for t in targets}
-    found: dict[dt.datetime, float] = {}
-    wanted = sorted(set(before.values()))
-    for i in range(0, len(wanted), 500):
-        found.update(session.execute(
-            select(Observation.ts, Observation.value)
-            .where(Observation.series_id == series.id, Observation.ts.in_(wanted[i:i + 500]))
-        ).all())
-    return {t: found[p] for t, p in before.items() if p in found}
+    @property
+    def champion_live_mase(self) -> float | None:
+        """The champion's live MASE (None without a champion or its actuals)."""
+        if self.champion_version is None or self.serving is None:
+            return None
+        return self.serving.mase
 
 
-def _summarise(fs: list[Forecast], prev: dict[dt.datetime, float]) -> tuple[int, float | None, float | None, float | None]:
-    actual = np.array([f.actual for f in fs], dtype=float)
-    pred = np.array([f.value for f in fs], dtype=float)
-    err = np.abs(actual - pred)
-    mae = float(err.mean()) if err.size else None
-    naive = np.array([abs(f.actual - prev[f.target_ts]) for f in fs if f.target_ts in prev], dtype=float)
-    model_on_same = np.array([abs(f.actual - f.value) for f in fs if f.target_ts in prev], dtype=float)
+# ---------------------------------------------------------------- query
+
+
+def _recent_forecasts(session: Session, series_ids: Sequence[int] | None, window: int) -> list[Any]:
+    """Rows (series_id, model_version_id, method, target_ts, made_at, value, lower, upper, actual, previous).
+
+    One forecast per (forecaster, target): the latest stored. Then the latest
+    ``window`` targets per forecaster. ``previous`` is the newest observation
+    before the target (the naive forecast of it), or None.
+    """
+    f = Forecast
+    dedupe = func.row_number().over(
+        partition_by=(f.series_id, f.model_version_id, f.method, f.target_ts), order_by=f.id.desc())
+    inner = select(f.series_id, f.model_version_id, f.method, f.target_ts, f.made_at, f.value, f.lower,
+                   f.upper, f.actual, dedupe.label("dup")).where(f.actual.is_not(None))
+    if series_ids is not None:
+        inner = inner.where(f.series_id.in_(series_ids))
+    s1 = inner.subquery()
+    rank = func.row_number().over(
+        partition_by=(s1.c.series_id, s1.c.model_version_id, s1.c.method), order_by=s1.c.target_ts.desc())
+    s2 = select(s1, rank.label("rank")).where(s1.c.dup == 1).subquery()
+    previous = (
+        select(Observation.value)
+        .where(Observation.series_id == s2.c.series_id, Observation.ts < s2.c.target_ts)
+        .order_by(Observation.ts.desc())
+        .limit(1)
+        .correlate(s2)
+        .scalar_subquery()
+    )
+    q = select(s2.c.series_id, s2.c.model_version_id, s2.c.method, s2.c.target_ts, s2.c.made_at, s2.c.value,
+               s2.c.lower, s2.c.upper, s2.c.actual, previous.label("previous")).where(s2.c.rank <= window)
+    return list(session.execute(q).all())
+
+
+def summarise(
+    actual: np.ndarray, value: np.ndarray, previous: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+) -> tuple[float | None, float | None, float | None]:
+    """(MAE, live MASE, coverage) of forecasts ``value`` against ``actual``; pure numpy.
+
+    ``previous`` holds the naive forecast of each target (NaN where unknown);
+    MASE uses only targets that have one. ``lower``/``upper`` are NaN where a
+    forecast carried no interval; coverage uses only those that did.
+    """
+    if actual.size == 0:
+        return None, None, None
+    err = np.abs(actual - value)
+    known = ~np.isnan(previous)
     mase = None
-    if naive.size and naive.mean() > 0:
-        mase = float(model_on_same.mean() / naive.mean())
-    with_iv = [f for f in fs if f.lower is not None and f.upper is not None]
-    coverage = (float(np.mean([f.lower <= f.actual <= f.upper for f in with_iv]))  # type: ignore[operator]
-                if with_iv else None)
-    return len(fs), mae, mase, coverage
+    if known.any():
+        naive_mae = float(np.mean(np.abs(actual[known] - previous[known])))
+        if naive_mae > 0:
+            mase = float(np.mean(err[known])) / naive_mae
+    with_iv = ~(np.isnan(lower) | np.isnan(upper))
+    coverage = None
+    if with_iv.any():
+        a = actual[with_iv]
+        coverage = float(np.mean((lower[with_iv] <= a) & (a <= upper[with_iv])))
+    return float(np.mean(err)), mase, coverage
 
 
-def series_accuracy(session: Session, *, series_key: str, window: int = 100, min_count: int = 10) -> SeriesAccuracy:
+def _row(method: str, mv_id: int | None, versions: dict[int, int], rows: list[Any]) -> AccuracyRow:
+    def column(i: int) -> np.ndarray:
+        return np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.float64)
+
+    mae, mase, coverage = summarise(column(8), column(5), column(9), column(6), column(7))
+    return AccuracyRow(
+        method=method, model_version=versions.get(mv_id) if mv_id is not None else None, model_version_id=mv_id,
+        count=len(rows), mae=mae, mase=mase, coverage=coverage,
+        first_target=min(r[3] for r in rows), last_target=max(r[3] for r in rows),
+        first_made_at=min(r[4] for r in rows),
+    )
+
+
+def _verdict(key: str, window: int, min_actuals: int, rows: list[AccuracyRow],
+             champion: tuple[int, int] | None) -> SeriesAccuracy:
+    """Pick the serving row and judge drift (``champion`` is (model_version_id, version) or None)."""
+    if champion is not None:
+        serving = next((r for r in rows if r.model_version_id == champion[0]), None)
+        version = champion[1]
+        if serving is None:
+            reason, drifting = f"v{version} has no actuals yet; drift is judged from {min_actuals}", False
+        elif serving.mase is None or serving.count < min_actuals:
+            drifting = False
+            reason = f"v{version} has {serving.count} actuals; drift is judged from {min_actuals}"
+        else:
+            drifting = serving.mase > 1.0
+            reason = (f"v{version} live MASE {serving.mase:.3f} over the last {serving.count} actuals is "
+                      f"{'above' if drifting else 'below'} naive (1.000)")
+        return SeriesAccuracy(key, window, min_actuals, rows, version, serving, drifting, reason)
+    serving = next((r for r in rows if r.model_version_id is None and r.method != "model"), None)
+    return SeriesAccuracy(key, window, min_actuals, rows, None, serving, False,
+                          "no champion: a baseline serves, so there is no model to drift")
+
+
+def _accuracy(session: Session, series: Iterable[Series], window: int, min_actuals: int) -> dict[str, SeriesAccuracy]:
+    by_id = {s.id: s for s in series}
+    if not by_id:
+        return {}
+    ids = list(by_id)
+    raw = _recent_forecasts(session, ids, window)
+    versions = dict(session.execute(
+        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.series_id.in_(ids))).all())
+    champions = {sid: (mv_id, versions[mv_id]) for sid, mv_id in session.execute(
+        select(Alias.series_id, Alias.model_version_id).where(Alias.name == CHAMPION, Alias.series_id.in_(ids)))}
+    groups: dict[int, dict[tuple[int | None, str], list[Any]]] = {sid: {} for sid in ids}
+    for r in raw:
+        groups[r[0]].setdefault((r[1], r[2]), []).append(r)
+    out = {}
+    for sid, series_groups in groups.items():
+        rows = [_row(method, mv_id, versions, g) for (mv_id, method), g in series_groups.items()]
+        rows.sort(key=lambda r: (r.last_target, r.model_version or 0), reverse=True)
+        out[by_id[sid].key] = _verdict(by_id[sid].key, window, min_actuals, rows, champions.get(sid))
+    return out
+
+
+# ---------------------------------------------------------------- public
+
+
+def series_accuracy(session: Session, *, series_key: str, window: int = 100, min_actuals: int = 20) -> SeriesAccuracy:
     """Live accuracy of every forecaster that served this series, over its last
-    ``window`` forecasts with actuals; drift flag for the current champion.
+    ``window`` targets with actuals; the drift verdict for the current champion.
 
     Raises:
         SeriesNotFound: naming the key.
     """
-    from forecaster.registry import champion_of
-
     series = session.scalar(select(Series).where(Series.key == series_key))
     if series is None:
         raise SeriesNotFound(f"no series {series_key!r}")
-    fs = list(session.scalars(
-        select(Forecast)
-        .where(Forecast.series_id == series.id, Forecast.actual.is_not(None))
-        .order_by(Forecast.target_ts.desc(), Forecast.id.desc())
-    ))
-    # One forecast per (forecaster, target): the latest made before the actual.
-    seen: set[tuple[int | None, str, dt.datetime]] = set()
-    groups: dict[tuple[int | None, str], list[Forecast]] = {}
-    for f in fs:
-        k = (f.model_version_id, f.method, f.target_ts)
-        if k in seen:
+    return _accuracy(session, [series], window, min_actuals)[series_key]
+
+
+def all_accuracy(session: Session, *, window: int = 100, min_actuals: int = 20) -> dict[str, SeriesAccuracy]:
+    """``series_accuracy`` of every stored series, by key, in one query for the forecasts."""
+    return _accuracy(session, session.scalars(select(Series).order_by(Series.key)).all(), window, min_actuals)
+
+
+def drifting_series(session: Session, settings: Settings) -> list[str]:
+    """Keys of configured series whose champion drifts and that a retrain has not answered yet.
+
+    Drift is judged with ``settings.monitoring`` (``accuracy_window`` actuals,
+    verdict from ``drift_min_actuals``). A series is left out while any version
+    of it was trained after the oldest forecast in the champion's window was
+    made: that retrain already saw this evidence (and the gate kept the
+    champion, or the new one has no window yet). So a persistent drift triggers
+    at most one retrain per window of fresh actuals, not one per ingest.
+    Reads only.
+    """
+    m = settings.monitoring
+    configured = [s.key for s in settings.series]
+    series = session.scalars(select(Series).where(Series.key.in_(configured))).all()
+    due = []
+    for key, acc in _accuracy(session, series, m.accuracy_window, m.drift_min_actuals).items():
+        if not acc.drifting or acc.serving is None or acc.serving.first_made_at is None:
             continue
-        seen.add(k)
-        g = groups.setdefault((f.model_version_id, f.method), [])
-        if len(g) < window:
-            g.append(f)
-    prev = _previous_values(session, series, sorted({f.target_ts for g in groups.values() for f in g}))
-    versions = {mv.id: mv.version for mv in session.scalars(
-        select(ModelVersion).where(ModelVersion.series_id == series.id))}
-    rows = []
-    for (mv_id, method), g in groups.items():
-        count, mae, mase, cov = _summarise(g, prev)
-        rows.append(AccuracyRow(method, versions.get(mv_id) if mv_id else None, mv_id, count, mae, mase, cov,
-                                min(f.target_ts for f in g), max(f.target_ts for f in g)))
-    rows.sort(key=lambda r: r.last_target or dt.datetime.min.replace(tzinfo=dt.timezone.utc), reverse=True)
-    champ = champion_of(session, series.id)
-    live = next((r for r in rows if champ is not None and r.model_version_id == champ.id), None)
-    drifting, reason = False, "no champion" if champ is None else "not enough actuals yet"
-    if live is not None and live.mase is not None and live.count >= min_count:
-        drifting = live.mase > 1.0
-        reason = (f"v{live.model_version} live MASE {live.mase:.2f} over the last {live.count} actuals "
-                  f"{'is above' if drifting else 'is below'} naive (1.00)")
-    elif live is not None:
-        reason = f"v{live.model_version} has {live.count} actuals; drift is judged from {min_count}"
-    return SeriesAccuracy(series_key, window, rows, live.mase if live else None, drifting, reason)
+        newest = session.scalar(
+            select(func.max(ModelVersion.created_at)).join(Series, Series.id == ModelVersion.series_id)
+            .where(Series.key == key))
+        if newest is not None and _aware(newest) > acc.serving.first_made_at:
+            continue
+        due.append(key)
+    return sorted(due)
+
+
+def _aware(ts: Any) -> dt.datetime:
+    """``func.max`` skips the column type on SQLite: the value may come back naive or as text."""
+    if isinstance(ts, str):
+        ts = dt.datetime.fromisoformat(ts)
+    assert isinstance(ts, dt.datetime)
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)

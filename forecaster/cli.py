@@ -28,8 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output (cron mail, CI logs, `make run | tee`) gets wide tables instead of 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -194,7 +195,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def train_table(reports: list[Any]) -> Table:
-    table = Table(title="train (holdout MASE: lower is better; naive = 1 on train)", title_justify="left")
+    table = Table(title="train: holdout MASE of the new version vs the baselines (lower is better)", title_justify="left")
     for col in ("series", "status", "version", "model", "naive", "seasonal", "champion", "coverage", "device", "time"):
         table.add_column(col)
     for r in reports:

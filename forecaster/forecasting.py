@@ -146,10 +146,14 @@ def refresh_after_ingest(session: Session, series: Series) -> None:
     refresh_forecast(session, series)
 
 
-def _view(series: Series, f: Forecast, mv: ModelVersion | None) -> ForecastView:
+def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVersion | None = None) -> ForecastView:
+    """``mase``: the serving model's holdout MASE, or for a baseline its MASE on the
+    latest version's holdout (None when nothing was ever trained)."""
     mase = None
     if mv is not None:
         mase = ((mv.metrics or {}).get("model") or {}).get("mase")
+    elif latest is not None:
+        mase = ((latest.metrics or {}).get(f.method) or {}).get("mase")
     return ForecastView(
         series_key=series.key, target_ts=f.target_ts, made_at=f.made_at, value=f.value, lower=f.lower,
         upper=f.upper, level=f.level, method=f.method, model_version=mv.version if mv else None,
@@ -172,7 +176,11 @@ def get_forecast(session: Session, *, series_key: str) -> ForecastView:
     if f is None:
         raise SeriesNotFound(f"series {series_key!r} has no forecast yet: ingest it first")
     mv = session.get(ModelVersion, f.model_version_id) if f.model_version_id else None
-    return _view(series, f, mv)
+    latest = None
+    if mv is None:
+        latest = session.scalar(select(ModelVersion).where(ModelVersion.series_id == series.id)
+                                .order_by(ModelVersion.version.desc()).limit(1))
+    return _view(series, f, mv, latest)
 
 
 def forecast_history(session: Session, series_id: int, *, limit: int = 200) -> list[Forecast]:

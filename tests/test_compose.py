@@ -129,8 +129,8 @@ def test_the_compose_commands_migrate_serve_schedule_and_forecast(pg_url: str, t
         assert r.status_code == 200, r.text
         assert isinstance(r.json()["value"], float)
         assert scheduler.stop() == 0, scheduler.output
-        # uvicorn shuts down cleanly, then re-raises SIGTERM so the exit status shows it
-        assert api.stop() in (0, -signal.SIGTERM), api.output
+        # uvicorn shuts down cleanly and the process exits 0
+        assert api.stop() == 0, api.output
         assert "Application shutdown complete" in api.output
     finally:
         api.close()
