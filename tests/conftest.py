@@ -20,10 +20,10 @@ PG_ADMIN_URL = os.environ.get("FORECASTER_TEST_PG_URL", "postgresql+psycopg://po
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "forecaster" / "snapshots"
 
-try:  # fake upstreams (Yahoo chart API, Open-Meteo) on loopback
-    from tests.fakes import fake_open_meteo, fake_yahoo  # noqa: F401
-except ImportError:  # pragma: no cover - while the fakes module is being written
-    pass
+# Fixtures shared across files: fake upstreams (Yahoo chart API, Open-Meteo) and
+# the API served by uvicorn on loopback over a trained database.
+from tests.api_server import api, api_db, api_settings, api_template, sqlite_api, sqlite_api_db  # noqa: E402, F401
+from tests.fakes import fake_open_meteo, fake_yahoo  # noqa: E402, F401
 
 
 def _pg_admin() -> Engine:

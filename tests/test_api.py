@@ -13,21 +13,7 @@ from forecaster import registry
 from forecaster.config import Settings
 from forecaster.db import make_engine
 from forecaster.pipeline import Predictor
-from tests.api_server import (  # noqa: F401 - fixtures
-    BASELINE,
-    PUSHED,
-    SPX,
-    TRAINED,
-    Api,
-    api,
-    api_db,
-    api_settings,
-    api_template,
-    make_settings,
-    running_api,
-    sqlite_api,
-    sqlite_api_db,
-)
+from tests.api_server import BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
 
 PROBLEM = "application/problem+json"
 

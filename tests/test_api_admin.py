@@ -8,22 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api_server import (  # noqa: F401 - fixtures
-    ADMIN_KEY,
-    BASELINE,
-    PUSHED,
-    TRAINED,
-    Api,
-    api,
-    api_db,
-    api_settings,
-    api_template,
-    make_settings,
-    running_api,
-    sqlite_api,
-    sqlite_api_db,
-    wait_for,
-)
+from tests.api_server import ADMIN_KEY, BASELINE, PUSHED, TRAINED, Api, make_settings, running_api, wait_for
 
 PROBLEM = "application/problem+json"
 HOURS = [f"2024-05-01T{h:02d}:00:00Z" for h in range(24)]

@@ -24,20 +24,7 @@ from api.app import create_app
 from forecaster import plugins
 from forecaster.config import Settings
 from forecaster.db import ModelVersion, make_engine, make_sessionmaker, write_session
-from tests.api_server import (  # noqa: F401 - fixtures
-    ADMIN_KEY,
-    TRAINED,
-    Api,
-    api,
-    api_db,
-    api_settings,
-    api_template,
-    make_settings,
-    running_api,
-    sqlite_api,
-    sqlite_api_db,
-    wait_for,
-)
+from tests.api_server import ADMIN_KEY, TRAINED, Api, make_settings, running_api, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "application/problem+json"
