@@ -24,6 +24,7 @@ from api.forecast_cache import ForecastCache
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.predictors import PredictorCache
 from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
+from api.routes import accuracy, dashboard
 from forecaster import __version__
 from forecaster.config import Settings, load_settings
 from forecaster.db import make_engine, make_sessionmaker
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     sm = make_sessionmaker(engine)
     state = AppState(settings=settings, engine=engine, sm=sm, runner=BackgroundRunner(sm, settings),
                      predictors=PredictorCache(settings.api.predict_cache_size), forecasts=ForecastCache(engine),
-                     metrics=ApiMetrics(sm))
+                     metrics=ApiMetrics(sm, settings.monitoring))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
     for module in (forecasts, series, models, jobs, health):
         app.include_router(module.router)
+    app.include_router(accuracy.router)
+    app.include_router(dashboard.router)
     return app
 
 

@@ -7,7 +7,8 @@ Two kinds:
   served, windows predicted;
 - read from the database at each scrape, so that they are right however many
   API and scheduler processes there are: each champion's age, each series'
-  last observation, ingest runs and job runs by status.
+  last observation, ingest runs and job runs by status, and each series' live
+  accuracy (MASE and interval coverage of what serves it, the drift flag).
 
 A per-app ``CollectorRegistry`` (not the process-global one) lets tests and
 benchmarks build many apps in one process.
@@ -28,6 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from forecaster.accuracy import all_accuracy
+from forecaster.config import MonitoringSettings
 from forecaster.db import Alias, IngestRun, JobRun, ModelVersion, Observation, Series, utcnow
 from forecaster.logs import log_event
 from forecaster.registry import CHAMPION
@@ -39,7 +42,7 @@ UNMATCHED = "unmatched"  # the route label of requests that matched no route (40
 class ApiMetrics:
     """The registry and the instruments one app records into."""
 
-    def __init__(self, sm: sessionmaker[Session] | None = None) -> None:
+    def __init__(self, sm: sessionmaker[Session] | None = None, monitoring: MonitoringSettings | None = None) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and nobody graphs them
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -59,7 +62,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         if sm is not None:
-            self.registry.register(DatabaseCollector(sm))
+            self.registry.register(DatabaseCollector(sm, monitoring or MonitoringSettings()))
 
     def render(self) -> bytes:
         """The exposition text of every metric (queries the database once)."""
@@ -69,8 +72,9 @@ class ApiMetrics:
 class DatabaseCollector(Collector):
     """Gauges computed from the database when Prometheus scrapes."""
 
-    def __init__(self, sm: sessionmaker[Session]) -> None:
+    def __init__(self, sm: sessionmaker[Session], monitoring: MonitoringSettings) -> None:
         self._sm = sm
+        self._monitoring = monitoring
 
     def describe(self) -> Iterable[Metric]:
         return []  # computed at scrape; nothing to check up front
@@ -123,7 +127,25 @@ class DatabaseCollector(Collector):
                 select(JobRun.kind, JobRun.status, func.count()).group_by(JobRun.kind, JobRun.status)
             ):
                 jobs.add_metric([kind, status], n)
-        return [age, last_obs, ingest, jobs]
+            live = self._live_accuracy(session)
+        return [age, last_obs, ingest, jobs, *live]
+
+    def _live_accuracy(self, session: Session) -> list[Metric]:
+        mase = GaugeMetricFamily("forecaster_live_mase", "Live MASE of what serves each series (champion or "
+                                 "baseline) over its recent actuals: its MAE / naive's on the same targets.",
+                                 labels=["series"])
+        coverage = GaugeMetricFamily("forecaster_live_coverage", "Share of recent actuals inside the served "
+                                     "forecast's interval.", labels=["series"])
+        drifting = GaugeMetricFamily("forecaster_drifting", "1 when the champion's live MASE is above 1 over "
+                                     "enough actuals (monitoring.drift_min_actuals).", labels=["series"])
+        m = self._monitoring
+        for key, acc in all_accuracy(session, window=m.accuracy_window, min_actuals=m.drift_min_actuals).items():
+            drifting.add_metric([key], 1.0 if acc.drifting else 0.0)
+            if acc.serving is not None and acc.serving.mase is not None:
+                mase.add_metric([key], acc.serving.mase)
+            if acc.serving is not None and acc.serving.coverage is not None:
+                coverage.add_metric([key], acc.serving.coverage)
+        return [mase, coverage, drifting]
 
 
 def _as_utc(ts: object) -> dt.datetime:

@@ -142,7 +142,22 @@ def execute_run(
     errors = "; ".join(r["detail"] or "" for r in results if r["status"] == "failed")
     _update(sm, run_id, status=status, finished_at=utcnow(), error=errors or None)
     log_event(f"job.{kind}.done", run_id=run_id, status=status, done=done, failed=failed)
+    if kind == "ingest" and settings.monitoring.retrain_on_drift and not stopped:
+        _retrain_drifting(sm, settings, run_id, keys, stop)
     return get_run(sm, run_id)
+
+
+def _retrain_drifting(sm: sessionmaker[Session], settings: Settings, run_id: int, keys: list[str],
+                      stop: threading.Event) -> None:
+    """After an ingest, retrain (as its own job run) the series whose champion drifted."""
+    from forecaster.accuracy import drifting_series
+
+    with sm() as session:
+        due = [k for k in drifting_series(session, settings) if k in keys]
+    if due:
+        log_event("drift.retrain", run_id=run_id, series=",".join(due))
+        drift_run = create_run(sm, settings, kind="train", keys=due, trigger="drift")
+        execute_run(sm, settings, drift_run.id, stop=stop)
 
 
 def get_run(sm: sessionmaker[Session], run_id: int) -> JobRunView:

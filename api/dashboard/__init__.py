@@ -1,0 +1,1 @@
+"""Server-rendered dashboard pages: read model (data), SVG chart, templates (render)."""

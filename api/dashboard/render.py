@@ -1,0 +1,106 @@
+"""The dashboard's HTML: Jinja2 templates (autoescaped: every key, unit and reason is escaped)
+filled from ``api.dashboard.data``.
+
+    index_html(rows, settings) / series_html(page, settings) / not_found_html(detail)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup, escape
+
+from api.dashboard.chart import render_chart
+from api.dashboard.data import SeriesPage, SeriesRow, chart_points
+from api.dashboard.format import FILTERS, mase, method_name
+from forecaster import __version__
+from forecaster.config import Settings
+from forecaster.db import utcnow
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _block_mase(metrics: dict[str, Any], name: str) -> str:
+    block = metrics.get(name) or {}
+    return mase(block.get("mase"))
+
+
+def _interval_coverage(metrics: dict[str, Any]) -> float | None:
+    value = (metrics.get("interval") or {}).get("coverage")
+    return None if value is None else float(value)
+
+
+def _beats_baselines(metrics: dict[str, Any]) -> bool:
+    model = (metrics.get("model") or {}).get("mase")
+    rivals = [(metrics.get(n) or {}).get("mase") for n in ("naive", "seasonal_naive")]
+    return model is not None and all(model < r for r in rivals if r is not None)
+
+
+def _breakable(key: str) -> Markup:
+    """The escaped key with line-break opportunities after ``:`` and ``,`` (never inside a word)."""
+    return Markup(str(escape(key)).replace(":", ":<wbr>").replace(",", ",<wbr>"))
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The template environment (built on first use; nothing at import time)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(FILTERS)
+    env.filters.update(
+        urlkey=lambda key: quote(key, safe=""),
+        thousands=lambda n: f"{n:,}",
+        breakable=_breakable,
+        forecaster=method_name,
+        block_mase=_block_mase,
+        interval_coverage=_interval_coverage,
+    )
+    env.globals.update(version=__version__, subtitle="dashboard")
+    return env
+
+
+def _render(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(now=utcnow(), **context)
+
+
+def index_html(rows: list[SeriesRow], settings: Settings) -> str:
+    """The series table with its summary tiles."""
+    m = settings.monitoring
+    return _render(
+        "index.html", rows=rows, window=m.accuracy_window, min_actuals=m.drift_min_actuals,
+        with_data=sum(r.observation_count > 0 for r in rows),
+        by_model=sum(r.champion_version is not None for r in rows),
+        beating=sum(r.beats_baselines for r in rows),
+        by_baseline=sum(r.champion_version is None and bool(r.serving) for r in rows),
+        drifting=sum(r.accuracy.drifting for r in rows),
+    )
+
+
+def span_label(frequency: str, ts: list[dt.datetime]) -> str:
+    """``Last 7 days`` / ``Last 120 points`` / ``All 40 points``, as the chart title."""
+    wanted = chart_points(frequency)
+    if len(ts) < wanted:
+        return f"All {len(ts)} observations"
+    days = (ts[-1] - ts[0]).total_seconds() / 86400
+    return f"Last {round(days)} days" if wanted != 120 and days >= 2 else f"Last {len(ts)} observations"
+
+
+def series_html(page: SeriesPage, base_url: str) -> str:
+    """One series: tiles, chart, live accuracy, version history."""
+    chart = page.chart
+    return _render(
+        "series.html", r=page.row, page=page, base_url=base_url,
+        chart_svg=render_chart(chart) if chart else "",
+        span_label=span_label(page.row.frequency, list(chart.ts)) if chart else "",
+        beating={v.version for v in page.versions if _beats_baselines(v.metrics or {})},
+    )
+
+
+def not_found_html(detail: str) -> str:
+    """The 404 page for an unknown series key."""
+    return _render("not_found.html", detail=detail)

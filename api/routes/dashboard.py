@@ -1,0 +1,38 @@
+"""The dashboard: ``GET /`` (every series) and ``GET /series/{key}`` (one series), server-rendered HTML.
+
+Pages read the database only (no torch, no JavaScript). Keys hold ``:``, ``^``
+and ``,``; links URL-encode them and the route takes them encoded or not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from api.dashboard import data, render
+from api.deps import SessionDep, SettingsDep
+from api.routes import problems
+from forecaster.errors import SeriesNotFound
+
+router = APIRouter(tags=["dashboard"])
+_HTML: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {}}, "description": "An HTML page."}}
+
+
+@router.get("/", response_class=HTMLResponse, responses={**_HTML, **problems()})
+def dashboard(session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    """The dashboard: every series with its last observation, champion, holdout and live MASE, last runs."""
+    return HTMLResponse(render.index_html(data.series_rows(session, settings), settings))
+
+
+@router.get("/series/{key}", response_class=HTMLResponse,
+            responses={**_HTML, 404: {"content": {"text/html": {}}, "description": "No such series (an HTML page)."},
+                       **problems()})
+def series_dashboard(key: str, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    """One series: chart of recent observations with past and next forecasts, live accuracy, model versions."""
+    try:
+        page = data.series_page(session, settings, key)
+    except SeriesNotFound as exc:
+        return HTMLResponse(render.not_found_html(str(exc)), status_code=404)
+    return HTMLResponse(render.series_html(page, str(request.base_url)))
