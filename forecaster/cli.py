@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,8 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output (cron mail, CI logs, `make run | tee`) gets wide tables instead of 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# emoji=False: series keys like "sine:a:b" must not turn into emoji codes.
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -49,7 +51,7 @@ def _main(
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -145,9 +147,9 @@ def ingest_table(outcomes: list[Any]) -> Table:
         colour = {"ok": "green", "snapshot": "yellow", "failed": "red"}[o.status]
         note = o.error if o.status == "failed" else "; ".join(o.notes)
         table.add_row(
-            o.series_key, f"[{colour}]{o.status}[/]", str(o.rows_new), str(o.rows_updated),
+            escape(o.series_key), f"[{colour}]{o.status}[/]", str(o.rows_new), str(o.rows_updated),
             str(o.rows_unchanged), str(o.rows_rejected),
-            o.last_ts.strftime("%Y-%m-%d %H:%M UTC") if o.last_ts else "-", note or "",
+            o.last_ts.strftime("%Y-%m-%d %H:%M UTC") if o.last_ts else "-", escape(note or ""),
         )
     return table
 
@@ -169,7 +171,8 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
     out.print(ingest_table(outcomes))
     for o in outcomes:
         if o.status == "snapshot":
-            out.print(f"[yellow]{o.series_key}: source unreachable, used the bundled offline snapshot[/]", highlight=False)
+            out.print(f"[yellow]{escape(o.series_key)}: source unreachable, used the bundled offline snapshot[/]",
+                      highlight=False)
     return outcomes
 
 
@@ -203,7 +206,7 @@ def train_table(reports: list[Any]) -> Table:
         colour = {"promoted": "green", "rejected": "yellow", "skipped": "dim", "failed": "red"}[r.status]
         cov = (m.get("interval") or {}).get("coverage")
         table.add_row(
-            r.series_key, f"[{colour}]{r.status}[/]", f"v{r.version}" if r.version else "-",
+            escape(r.series_key), f"[{colour}]{r.status}[/]", f"v{r.version}" if r.version else "-",
             _fmt((m.get("model") or {}).get("mase")), _fmt((m.get("naive") or {}).get("mase")),
             _fmt((m.get("seasonal_naive") or {}).get("mase")), _fmt((m.get("champion") or {}).get("mase")),
             "-" if cov is None else f"{cov:.0%}", r.device or "-", f"{r.duration_s:.1f}s",
@@ -236,7 +239,7 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) ->
     out.print(train_table(reports))
     for r in reports:
         if r.status != "promoted" and r.reason:
-            out.print(f"{r.series_key}: {r.reason}", highlight=False, soft_wrap=True)
+            out.print(escape(f"{r.series_key}: {r.reason}"), highlight=False, soft_wrap=True)
     return reports
 
 
@@ -267,7 +270,7 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
     sm = open_db(s)
     with sm() as session:
         versions = registry.list_versions(session, series_key=key)
-    table = Table(title=f"{key}: model versions (holdout MASE)", title_justify="left")
+    table = Table(title=escape(f"{key}: model versions (holdout MASE)"), title_justify="left")
     for col in ("version", "status", "created", "cell", "model", "naive", "seasonal", "champion", "MAE", "reason"):
         table.add_column(col)
     for v in versions:
@@ -276,9 +279,9 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
             f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
             str(v.hyperparameters.get("cell", "-")), _fmt(m["model"]["mase"]), _fmt(m["naive"]["mase"]),
             _fmt((m.get("seasonal_naive") or {}).get("mase")), _fmt((m.get("champion") or {}).get("mase")),
-            _fmt(m["model"]["mae"]), v.status_reason or "",
+            _fmt(m["model"]["mae"]), escape(v.status_reason or ""),
         )
-    out.print(table if versions else f"{key} has no model versions yet: run `forecaster train`")
+    out.print(table if versions else escape(f"{key} has no model versions yet: run `forecaster train`"))
 
 
 @app.command()
@@ -296,7 +299,8 @@ def promote(key: Annotated[str, typer.Argument(help="Series key.")],
     with write_session(sm) as session:
         champ = registry.promote(session, series_key=key, version=version)
         refresh_forecast(session, series_by_key(session, key))
-    out.print(f"{key}: champion is now v{champ.version} (was {'v' + str(champ.previous_version) if champ.previous_version else 'none'})")
+    was = f"was v{champ.previous_version}" if champ.previous_version else "it already was, or there was none"
+    out.print(escape(f"{key}: champion is now v{champ.version} ({was})"), highlight=False)
 
 
 @app.command()
@@ -313,7 +317,7 @@ def rollback(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
     with write_session(sm) as session:
         champ = registry.rollback(session, series_key=key)
         refresh_forecast(session, series_by_key(session, key))
-    out.print(f"{key}: rolled back from v{champ.previous_version} to v{champ.version}")
+    out.print(escape(f"{key}: rolled back from v{champ.previous_version} to v{champ.version}"), highlight=False)
 
 
 # ---------------------------------------------------------------- processes

@@ -61,7 +61,8 @@ def _version(session: Session, series: Series, version: int) -> ModelVersion:
         select(ModelVersion).where(ModelVersion.series_id == series.id, ModelVersion.version == version)
     )
     if mv is None:
-        known = session.scalars(select(ModelVersion.version).where(ModelVersion.series_id == series.id)).all()
+        known = session.scalars(select(ModelVersion.version).where(ModelVersion.series_id == series.id)
+                                .order_by(ModelVersion.version)).all()
         raise ModelNotFound(
             f"{series.key} has no version {version} (versions: {', '.join(map(str, known)) or 'none yet'})"
         )
