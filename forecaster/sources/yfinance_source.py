@@ -14,6 +14,7 @@ off (``YF_DISABLE_CURL_CFFI``) before yfinance is first imported.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -35,7 +36,8 @@ _INTERVALS = {"1D": "1d", "1B": "1d", "1h": "1h", "30min": "30m", "15min": "15m"
               "5min": "5m", "1min": "1m", "1W": "1wk", "1MS": "1mo"}
 _FIELDS = {"close": "Close", "adjclose": "Adj Close"}
 _TRANSIENT = {"Timeout", "TimeoutError", "ConnectionError", "ConnectTimeout", "ReadTimeout",
-              "ChunkedEncodingError", "RemoteDisconnected", "ProxyError", "SSLError"}
+              "ChunkedEncodingError", "RemoteDisconnected", "ProxyError", "SSLError",
+              "DNSError", "CurlError", "IncompleteRead"}  # the last three: curl_cffi's names
 
 _TRANSIENT_TYPES = (requests.ConnectionError, requests.Timeout, TimeoutError, ConnectionError)
 
@@ -123,6 +125,9 @@ def _import_yfinance(base_url: str | None) -> ModuleType:
 
     if not getattr(yf, "_forecaster_configured", False):
         yf.config.debug.hide_exceptions = False  # raise instead of logging and returning nothing
+        # Its warnings ("Cookie/crumb fetch failed ...") would reach the user's terminal
+        # beside our own one-line error for the same failure.
+        logging.getLogger("yfinance").setLevel(logging.ERROR)
         # No ticker-timezone or cookie database under ~/.cache: nothing leaks between runs.
         yfinance.cache._TzCacheManager._tz_cache = yfinance.cache._TzCacheDummy()
         yfinance.cache._CookieCacheManager._Cookie_cache = yfinance.cache._CookieCacheDummy()
