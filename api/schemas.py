@@ -7,6 +7,7 @@ or model weights.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
@@ -326,9 +327,7 @@ class JobRunOut(_Out):
 
     @classmethod
     def from_domain(cls, r: JobRunView) -> JobRunOut:
-        return cls(id=r.id, kind=r.kind, trigger=r.trigger, status=r.status, series_keys=r.series_keys,
-                   started_at=r.started_at, finished_at=r.finished_at, series_total=r.series_total,
-                   series_done=r.series_done, series_failed=r.series_failed, progress=r.progress, error=r.error)
+        return cls(**dataclasses.asdict(r))  # the same fields, by name
 
 
 class JobRunList(_Out):
