@@ -197,6 +197,29 @@ def _holdout_size(n: int, window: int, hold_default: int) -> int:
     return hold
 
 
+GAP_STEPS = 20  # a hole longer than this many typical steps (and than GAP_MIN) splits a series
+GAP_MIN = pd.Timedelta(days=14)
+
+
+def recent_segment(ts: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray, int]:
+    """The part of a series after its last long gap, and how many older points were dropped.
+
+    Windows that straddle a hole of months or years (an offline snapshot from
+    2010 followed by live data from today, a sensor down for weeks) teach the
+    model a jump that never happens. Weekends, holidays and a missing DST hour
+    are far shorter than the threshold: max(20 typical steps, 14 days).
+    """
+    if len(ts) < 3:
+        return ts, values, 0
+    gaps = np.diff(ts.as_unit("ns").asi8)  # ns
+    limit = max(GAP_STEPS * float(np.median(gaps)), float(GAP_MIN.value))
+    long = np.flatnonzero(gaps > limit)
+    if long.size == 0:
+        return ts, values, 0
+    start = int(long[-1]) + 1
+    return ts[start:], values[start:], start
+
+
 def train_series(
     ts: pd.DatetimeIndex,
     values: np.ndarray,

@@ -76,12 +76,18 @@ def retrain_series(
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
         champion, champion_version = _champion_predictor(session, series)
+    ts, values, dropped = pipeline.recent_segment(ts, values)
+    if dropped:
+        log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
+                  since=ts[0].isoformat() if len(ts) else None)
     try:
         outcome = pipeline.train_series(ts, values, frequency=spec.frequency, spec=spec.model,
                                         champion=champion, progress=progress)
     except NotEnoughData as exc:
-        log_event("train.skipped", series=spec.key, run_id=job_run_id, reason=str(exc))
-        return TrainReport(spec.key, "skipped", reason=f"{spec.key}: {exc}")
+        note = f" (after the last gap in the data, since {ts[0]:%Y-%m-%d %H:%M}; {dropped} older points unused)" \
+            if dropped else ""
+        log_event("train.skipped", series=spec.key, run_id=job_run_id, reason=str(exc) + note)
+        return TrainReport(spec.key, "skipped", reason=f"{spec.key}: {exc}{note}")
     except (TrainingError, InvalidInput) as exc:
         log_event("train.failed", series=spec.key, run_id=job_run_id, error=str(exc))
         return TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
@@ -89,7 +95,7 @@ def retrain_series(
     if champion_version is not None:
         reason = reason.replace("champion", f"champion v{champion_version}", 1)
     lineage = {**outcome.lineage, "series_key": spec.key, "code_version": __version__, "job_run_id": job_run_id,
-               "row_count_total": int(values.size)}
+               "row_count_total": int(values.size) + dropped, "dropped_before_gap": dropped}
 
     for attempt in range(3):  # a concurrent trainer may take our version number: retry afresh
         try:

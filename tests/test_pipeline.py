@@ -180,3 +180,16 @@ def test_importing_the_pipeline_does_not_load_torch():
     code = "import sys, forecaster.pipeline; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_training_uses_only_the_data_after_the_last_long_gap():
+    from forecaster.pipeline import recent_segment
+
+    old = pd.date_range("2010-01-01", periods=500, freq="h", tz="UTC")
+    new = pd.date_range("2026-01-01", periods=300, freq="h", tz="UTC")
+    ts = old.append(new)
+    values = np.arange(800, dtype=float)
+    seg_ts, seg_v, dropped = recent_segment(ts, values)
+    assert dropped == 500 and seg_ts[0] == new[0] and seg_v[0] == 500.0
+    days = pd.bdate_range("2024-01-01", periods=300, tz="UTC").delete([50, 51, 52])  # a long weekend is no gap
+    assert recent_segment(days, np.zeros(len(days)))[2] == 0
