@@ -273,7 +273,7 @@ def train_series(
     model = RecurrentForecaster(mcfg)
     tcfg = TrainConfig(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs,
                        patience=spec.patience, grad_clip=spec.grad_clip, loss=spec.loss,
-                       seed=spec.seed, device=spec.device)
+                       seed=spec.seed, device=spec.device, amp=spec.amp)
     result = fit(model, Splits(xt, yt, xv, yv), tcfg, progress)  # type: ignore[arg-type]
     model.cpu()
 
