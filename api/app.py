@@ -10,6 +10,7 @@ exception handlers (problems.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -55,6 +56,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_event("api.start", database=engine.dialect.name, series=len(settings.series))
+        if "change-me" in settings.api_keys:
+            log_event("api.insecure_key", level=logging.WARNING,
+                      detail="api_keys holds the example key 'change-me': anyone can use the admin endpoints; "
+                             "set FORECASTER_API_KEYS='[\"<a long secret>\"]'")
         try:
             yield
         finally:
