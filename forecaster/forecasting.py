@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from forecaster.config import season_length
 from forecaster.db import Forecast, ModelVersion, Observation, Series
 from forecaster.errors import SeriesNotFound
+from forecaster.evaluate import conformal_halfwidth
 from forecaster.logs import log_event
 
 DEFAULT_LEVEL = 0.9
@@ -61,13 +62,10 @@ def load_values(session: Session, series_id: int, *, tail: int | None = None) ->
     return ts, np.asarray([r[1] for r in rows], dtype=np.float64)
 
 
-def _abs_quantile(residuals: np.ndarray, level: float) -> float | None:
-    residuals = np.abs(residuals[np.isfinite(residuals)])
-    n = residuals.size
-    if n < 5:
-        return None
-    q = min(1.0, np.ceil((n + 1) * level) / n)
-    return float(np.quantile(residuals, q, method="higher"))
+def _baseline_halfwidth(residuals: np.ndarray, level: float) -> float | None:
+    """The split-conformal half-width of a baseline's recent one-step errors (None below 5)."""
+    residuals = residuals[np.isfinite(residuals)]
+    return conformal_halfwidth(residuals, level) if residuals.size >= 5 else None
 
 
 def baseline_forecast(values: np.ndarray, frequency: str, level: float = DEFAULT_LEVEL) -> tuple[str, float, float | None]:
@@ -85,7 +83,7 @@ def baseline_forecast(values: np.ndarray, frequency: str, level: float = DEFAULT
         if np.mean(np.abs(seasonal_err)) < np.mean(np.abs(naive_err[season - 1:])):
             method, err = "seasonal_naive", seasonal_err
     value = float(values[-season]) if method == "seasonal_naive" else float(values[-1])
-    return method, value, _abs_quantile(err, level)
+    return method, value, _baseline_halfwidth(err, level)
 
 
 def _store(session: Session, series: Series, **fields: Any) -> Forecast:

@@ -124,3 +124,21 @@ def test_cli_train_list_promote_and_rollback(tmp_path: Path) -> None:
     missing = run("promote", "sine:a", "9")
     assert missing.returncode == 2 and "sine:a has no version 9 (versions: 1, 2)" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_the_better_baseline_serves_with_a_conformal_interval_from_its_own_errors() -> None:
+    import numpy as np
+
+    from forecaster.evaluate import conformal_halfwidth
+    from forecaster.forecasting import baseline_forecast
+
+    rng = np.random.default_rng(0)
+    daily = np.tile(np.sin(np.arange(24) / 24 * 2 * np.pi) * 10, 30) + rng.normal(0, 0.1, 720)
+    method, value, half = baseline_forecast(daily, "1h")
+    assert (method, value) == ("seasonal_naive", daily[-24])
+    recent = daily[-500:]
+    assert half == conformal_halfwidth(recent[24:] - recent[:-24], 0.9)
+    walk = np.cumsum(rng.normal(0, 1, 300))
+    method, value, half = baseline_forecast(walk, "1B")
+    assert (method, value) == ("naive", walk[-1]) and half is not None and half > 0
+    assert baseline_forecast(walk[:3], "1B")[2] is None  # too few errors to calibrate an interval
