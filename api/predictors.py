@@ -31,7 +31,7 @@ from forecaster.db import ModelVersion, Series
 from forecaster.errors import ModelNotFound
 
 if TYPE_CHECKING:
-    from forecaster.pipeline import Predictor
+    from forecaster.modelling import Predictor
 
 T = TypeVar("T")
 
@@ -127,7 +127,7 @@ class PredictorCache:
         series = session.get(Series, mv.series_id) if mv is not None else None
         if mv is None or series is None:  # deleted between the two reads
             raise ModelNotFound(f"no model version with id {model_version_id}")
-        from forecaster.pipeline import Predictor  # torch: only when a model is loaded
+        from forecaster.modelling import Predictor  # torch: only when a model is loaded
 
         predictor = Predictor.from_artifact(hyperparameters, scaler, weights)
         return LoadedModel(model_version_id, series.key, mv.version, series.frequency, predictor)

@@ -226,7 +226,7 @@ def build_database(path: Path) -> tuple[str, int]:
     from forecaster.db import make_engine, make_sessionmaker, write_session
     from forecaster.forecasting import refresh_after_ingest, refresh_forecast
     from forecaster.ingest import ingest_series, series_by_key
-    from forecaster.training import retrain_series
+    from forecaster.usecases.retrain import retrain_series
 
     url = f"sqlite:///{path}"
     settings = _settings(url)
@@ -257,7 +257,7 @@ def in_process_predict(url: str, model_version_id: int, windows: Any, repeats: i
     from api.predictors import TORCH_THREADS
     from forecaster import registry
     from forecaster.db import make_engine
-    from forecaster.pipeline import Predictor
+    from forecaster.modelling import Predictor
 
     torch.set_num_threads(min(torch.get_num_threads(), TORCH_THREADS))
     engine = make_engine(url)

@@ -215,7 +215,8 @@ def train_table(reports: list[Any]) -> Table:
 
 
 def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) -> list[Any]:
-    from forecaster import ingest, training
+    from forecaster import ingest
+    from forecaster.usecases import retrain as training
 
     specs = ingest.select_specs(s, keys)
     with progress_bar() as bar:
@@ -364,7 +365,7 @@ def up(
     the API with the scheduler in the same process. Ctrl-C stops cleanly."""
     from forecaster import plugins
     from forecaster.ingest import sync_all_series
-    from forecaster.training import needs_training
+    from forecaster.usecases.retrain import needs_training
 
     s = settings()
     sm = open_db(s, migrate=True)

@@ -119,7 +119,7 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
         return None
     target = next_target_ts(ts[-1].to_pydatetime(), series.frequency)
     if mv is not None and values.size >= window:
-        from forecaster.pipeline import Predictor  # torch: only here, never on a GET
+        from forecaster.modelling import Predictor  # torch: only here, never on a GET
 
         predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
         value = float(predictor.predict_next(ts, values))

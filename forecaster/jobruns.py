@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import ingest, training
+from forecaster import ingest
+from forecaster.usecases import retrain as training
 from forecaster.config import Settings
 from forecaster.db import JobRun, utcnow, write_session
 from forecaster.errors import InvalidInput, RunNotFound

@@ -36,7 +36,7 @@ from forecaster.config import Settings
 from forecaster.db import make_engine, make_sessionmaker, metadata, write_session
 from forecaster.forecasting import refresh_after_ingest, refresh_forecast
 from forecaster.ingest import ingest_series, series_by_key
-from forecaster.training import retrain_series
+from forecaster.usecases.retrain import retrain_series
 
 ADMIN_KEY = "test-admin-key"
 TRAINED = "sine:trained"  # two versions, v2 the champion

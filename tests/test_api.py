@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from forecaster import registry
 from forecaster.config import Settings
 from forecaster.db import make_engine
-from forecaster.pipeline import Predictor
+from forecaster.modelling import Predictor
 from tests.api_server import BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
 
 PROBLEM = "application/problem+json"

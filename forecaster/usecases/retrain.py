@@ -1,6 +1,6 @@
 """Retraining service: stored observations → new model version → gate → stored forecast.
 
-The maths is ``pipeline.train_series`` (a pure function of data, config and
+The maths is ``modelling.train_series`` (a pure function of data, config and
 seed); this module reads the data, writes the version, moves the alias and
 refreshes the forecast, all in one transaction so that a failed training
 leaves the registry exactly as it was.
@@ -49,7 +49,7 @@ def _champion_predictor(session: Session, series: Series) -> tuple[Any, int | No
     mv = registry.champion_of(session, series.id)
     if mv is None:
         return None, None
-    from forecaster.pipeline import Predictor
+    from forecaster.modelling import Predictor
 
     return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
 
@@ -67,7 +67,7 @@ def retrain_series(
     Never raises for a problem with this series' data or training: the report
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
     """
-    from forecaster import pipeline  # torch lives behind this import
+    from forecaster import modelling  # torch lives behind this import
 
     started = time.perf_counter()
     with sm() as session:
@@ -76,12 +76,12 @@ def retrain_series(
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
         champion, champion_version = _champion_predictor(session, series)
-    ts, values, dropped = pipeline.recent_segment(ts, values)
+    ts, values, dropped = modelling.recent_segment(ts, values)
     if dropped:
         log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
                   since=ts[0].isoformat() if len(ts) else None)
     try:
-        outcome = pipeline.train_series(ts, values, frequency=spec.frequency, spec=spec.model,
+        outcome = modelling.train_series(ts, values, frequency=spec.frequency, spec=spec.model,
                                         champion=champion, progress=progress)
     except NotEnoughData as exc:
         note = f" (after the last gap in the data, since {ts[0]:%Y-%m-%d %H:%M}; {dropped} older points unused)" \
@@ -91,7 +91,7 @@ def retrain_series(
     except (TrainingError, InvalidInput) as exc:
         log_event("train.failed", series=spec.key, run_id=job_run_id, error=str(exc))
         return TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
-    promote, reason = pipeline.gate(outcome.metrics)
+    promote, reason = modelling.gate(outcome.metrics)
     if champion_version is not None:
         reason = reason.replace("champion", f"champion v{champion_version}", 1)
     lineage = {**outcome.lineage, "series_key": spec.key, "code_version": __version__, "job_run_id": job_run_id,

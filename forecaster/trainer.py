@@ -1,4 +1,4 @@
-"""Training loop: Adam, gradient clipping, early stopping on validation loss.
+"""The torch training loop: seeded, device-resident mini-batches, early stopping, clipping.
 
 The whole data set is moved to the device once; each epoch draws one seeded
 ``torch.randperm`` on the device and takes batches by index, so there is no

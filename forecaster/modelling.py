@@ -1,4 +1,4 @@
-"""Train one series end to end, as a pure function of (data, spec, seed); and the gate.
+"""One series end to end, as a pure function of (data, spec, seed): split, fit, score, package; the predictor; the gate.
 
 ``train_series`` validates the series, splits it by time, fits the network, and
 scores it on the holdout with rolling-origin one-step forecasts (every holdout
@@ -247,7 +247,7 @@ def train_series(
     import torch
 
     from forecaster.model import ModelConfig, RecurrentForecaster, to_artifact
-    from forecaster.train import Splits, TrainConfig, fit, set_seed
+    from forecaster.trainer import Splits, TrainConfig, fit, set_seed
 
     ts, v = _validate(ts, values)
     n = len(v)

@@ -18,7 +18,7 @@ from forecaster.db import Forecast, JobRun, ModelVersion, write_session
 from forecaster.forecasting import get_forecast, next_target_ts
 from forecaster.ingest import find_series, ingest_series, upsert_observations
 from forecaster.jobruns import create_run, execute_run
-from forecaster.training import retrain_series
+from forecaster.usecases.retrain import retrain_series
 
 SINE = ('[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\n'
         'params = { length = 600, seed = 4 }\nmodel = { epochs = 40, hidden_size = 16 }\n')

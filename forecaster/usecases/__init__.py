@@ -1,0 +1,9 @@
+"""The use-case layer: one function per thing a user can do.
+
+Each function opens its own transaction(s), does its own side effects (refreshing
+the stored forecast, recording a run) and returns a plain result. Routes (``api/``),
+CLI commands, scheduler jobs, workers and benchmarks are thin adapters that validate
+input, call one of these, and map the result; none of them runs SQL of its own.
+
+    retrain        stored observations -> new model version -> gate -> stored forecast
+"""
