@@ -1,7 +1,8 @@
 """The FastAPI app factory: ``create_app(settings)``; ``app_from_env()`` for uvicorn workers.
 
 Nothing is built at import time. ``create_app`` makes the engine and
-sessionmaker (no connection yet), the job runner and the predictor cache, and
+sessionmaker (no connection yet), the work queue (forecaster/queue.py: tasks for
+workers on PostgreSQL, a thread of this process on SQLite) and the predictor cache, and
 the lifespan disposes of them on shutdown. Middleware, outermost first:
 metrics (sees every status, 500s included), the catch-all that turns escaped
 exceptions into a 500 problem, the request body limit, then FastAPI's
@@ -29,7 +30,7 @@ from api.routes import accuracy, dashboard
 from forecaster import __version__
 from forecaster.config import Settings, load_settings
 from forecaster.db import make_engine, make_sessionmaker
-from forecaster.jobruns import BackgroundRunner
+from forecaster.queue import make_queue
 from forecaster.logs import configure_logging, log_event
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # ~1.5M pushed CSV rows, or 4096 windows of ~800 values: split larger
@@ -49,13 +50,14 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings`` (no connection is opened until a request needs one)."""
     engine = make_engine(settings.database_url)
     sm = make_sessionmaker(engine)
-    state = AppState(settings=settings, engine=engine, sm=sm, runner=BackgroundRunner(sm, settings),
+    state = AppState(settings=settings, engine=engine, sm=sm, runner=make_queue(sm, settings),
                      predictors=PredictorCache(settings.api.predict_cache_size), forecasts=ForecastCache(engine),
                      metrics=ApiMetrics(sm, settings.monitoring))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log_event("api.start", database=engine.dialect.name, series=len(settings.series))
+        log_event("api.start", database=engine.dialect.name, series=len(settings.series),
+                  work=state.runner.description)
         if "change-me" in settings.api_keys:
             log_event("api.insecure_key", level=logging.WARNING,
                       detail="api_keys holds the example key 'change-me': anyone can use the admin endpoints; "
@@ -63,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await run_in_threadpool(state.runner.shutdown)  # lets a running job finish its current series
+            await run_in_threadpool(state.runner.shutdown)  # in process: a running job finishes its current series
             await run_in_threadpool(state.predictors.close)
             state.forecasts.close()
             engine.dispose()

@@ -3,7 +3,7 @@
     SettingsDep      the Settings the app was built with
     SessionDep       a read-only Session for one request (never commits; closed after)
     SessionMakerDep  the sessionmaker, for routes that write (``write_session(sm)``)
-    StateDep         everything the app holds (runner, caches, metrics)
+    StateDep         everything the app holds (work queue, caches, metrics)
     require_admin    the ``X-API-Key`` check, as ``dependencies=[Depends(require_admin)]``
     parse_json       a raw JSON body validated in one pass (for bodies too big for ``json.loads``)
 """
@@ -28,7 +28,7 @@ from api.predictors import PredictorCache
 from api.problems import NotAllowed, NotAuthenticated, UnsupportedMediaType
 from forecaster.config import Settings
 from forecaster.errors import InvalidInput
-from forecaster.jobruns import BackgroundRunner
+from forecaster.queue import WorkQueue
 
 API_KEY_HEADER = "X-API-Key"
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class AppState:
     settings: Settings
     engine: Engine
     sm: sessionmaker[Session]
-    runner: BackgroundRunner
+    runner: WorkQueue  # where triggered job runs go: workers (PostgreSQL) or a thread here (SQLite)
     predictors: PredictorCache
     forecasts: ForecastCache
     metrics: ApiMetrics

@@ -346,12 +346,29 @@ def serve(
 @app.command()
 @handle_errors
 def scheduler() -> None:
-    """Run ingest and retrain on their cron schedules (one leader among many processes)."""
+    """Run ingest and retrain on their cron schedules (one leader among many processes).
+
+    A database that is away or not yet migrated is waited for (a log line each try)."""
     from forecaster import plugins
 
     s = settings()
-    open_db(s).kw["bind"].dispose()
     raise typer.Exit(plugins.load("scheduler")(s))
+
+
+@app.command()
+@handle_errors
+def worker(
+    concurrency: Annotated[int | None, typer.Option(min=1, max=64, help="Tasks run at once (default: workers.concurrency, 1).")] = None,
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues to take tasks from: train, ingest (default: both).")] = None,
+) -> None:
+    """Claim training and ingest tasks from the PostgreSQL queue and run them (any number, on any machine)."""
+    from forecaster.worker import run_worker
+
+    s = settings()
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
+    if names is not None and not names:
+        fail(f"--queues {queues!r} names no queue (known: train, ingest)")
+    raise typer.Exit(run_worker(s, concurrency=concurrency, queues=names))
 
 
 @app.command()

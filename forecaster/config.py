@@ -290,6 +290,33 @@ class SchedulerSettings(_Strict):
         return self
 
 
+class WorkersSettings(_Strict):
+    """Where retrains and ingests run: in this process, or on `forecaster worker` processes (see README, Scaling out)."""
+
+    queue: Literal["auto", "in-process"] = "auto"  # auto: procrastinate on PostgreSQL, in-process on SQLite
+    concurrency: int = Field(default=1, ge=1, le=64)  # tasks one `forecaster worker` runs at once (threads)
+    queues: list[Literal["train", "ingest"]] = Field(default_factory=lambda: ["train", "ingest"], min_length=1)
+    heartbeat_s: float = Field(default=5.0, ge=0.5)  # a worker writes its heartbeat this often
+    stalled_after_s: float = Field(default=30.0, ge=1.0)  # a worker this long without a heartbeat is dead
+    stalled_check_s: float = Field(default=10.0, ge=0.5)  # each worker looks for dead workers' tasks this often
+    poll_s: float = Field(default=2.0, ge=0.1)  # fallback poll for new tasks (LISTEN/NOTIFY wakes workers at once)
+    database_retry_s: float = Field(default=5.0, ge=0.1)  # a worker without its database tries again this often
+    shutdown_timeout_s: float = Field(default=110.0, ge=1.0)  # SIGTERM: tasks in hand get this long, then retry elsewhere
+
+    @model_validator(mode="after")
+    def _stalled_covers_heartbeats(self) -> WorkersSettings:
+        if self.stalled_after_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"stalled_after_s = {self.stalled_after_s:g} must be at least twice heartbeat_s "
+                f"({self.heartbeat_s:g}), or a healthy worker's tasks would be run a second time"
+            )
+        return self
+
+    def uses_queue(self, database_url: str) -> bool:
+        """True when work goes through procrastinate (PostgreSQL, unless ``queue = "in-process"``)."""
+        return self.queue == "auto" and database_url.startswith("postgresql")
+
+
 class MonitoringSettings(_Strict):
     accuracy_window: int = Field(default=100, ge=1)  # recent actuals that live accuracy is judged on
     drift_min_actuals: int = Field(default=20, ge=1)  # no drift verdict before this many actuals
@@ -310,6 +337,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    workers: WorkersSettings = Field(default_factory=WorkersSettings)
     series: list[SeriesSpec] = Field(default_factory=list)
     snapshot_fallback: bool = True
     log_level: str = "INFO"

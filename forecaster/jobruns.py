@@ -1,8 +1,13 @@
 """Job runs: an ingest or retrain over several series, recorded in ``job_runs``.
 
 The scheduler (cron), the API (admin trigger, 202 + id) and the CLI all go
-through ``create_run`` then ``execute_run``; progress is written to the row
-after each series so a client polling ``/v1/jobs/runs/{id}`` sees it move.
+through ``create_run``, then either ``execute_run`` (in this process: SQLite,
+the embedded default) or one queued task per series (forecaster/queue.py,
+PostgreSQL), each of which calls ``series_started`` and ``record_result``.
+Either way progress is written to the row after each series, so a client
+polling ``/v1/jobs/runs/{id}`` sees it move; with tasks the row's counts are
+the sum of its tasks' results, and the task that records the last series
+closes the run.
 """
 
 from __future__ import annotations
@@ -159,6 +164,69 @@ def _retrain_drifting(sm: sessionmaker[Session], settings: Settings, run_id: int
         log_event("drift.retrain", run_id=run_id, series=",".join(due))
         drift_run = create_run(sm, settings, kind="train", keys=due, trigger="drift")
         execute_run(sm, settings, drift_run.id, stop=stop)
+
+
+def _locked_run(session: Session, run_id: int) -> JobRun:
+    """The run row, locked against the other workers recording into it (PostgreSQL ``FOR UPDATE``)."""
+    run = session.get(JobRun, run_id, with_for_update=True)
+    if run is None:
+        raise RunNotFound(f"no job run with id {run_id}")
+    return run
+
+
+def series_started(sm: sessionmaker[Session], run_id: int, key: str) -> None:
+    """A task began work on ``key``: the run is running, and ``key`` is listed as in hand."""
+    with write_session(sm) as session:
+        run = _locked_run(session, run_id)
+        progress = dict(run.progress or {})
+        running = [k for k in progress.get("running", []) if k != key] + [key]
+        run.progress = {**progress, "running": running, "current": running[0]}
+        if run.status == "queued":
+            run.status = "running"
+            log_event(f"job.{run.kind}.start", run_id=run_id, series=run.series_total)
+
+
+def record_result(sm: sessionmaker[Session], run_id: int, key: str, *, status: str, ok: bool,
+                  detail: str | None) -> JobRunView:
+    """Count one series' outcome into its run, once; the last one closes the run.
+
+    Idempotent per series: a task that runs again (its worker died after
+    recording) does not count twice. When every series has a result the run
+    ends ``ok``, ``partial`` or ``failed`` like ``execute_run``.
+
+    Raises:
+        RunNotFound: no such run.
+    """
+    with write_session(sm) as session:
+        run = _locked_run(session, run_id)
+        progress = dict(run.progress or {})
+        results = list(progress.get("results", []))
+        running = [k for k in progress.get("running", []) if k != key]
+        if all(r["series"] != key for r in results):
+            results.append({"series": key, "status": status, "detail": detail})
+            run.series_done += ok
+            run.series_failed += not ok
+        run.progress = {**progress, "results": results, "running": running,
+                        "current": running[0] if running else None}
+        if run.series_done + run.series_failed >= run.series_total and run.finished_at is None:
+            _close(run, results)
+        return _view(run)
+
+
+def _close(run: JobRun, results: list[dict[str, Any]]) -> None:
+    done, failed = run.series_done, run.series_failed
+    run.status = "partial" if failed and done else "failed" if failed else "ok"
+    run.finished_at = utcnow()
+    run.error = "; ".join(r["detail"] or "" for r in results if r["status"] == "failed") or None
+    log_event(f"job.{run.kind}.done", run_id=run.id, status=run.status, done=done, failed=failed)
+
+
+def close_if_empty(sm: sessionmaker[Session], run_id: int) -> None:
+    """A run with no series at all is done as soon as it is queued."""
+    with write_session(sm) as session:
+        run = _locked_run(session, run_id)
+        if run.series_total == 0 and run.finished_at is None:
+            _close(run, [])
 
 
 def get_run(sm: sessionmaker[Session], run_id: int) -> JobRunView:

@@ -12,6 +12,15 @@ Jobs: one per (kind, cron expression). The global ``[schedule]`` crons cover
 every series without its own ``ingest`` / ``retrain`` override; series with an
 override run in a job of their own schedule. All times are UTC.
 
+Work: on PostgreSQL (``[workers] queue = "auto"``) a firing only enqueues one
+task per series and `forecaster worker` processes do it (forecaster/queue.py);
+on SQLite the leader runs it here, series after series.
+
+A database that cannot be reached (or is not migrated yet) at start is waited
+for: ``scheduler.database_unavailable`` is logged at each try, every
+``leader_retry_s``, and the scheduler carries on when it answers. Losing it
+later costs the lease (PostgreSQL) and the loop goes back to waiting for it.
+
 Stopping (SIGTERM, SIGINT, ``shutdown()``): no new firings; the run in hand
 stops between series (a retry backoff is cut short) and is recorded
 ``interrupted``; the lease is released; ``run_scheduler`` returns 0. A second
@@ -34,13 +43,16 @@ from types import FrameType
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster import jobruns
+from forecaster import migrate as mig
 from forecaster.config import Settings
 from forecaster.db import make_engine, make_sessionmaker
 from forecaster.logs import log_event
+from forecaster.queue import WorkQueue, make_queue
 from jobs import tasks
 from jobs.cron import cron_trigger
 from jobs.lease import Lease, make_lease
@@ -152,11 +164,19 @@ class SchedulerLoop:
                   jobs=",".join(f"{j.id}={len(j.keys)}" for j in jobs) or "none",
                   ingest=self.settings.schedule.ingest, retrain=self.settings.schedule.retrain)
         first_term, waiting = True, False
+        queue: WorkQueue | None = None
         try:
+            if not self._wait_for_database(engine):
+                return
+            queue = make_queue(sm, self.settings)
+            log_event("scheduler.work", executor=queue.description)
             while not self.stop.is_set():
+                if not self._database_answers(engine):
+                    if not self._wait_for_database(engine):
+                        return
                 if lease.try_acquire():
                     log_event("scheduler.leader", pid=os.getpid(), lease=lease.description)
-                    lost = self._lead(sm, lease, jobs, run_now=opts.run_on_start and first_term)
+                    lost = self._lead(sm, lease, jobs, queue, run_now=opts.run_on_start and first_term)
                     first_term, waiting = False, False
                     lease.release()
                     if lost:
@@ -169,14 +189,46 @@ class SchedulerLoop:
                 self.stop.wait(opts.leader_retry_s)
         finally:
             lease.release()
+            if queue is not None:
+                queue.shutdown()
             engine.dispose()
             log_event("scheduler.stop", pid=os.getpid())
 
-    def _lead(self, sm: sessionmaker[Session], lease: Lease, jobs: list[PlannedJob], *, run_now: bool) -> bool:
-        """Run the jobs until ``stop`` is set (False) or the lease is lost (True)."""
-        ctx = tasks.JobContext(sm, self.settings, threading.Event(), self.options.retry)
+    def _database_answers(self, engine: Engine) -> bool:
+        """True when the database answers and its schema is at head (checked without logging)."""
         try:
-            abandoned = jobruns.mark_abandoned(sm) + tasks.abandon_cron_runs(sm)
+            return mig.at_head(engine)
+        except SQLAlchemyError:
+            return False
+
+    def _wait_for_database(self, engine: Engine) -> bool:
+        """Block until the database answers at head, logging each failed try; False when stopped first."""
+        attempt = 0
+        while not self.stop.is_set():
+            attempt += 1
+            try:
+                if mig.at_head(engine):
+                    if attempt > 1:
+                        log_event("scheduler.database_available", attempts=attempt)
+                    return True
+                reason = (f"schema at {mig.current_revision(engine) or 'nothing'}, not {mig.head_revision()}: "
+                          "run `forecaster migrate`")
+            except SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            log_event("scheduler.database_unavailable", attempt=attempt, retry_s=self.options.leader_retry_s,
+                      error=reason, level=logging.WARNING)
+            self.stop.wait(self.options.leader_retry_s)
+        return False
+
+    def _lead(self, sm: sessionmaker[Session], lease: Lease, jobs: list[PlannedJob], queue: WorkQueue | None,
+              *, run_now: bool) -> bool:
+        """Run the jobs until ``stop`` is set (False) or the lease is lost (True)."""
+        ctx = tasks.JobContext(sm, self.settings, threading.Event(), self.options.retry, queue)
+        try:
+            # With workers, a queued or running run is alive in the queue whatever happened to
+            # the last leader: nothing to abandon. In process, the last leader took its runs with it.
+            abandoned = 0 if queue is not None and not queue.runs_in_process else (
+                jobruns.mark_abandoned(sm) + tasks.abandon_cron_runs(sm))
         except SQLAlchemyError as exc:
             log_event("scheduler.db_error", error=str(exc).splitlines()[0], level=logging.WARNING)
             abandoned = 0

@@ -1,10 +1,13 @@
 """What a scheduled job does when it fires: one job run over its series.
 
-    fire(ctx, job_id=..., kind="ingest", keys=[...])   # create_run(trigger="cron"), then execute it
+    fire(ctx, job_id=..., kind="ingest", keys=[...])   # create_run(trigger="cron"), then execute or enqueue it
 
-``jobruns.execute_run`` does the work for both kinds; a source that is
-unavailable for now (``SourceUnavailable``: network, 429, 5xx) is retried
-with exponential backoff inside the run (``ctx.retry``).
+With a task queue (PostgreSQL: ``ctx.queue``), a firing only enqueues one task
+per series (``usecases.jobs.start_run``) and returns: `forecaster worker`
+processes do the work, and the leader never trains. Without one (SQLite),
+``jobruns.execute_run`` does the work here for both kinds. Either way a source
+that is unavailable for now (``SourceUnavailable``: network, 429, 5xx) is
+retried with exponential backoff (``ctx.retry``; a worker uses the same policy).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from forecaster import jobruns
 from forecaster.config import Settings
 from forecaster.ingest import RetryPolicy
 from forecaster.logs import log_event
+from forecaster.queue import WorkQueue
+from forecaster.usecases.jobs import start_run
 
 
 @dataclass
@@ -29,6 +34,7 @@ class JobContext:
     settings: Settings
     stop: threading.Event
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    queue: WorkQueue | None = None  # the task queue when workers do the work (PostgreSQL)
     # One lock per job (kind + schedule): a firing that finds its job still
     # running is skipped, whichever path fired it (cron or the start-up run).
     _running: dict[str, threading.Lock] = field(default_factory=dict)
@@ -54,6 +60,11 @@ def fire(ctx: JobContext, *, job_id: str, kind: str, keys: Sequence[str]) -> int
     try:
         if ctx.stop.is_set():
             return None
+        if ctx.queue is not None and not ctx.queue.runs_in_process:
+            run = start_run(ctx.sm, ctx.settings, ctx.queue, kind=kind, keys=list(keys), trigger="cron")
+            log_event("job.fired", job=job_id, kind=kind, run_id=run.id, series=run.series_total,
+                      executor="queue")
+            return run.id
         run = jobruns.create_run(ctx.sm, ctx.settings, kind=kind, keys=list(keys), trigger="cron")
         log_event("job.fired", job=job_id, kind=kind, run_id=run.id, series=run.series_total)
         jobruns.execute_run(ctx.sm, ctx.settings, run.id, stop=ctx.stop, retry=ctx.retry)

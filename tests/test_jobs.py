@@ -4,6 +4,7 @@ cron triggers, the job plan, retries with backoff, overlap, the leader leases.""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import subprocess
 import sys
 import threading
@@ -135,15 +136,18 @@ def test_unavailable_source_is_retried_with_backoff_and_the_other_series_still_r
 
 
 def test_a_source_that_recovers_during_the_backoff_is_ingested(sm: sessionmaker[Session], db_url: str,
-                                                               fake_open_meteo: Any) -> None:
-    fake_open_meteo.mode = "500"
+                                                               fake_open_meteo: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first request is answered 500 and every later one normally: the recovery happens
+    # inside the fake's own answer, so no thread can flip it before that first answer goes out.
+    answer, answered = fake_open_meteo.answer, itertools.count()
 
-    def recover() -> None:
-        while not fake_open_meteo.requests:
-            time.sleep(0.01)
-        fake_open_meteo.mode = "ok"
+    def first_fails(req: Any) -> Any:
+        if next(answered) == 0:
+            return 500, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
+        return answer(req)
 
-    threading.Thread(target=recover, daemon=True).start()
+    monkeypatch.setattr(fake_open_meteo, "answer", first_fails)
     ctx = context(sm, make_settings(db_url, [DOWN], open_meteo=fake_open_meteo.url), backoff_s=0.3)
     run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
     assert run.status == "ok", run.progress

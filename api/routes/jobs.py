@@ -1,4 +1,7 @@
-"""Job runs (admin): trigger an ingest or a retrain off the request thread, and follow it."""
+"""Job runs (admin): trigger an ingest or a retrain off the request thread, and follow it.
+
+On PostgreSQL a trigger only enqueues (one task per series, run by `forecaster worker`
+processes); on SQLite the run goes to a thread of this process."""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from api.deps import AdminDep, StateDep
 from api.routes import problems
 from api.schemas import JobRunList, JobRunOut, JobTriggerIn
 from forecaster import jobruns
+from forecaster.usecases.jobs import start_run
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AdminDep])
 
 
 def _trigger(state: StateDep, kind: str, body: JobTriggerIn | None, response: Response) -> JobRunOut:
-    run = jobruns.create_run(state.sm, state.settings, kind=kind, keys=body.keys if body else None, trigger="api")
-    options = {"snapshot_fallback": state.settings.snapshot_fallback} if kind == "ingest" else {}
-    state.runner.submit(run.id, **options)
+    run = start_run(state.sm, state.settings, state.runner, kind=kind, keys=body.keys if body else None,
+                    trigger="api", snapshot_fallback=state.settings.snapshot_fallback)
     response.headers["Location"] = f"/v1/jobs/runs/{run.id}"
     return JobRunOut.from_domain(run)
 
