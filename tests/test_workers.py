@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,19 @@ def worker(procs: list[Proc], config: Path, name: str, *args: str, **env: str) -
     p = Proc(["--config", str(config), "worker", *args], env={**FAST, **env}, name=name)
     procs.append(p)
     return p
+
+
+@contextmanager
+def running_worker(settings: Settings, directory: Path) -> Iterator[Proc]:
+    """`forecaster worker` on the database and series of ``settings``, for the ``with`` block."""
+    series = [s.model_dump(mode="json", exclude_defaults=True, exclude_none=True) for s in settings.series]
+    config = write_config(directory / "worker.toml", settings.database_url, series)
+    p = Proc(["--config", str(config), "worker"], env=FAST, name="worker")
+    try:
+        p.wait_for(r"worker\.start", timeout_s=90)
+        yield p
+    finally:
+        p.close()
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
