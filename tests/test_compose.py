@@ -24,7 +24,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML reads docker-compose.yml (dev 
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-FORECASTER_SERVICES = ("migrate", "api", "scheduler", "scheduler-gpu")
+FORECASTER_SERVICES = ("migrate", "api", "scheduler", "worker", "worker-gpu")
 
 
 def compose() -> dict[str, Any]:
@@ -54,16 +54,20 @@ def test_compose_services_are_wired_as_documented() -> None:
     assert any(v.split(":")[0] in compose()["volumes"] for v in pg["volumes"])  # a named volume
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", "scheduler", "scheduler-gpu"):
+    for name in ("api", "scheduler", "worker", "worker-gpu"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["api"]["ports"] == ["8000:8000"]
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert services["scheduler"]["command"] == ["scheduler"]
+    assert services["worker"]["command"] == ["worker"]
+    assert "replicas" not in services["worker"].get("deploy", {})  # `--scale worker=N` decides
+    assert services["worker"]["restart"] == "unless-stopped"
     for name in FORECASTER_SERVICES:
         env = services[name]["environment"]
         assert env["FORECASTER_DATABASE_URL"] == "postgresql+psycopg://forecaster:forecaster@postgres:5432/forecaster"
         assert f"./forecaster.toml:{env['FORECASTER_CONFIG']}:ro" in services[name]["volumes"]
-    gpu = services["scheduler-gpu"]
+    gpu = services["worker-gpu"]
+    assert gpu["command"][0] == "worker"
     assert gpu["profiles"] == ["gpu"]
     assert "whl/cu128" in gpu["build"]["args"]["TORCH_INDEX"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
@@ -117,6 +121,7 @@ def test_the_compose_commands_migrate_serve_schedule_and_forecast(pg_url: str, t
 
     api = Proc(as_local(services["api"]["command"], port), env=env, name="api")
     scheduler = Proc(services["scheduler"]["command"], env=env, name="scheduler")
+    worker = Proc(services["worker"]["command"], env=env, name="worker")
     try:
         _wait_healthy(services["api"]["healthcheck"]["test"], port, api)
         scheduler.wait_for(r"scheduler\.leader")
@@ -129,12 +134,15 @@ def test_the_compose_commands_migrate_serve_schedule_and_forecast(pg_url: str, t
         assert r.status_code == 200, r.text
         assert isinstance(r.json()["value"], float)
         assert scheduler.stop() == 0, scheduler.output
+        assert worker.has(r"worker\.task kind=ingest series=sine:demo"), worker.output  # the API only enqueued
+        assert worker.stop() == 0, worker.output
         # uvicorn shuts down cleanly and the process exits 0
         assert api.stop() == 0, api.output
         assert "Application shutdown complete" in api.output
     finally:
         api.close()
         scheduler.close()
+        worker.close()
 
 
 def _wait_healthy(test: list[str], port: int, api: Proc, timeout_s: float = 60) -> None:
