@@ -8,7 +8,10 @@ Two kinds:
 - read from the database at each scrape, so that they are right however many
   API and scheduler processes there are: each champion's age, each series'
   last observation, ingest runs and job runs by status, and each series' live
-  accuracy (MASE and interval coverage of what serves it, the drift flag).
+  accuracy (MASE and interval coverage of what serves it, the drift flag), and
+  the worker tasks waiting and running in the PostgreSQL queue.
+
+The database figures come from ``forecaster.usecases.figures.metrics_figures``.
 
 A per-app ``CollectorRegistry`` (not the process-global one) lets tests and
 benchmarks build many apps in one process.
@@ -24,16 +27,15 @@ from collections.abc import Iterable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forecaster.accuracy import all_accuracy
 from forecaster.config import MonitoringSettings
-from forecaster.db import Alias, IngestRun, JobRun, ModelVersion, Observation, Series, utcnow
+from forecaster.db import utcnow
 from forecaster.logs import log_event
-from forecaster.registry import CHAMPION
+from forecaster.usecases.figures import metrics_figures
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"  # the route label of requests that matched no route (404s)
@@ -102,33 +104,24 @@ class DatabaseCollector(Collector):
                                    labels=["status"])
         jobs = GaugeMetricFamily("forecaster_job_runs", "Job runs recorded, by kind and status (all processes).",
                                  labels=["kind", "status"])
+        queue = GaugeMetricFamily("forecaster_queue_tasks", "Worker tasks in the PostgreSQL queue, by queue and "
+                                  "status (todo = waiting, doing = running); none on SQLite.",
+                                  labels=["queue", "status"])
         with self._sm() as session:
-            champions = session.execute(
-                select(Series.key, ModelVersion.version, ModelVersion.created_at)
-                .join(Alias, Alias.series_id == Series.id)
-                .join(ModelVersion, ModelVersion.id == Alias.model_version_id)
-                .where(Alias.name == CHAMPION)
-            )
-            for key, version, created_at in champions:
-                age.add_metric([key, str(version)], (now - created_at).total_seconds())
-            newest = session.execute(
-                select(Series.key, func.max(Observation.ts))
-                .join(Observation, Observation.series_id == Series.id)
-                .group_by(Series.key)
-            )
-            for key, ts in newest:
-                if ts is not None:
-                    last_obs.add_metric([key], _as_utc(ts).timestamp())
-            for status, n in session.execute(
-                select(IngestRun.status, func.count()).group_by(IngestRun.status)
-            ):
-                ingest.add_metric([status], n)
-            for kind, status, n in session.execute(
-                select(JobRun.kind, JobRun.status, func.count()).group_by(JobRun.kind, JobRun.status)
-            ):
-                jobs.add_metric([kind, status], n)
+            f = metrics_figures(session)
             live = self._live_accuracy(session)
-        return [age, last_obs, ingest, jobs, *live]
+        for key, version, created_at in f.champions:
+            age.add_metric([key, str(version)], (now - created_at).total_seconds())
+        for key, ts in f.newest_observation:
+            if ts is not None:
+                last_obs.add_metric([key], _as_utc(ts).timestamp())
+        for status, n in f.ingest_runs.items():
+            ingest.add_metric([status], n)
+        for (kind, status), n in f.job_runs.items():
+            jobs.add_metric([kind, status], n)
+        for (name, status), n in f.queue_tasks.items():
+            queue.add_metric([name, status], n)
+        return [age, last_obs, ingest, jobs, queue, *live]
 
     def _live_accuracy(self, session: Session) -> list[Metric]:
         mase = GaugeMetricFamily("forecaster_live_mase", "Live MASE of what serves each series (champion or "

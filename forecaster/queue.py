@@ -161,15 +161,16 @@ def make_queue(sm: sessionmaker[Session], settings: Settings) -> WorkQueue:
     return InProcessQueue(sm, settings)
 
 
-def queue_counts(sm: sessionmaker[Session]) -> dict[tuple[str, str], int]:
+def queue_counts_in(session: Session) -> dict[tuple[str, str], int]:
     """Tasks by (queue, status) -- todo, doing, succeeded, failed, ... -- for watching the queue.
 
-    Empty on SQLite (no queue there).
+    Empty on SQLite, or before revision 0002 (no queue there).
     """
-    with sm() as session:
-        if session.get_bind().dialect.name != "postgresql":
-            return {}
-        rows = session.execute(text(
-            f"SELECT queue_name, status::text, count(*) FROM {QUEUE_SCHEMA}.procrastinate_jobs "
-            "GROUP BY queue_name, status"))
-        return {(q, s): int(n) for q, s, n in rows}
+    if session.get_bind().dialect.name != "postgresql":
+        return {}
+    if session.execute(text("SELECT to_regclass(:t)"), {"t": f"{QUEUE_SCHEMA}.procrastinate_jobs"}).scalar() is None:
+        return {}
+    rows = session.execute(text(
+        f"SELECT queue_name, status::text, count(*) FROM {QUEUE_SCHEMA}.procrastinate_jobs "
+        "GROUP BY queue_name, status"))
+    return {(q, s): int(n) for q, s, n in rows}
