@@ -129,7 +129,10 @@ def procs() -> Iterator[list[Proc]]:
 
 
 def scheduler(procs: list[Proc], config: Path, name: str, **env: str) -> Proc:
-    env = {"FORECASTER_SCHEDULER__LEADER_RETRY_S": str(LEADER_RETRY_S), **env}
+    # These tests are about the scheduler running its jobs itself (SQLite's way; on PostgreSQL
+    # with workers.queue = "in-process"). Cron through the queue to workers: tests/test_workers.py.
+    env = {"FORECASTER_SCHEDULER__LEADER_RETRY_S": str(LEADER_RETRY_S), "FORECASTER_WORKERS__QUEUE": "in-process",
+           **env}
     p = Proc(["--config", str(config), "scheduler"], env=env, name=name)
     procs.append(p)
     return p

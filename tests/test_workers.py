@@ -46,6 +46,7 @@ def sine(i: int, *, length: int = 60, model: dict[str, Any] | None = None) -> di
 
 
 FANOUT = [sine(i) for i in range(12)]
+CRON = [sine(i) for i in range(14, 16)]
 TWICE = [sine(i) for i in range(20, 24)]
 SLOW = sine(30, length=200, model={**TINY, "epochs": 10, "patience": 1000})  # seconds of training: time to kill it
 
@@ -84,7 +85,7 @@ class Workers:
 
     def __init__(self, url: str, tmp_path: Path, procs: list[Proc]) -> None:
         migrated(url)
-        self.config = write_config(tmp_path / "forecaster.toml", url, [*FANOUT, *TWICE, SLOW])
+        self.config = write_config(tmp_path / "forecaster.toml", url, [*FANOUT, *CRON, *TWICE, SLOW])
         self.settings: Settings = load_settings(self.config)
         self.engine = make_engine(url)
         self.sm: sessionmaker[Session] = make_sessionmaker(self.engine)
@@ -159,6 +160,24 @@ def test_three_workers_train_every_series_exactly_once_and_the_run_counts_add_up
     by_worker = [tasks_run_by(w, keys) for w in workers.procs]
     assert sorted(k for ks in by_worker for k in ks) == sorted(keys)  # each task ran once, somewhere
     assert sum(1 for ks in by_worker if ks) >= 2, by_worker  # the work spread over the workers
+
+
+def test_a_cron_firing_only_enqueues_and_the_workers_ingest_then_train(workers: Workers) -> None:
+    from jobs import tasks
+
+    keys = keys_of(CRON)
+    queue = TaskQueue(workers.sm, workers.settings)
+    workers.queues.append(queue)
+    ctx = tasks.JobContext(workers.sm, workers.settings, threading.Event(), queue=queue)
+    started = time.monotonic()
+    ingest_run = tasks.fire(ctx, job_id="ingest", kind="ingest", keys=keys)
+    train_run = tasks.fire(ctx, job_id="retrain", kind="train", keys=keys)
+    assert time.monotonic() - started < 5  # the leader only enqueued: nothing ran in this process
+    assert ingest_run is not None and train_run is not None
+    runs = [workers.finished(ingest_run), workers.finished(train_run)]
+    assert [(r.kind, r.trigger, r.status, r.series_done) for r in runs] == [("ingest", "cron", "ok", 2),
+                                                                             ("train", "cron", "ok", 2)]
+    assert workers.versions(keys) == {k: [1] for k in keys}
 
 
 def test_two_enqueuers_at_once_train_each_series_once(workers: Workers) -> None:
