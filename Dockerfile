@@ -1,4 +1,4 @@
-# forecaster: the API, the scheduler and the one-shot commands in one image.
+# forecaster: the API, the scheduler, the workers and the one-shot commands in one image.
 #
 #   docker build -t forecaster .                       CPU torch (the default)
 #   docker build -t forecaster:cuda \
@@ -6,6 +6,7 @@
 #
 #   docker run -p 8000:8000 forecaster                 `forecaster up` on the bundled example
 #   docker run forecaster scheduler                    any command: the entrypoint is `forecaster`
+#   docker run -e FORECASTER_DATABASE_URL=postgresql+psycopg://... forecaster worker   a worker anywhere
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0

@@ -221,6 +221,14 @@ def _close(run: JobRun, results: list[dict[str, Any]]) -> None:
     log_event(f"job.{run.kind}.done", run_id=run.id, status=run.status, done=done, failed=failed)
 
 
+def give_up(sm: sessionmaker[Session], run_id: int, *, error: str) -> None:
+    """Record a run that could not start (its tasks could not be queued) as failed, saying why."""
+    with write_session(sm) as session:
+        run = _locked_run(session, run_id)
+        if run.finished_at is None:
+            run.status, run.finished_at, run.error = "failed", utcnow(), error
+
+
 def close_if_empty(sm: sessionmaker[Session], run_id: int) -> None:
     """A run with no series at all is done as soon as it is queued."""
     with write_session(sm) as session:

@@ -58,7 +58,11 @@ def start_run(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *
         StorageUnavailable: the task queue cannot be reached.
     """
     run = jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger=trigger)
-    queue.submit(run.id, kind=kind, keys=run.series_keys or [], snapshot_fallback=snapshot_fallback)
+    try:
+        queue.submit(run.id, kind=kind, keys=run.series_keys or [], snapshot_fallback=snapshot_fallback)
+    except Exception as exc:
+        jobruns.give_up(sm, run.id, error=f"could not be queued: {exc}")  # never left 'queued' forever
+        raise
     return run
 
 
