@@ -156,7 +156,7 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
         stop.set()
         thread_stop.set()
         if "worker" in current:
-            current["worker"].stop()
+            current["worker"].stop()  # type: ignore[no-untyped-call]
 
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, on_signal, s)
@@ -176,7 +176,7 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
             current["worker"] = worker
             recover = asyncio.create_task(_recover_stalled(app, settings), name="recover stalled")
             try:
-                await worker.run()
+                await worker.run()  # type: ignore[no-untyped-call]
                 if worker.worker_id is None and not stop.is_set():
                     raise ConnectionError("the worker stopped: its heartbeat or listener lost the database")
             except Exception as exc:  # noqa: BLE001 - the database went away: wait for it and start again
