@@ -187,12 +187,13 @@ def series_started(sm: sessionmaker[Session], run_id: int, key: str) -> None:
 
 
 def record_result(sm: sessionmaker[Session], run_id: int, key: str, *, status: str, ok: bool,
-                  detail: str | None) -> JobRunView:
+                  detail: str | None) -> tuple[JobRunView, bool]:
     """Count one series' outcome into its run, once; the last one closes the run.
 
     Idempotent per series: a task that runs again (its worker died after
     recording) does not count twice. When every series has a result the run
-    ends ``ok``, ``partial`` or ``failed`` like ``execute_run``.
+    ends ``ok``, ``partial`` or ``failed`` like ``execute_run``. Returns the run
+    and whether this call closed it.
 
     Raises:
         RunNotFound: no such run.
@@ -208,9 +209,10 @@ def record_result(sm: sessionmaker[Session], run_id: int, key: str, *, status: s
             run.series_failed += not ok
         run.progress = {**progress, "results": results, "running": running,
                         "current": running[0] if running else None}
-        if run.series_done + run.series_failed >= run.series_total and run.finished_at is None:
+        closed = run.series_done + run.series_failed >= run.series_total and run.finished_at is None
+        if closed:
             _close(run, results)
-        return _view(run)
+        return _view(run), closed
 
 
 def _close(run: JobRun, results: list[dict[str, Any]]) -> None:

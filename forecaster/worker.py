@@ -42,13 +42,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from forecaster.config import Settings
 from forecaster.ingest import RetryPolicy
 from forecaster.logs import log_event
-from forecaster.queue import QUEUES, TASKS, conninfo
+from forecaster.queue import QUEUES, TASKS, TaskQueue, WorkQueue, conninfo
 from forecaster.usecases.jobs import DATABASE_LOST, run_series
 
 DB_TRIES = 10  # attempts of a task that fails because the database went away
 
 
-def build_app(sm: sessionmaker[Session], settings: Settings, stop: threading.Event) -> Any:
+def build_app(sm: sessionmaker[Session], settings: Settings, stop: threading.Event,
+              queue: WorkQueue | None = None) -> Any:
     """The procrastinate App with our two tasks, on an async psycopg pool."""
     import procrastinate
 
@@ -68,7 +69,7 @@ def build_app(sm: sessionmaker[Session], settings: Settings, stop: threading.Eve
             log_event("worker.task", kind=kind, series=series_key, run_id=run_id, job=context.job.id,
                       attempt=context.job.attempts + 1, worker=context.worker_name)
             result = run_series(sm, settings, run_id=run_id, kind=kind, series_key=series_key,
-                                retry=ingest_retry, stop=stop, snapshot_fallback=snapshot_fallback)
+                                retry=ingest_retry, stop=stop, snapshot_fallback=snapshot_fallback, queue=queue)
             return result.status
 
     for kind in QUEUES:
@@ -139,7 +140,8 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
     engine = make_engine(settings.database_url)
     sm = make_sessionmaker(engine)
     thread_stop = threading.Event()  # cuts an ingest's retry backoff short on shutdown
-    app = build_app(sm, settings, thread_stop)
+    drift_queue = TaskQueue(sm, settings)  # where a drift retrain after an ingest run goes
+    app = build_app(sm, settings, thread_stop, drift_queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     current: dict[str, Worker] = {}
@@ -188,6 +190,7 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
                 await asyncio.gather(recover, return_exceptions=True)
                 await app.close_async()
     finally:
+        drift_queue.shutdown()
         engine.dispose()
         log_event("worker.stop", pid=os.getpid())
     return 0

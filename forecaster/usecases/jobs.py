@@ -139,8 +139,12 @@ def run_series(
     retry: ingest.RetryPolicy | None = None,
     stop: threading.Event | None = None,
     snapshot_fallback: bool = False,
+    queue: WorkQueue | None = None,
 ) -> SeriesResult:
     """Ingest or retrain one series of job run ``run_id`` and count the outcome into the run.
+
+    The task that closes an ingest run also starts the drift retrain on ``queue``
+    when ``monitoring.retrain_on_drift`` is set (as ``execute_run`` does in process).
 
     A problem with the series (its data, its source after ``retry``'s attempts,
     its training) is recorded as ``failed`` and returned, not raised. A lost
@@ -167,7 +171,26 @@ def run_series(
     except Exception as exc:  # noqa: BLE001 - one series must never stop the run: recorded as failed
         log_event(f"{kind}.failed", series=series_key, run_id=run_id, error=repr(exc), exc_info=True)
         result = SeriesResult(series_key, "failed", False, f"{series_key}: {type(exc).__name__}: {exc}")
-    run = jobruns.record_result(sm, run_id, series_key, status=result.status, ok=result.ok, detail=result.detail)
+    run, closed = jobruns.record_result(sm, run_id, series_key, status=result.status, ok=result.ok,
+                                        detail=result.detail)
     log_event(f"job.{kind}.series", run_id=run_id, series=series_key, status=result.status,
               done=run.series_done, failed=run.series_failed, total=run.series_total)
+    if closed and kind == "ingest" and queue is not None and settings.monitoring.retrain_on_drift:
+        retrain_drifting(sm, settings, queue, run_id=run_id, keys=run.series_keys or [])
     return result
+
+
+def retrain_drifting(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *, run_id: int,
+                     keys: Sequence[str]) -> jobruns.JobRunView | None:
+    """After ingest run ``run_id``, start a retrain (trigger ``drift``) of those of ``keys`` whose champion drifts.
+
+    Returns the new run, or None when nothing drifts.
+    """
+    from forecaster.accuracy import drifting_series
+
+    with sm() as session:
+        due = [k for k in drifting_series(session, settings) if k in keys]
+    if not due:
+        return None
+    log_event("drift.retrain", run_id=run_id, series=",".join(due))
+    return start_run(sm, settings, queue, kind="train", keys=due, trigger="drift")
