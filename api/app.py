@@ -25,7 +25,7 @@ from api.forecast_cache import ForecastCache
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.predictors import PredictorCache
 from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
-from api.routes import accuracy, dashboard
+from api.routes import accuracy, dashboard, observations
 from forecaster import __version__
 from forecaster.config import Settings, load_settings
 from forecaster.db import make_engine, make_sessionmaker
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(problems.BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(problems.CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
-    for module in (forecasts, series, models, jobs, health):
+    for module in (forecasts, series, observations, models, jobs, health):
         app.include_router(module.router)
     app.include_router(accuracy.router)
     app.include_router(dashboard.router)

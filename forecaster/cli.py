@@ -139,12 +139,15 @@ def migrate(
 # ---------------------------------------------------------------- ingest
 
 
+INGEST_COLOURS = {"ok": "green", "snapshot": "yellow", "unavailable": "yellow", "failed": "red"}  # as the dashboard
+
+
 def ingest_table(outcomes: list[Any]) -> Table:
     table = Table(title="ingest", title_justify="left")
     for col in ("series", "status", "new", "updated", "unchanged", "rejected", "last observation", "note"):
         table.add_column(col, justify="right" if col in ("new", "updated", "unchanged", "rejected") else "left")
     for o in outcomes:
-        colour = {"ok": "green", "snapshot": "yellow", "failed": "red"}[o.status]
+        colour = INGEST_COLOURS[o.status]
         note = o.error if o.status == "failed" else "; ".join(o.notes)
         table.add_row(
             escape(o.series_key), f"[{colour}]{o.status}[/]", str(o.rows_new), str(o.rows_updated),
@@ -170,9 +173,8 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
                                       after_write=refresh_after_ingest)
     out.print(ingest_table(outcomes))
     for o in outcomes:
-        if o.status == "snapshot":
-            out.print(f"[yellow]{escape(o.series_key)}: source unreachable, used the bundled offline snapshot[/]",
-                      highlight=False)
+        if o.status in ("snapshot", "unavailable"):
+            out.print(f"[yellow]{escape(o.series_key)}: {o.status}: {escape(o.error or '')}[/]", highlight=False)
     return outcomes
 
 

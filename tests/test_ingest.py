@@ -100,15 +100,15 @@ def test_failure_half_way_leaves_the_series_as_it_was(tmp_path: Path, sm: sessio
     assert run is not None and run.status == "failed" and "disk full" in (run.error or "")
 
 
-def test_unreachable_source_fails_alone_and_the_others_go_on(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+def test_unreachable_source_is_unavailable_alone_and_the_others_go_on(tmp_path: Path, sm: sessionmaker[Session]) -> None:
     body = ('[sources.open-meteo]\nforecast_url = "http://127.0.0.1:1/v1/forecast"\n'
             'archive_url = "http://127.0.0.1:1/v1/archive"\n'
             '[[series]]\nkey = "open-meteo:sf:t"\nsource = "open-meteo"\nfrequency = "1h"\n'
             'params = { latitude = 37.77, longitude = -122.42, variable = "temperature_2m" }\n' + SINE)
     s = settings_for(tmp_path, body)
     outs = ingest_many(sm, s, s.series)
-    assert [o.status for o in outs] == ["failed", "ok"]
-    assert "127.0.0.1" in (outs[0].error or "")
+    assert [o.status for o in outs] == ["unavailable", "ok"]
+    assert "127.0.0.1" in (outs[0].error or "") and "the stored data keeps serving" in (outs[0].error or "")
     assert count_obs(sm, "sine:a") == 300 and count_obs(sm, "open-meteo:sf:t") == 0
 
 

@@ -88,7 +88,7 @@ def _aware(ts: Any) -> dt.datetime | None:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
 
 
-INGEST_TONE = {"ok": "good", "snapshot": "warn", "failed": "bad"}
+INGEST_TONE = {"ok": "good", "snapshot": "warn", "unavailable": "warn", "failed": "bad"}
 TRAIN_TONE = {"promoted": "good", "skipped": "warn", "failed": "bad"}
 
 
