@@ -114,5 +114,5 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: settings from ``FORECASTER_CONFIG`` (and ``FORECASTER_*``)."""
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_file=settings.log_file)
     return create_app(settings)
