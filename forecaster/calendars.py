@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,13 +69,13 @@ def _calendar(name: str) -> Any:
 @functools.cache
 def _build(name: str, year: int) -> Any:
     xcals = _xcals()
-    cal_cls = type(xcals.get_calendar(name))
-    first = max(pd.Timestamp(FIRST_DAY), cal_cls.bound_min() or pd.Timestamp(FIRST_DAY)) \
-        if hasattr(cal_cls, "bound_min") else pd.Timestamp(FIRST_DAY)
-    last = pd.Timestamp(year + 2, 12, 31)
-    if hasattr(cal_cls, "bound_max") and cal_cls.bound_max() is not None:
-        last = min(last, cal_cls.bound_max())
-    return xcals.get_calendar(name, start=first, end=last)
+    with warnings.catch_warnings():
+        # exchange_calendars trips pandas' deprecation warnings; they are its business, not a user's
+        warnings.simplefilter("ignore")
+        try:
+            return xcals.get_calendar(name, start=FIRST_DAY, end=f"{year + 2}-12-31")
+        except ValueError:  # a calendar that starts later than FIRST_DAY: its own range
+            return xcals.get_calendar(name)
 
 
 def is_session(name: str, days: pd.DatetimeIndex) -> np.ndarray:
@@ -87,7 +88,7 @@ def is_session(name: str, days: pd.DatetimeIndex) -> np.ndarray:
     naive = naive.normalize()
     sessions = cal.sessions
     inside = (naive >= sessions[0]) & (naive <= sessions[-1])
-    out = naive.dayofweek < 5
+    out = naive.day_of_week < 5
     out = np.where(inside, naive.isin(sessions), out)
     return np.asarray(out, dtype=bool)
 

@@ -138,12 +138,21 @@ def _offset(frequency: str) -> pd.DateOffset:
     return pd.tseries.frequencies.to_offset(frequency)
 
 
+def _fixed_step(offset: pd.DateOffset) -> pd.Timedelta | None:
+    """The step of a fixed-length frequency (5min, 1h, 1D), or None (1B, 1W, 1MS)."""
+    if isinstance(offset, pd.offsets.Tick):
+        return pd.Timedelta(offset)
+    if offset.rule_code == "D":  # a calendar day in pandas 3; UTC has no DST, so 24 h here
+        return pd.Timedelta(days=offset.n)
+    return None
+
+
 def calendar_rule(rules: SeriesRules) -> str:
     """The calendar rule of a series, in words (for messages)."""
     offset = _offset(rules.frequency)
-    if isinstance(offset, pd.offsets.Tick):
+    step = _fixed_step(offset)
+    if step is not None:
         anchor = pd.Timestamp(rules.anchor) if rules.anchor is not None else _EPOCH
-        step = pd.Timedelta(offset)
         phase = (anchor - _EPOCH) % step
         if phase == pd.Timedelta(0):
             grid = {pd.Timedelta(hours=1): "on the hour (UTC)", pd.Timedelta(days=1): "at midnight UTC"}.get(
@@ -174,8 +183,9 @@ def _days_in_words(offset: pd.DateOffset) -> str:
 def off_calendar(ts: pd.DatetimeIndex, rules: SeriesRules) -> np.ndarray:
     """True where ``ts`` (aware UTC) is not on the series' calendar."""
     offset = _offset(rules.frequency)
-    if isinstance(offset, pd.offsets.Tick):
-        step = pd.Timedelta(offset).value
+    fixed = _fixed_step(offset)
+    if fixed is not None:
+        step = fixed.value
         anchor = pd.Timestamp(rules.anchor) if rules.anchor is not None else _EPOCH
         ns = ts.as_unit("ns").asi8 - anchor.as_unit("ns").value
         return np.asarray(ns % step != 0)
