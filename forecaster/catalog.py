@@ -126,6 +126,20 @@ def decode_cursor(cursor: str) -> dt.datetime:
     return ts
 
 
+def _utc(name: str, t: dt.datetime | None) -> dt.datetime | None:
+    """``t`` in UTC (None stays None).
+
+    Raises:
+        InvalidInput: ``t`` falls outside year 1..9999 in UTC (9999-12-31T23:00-05:00).
+    """
+    if t is None:
+        return None
+    try:
+        return t.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise InvalidInput(f"{name} {t.isoformat()} is outside the representable range of times") from None
+
+
 def observations_page(
     session: Session,
     *,
@@ -146,6 +160,7 @@ def observations_page(
     """
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit {limit} is outside 1..{MAX_PAGE}")
+    start, end = _utc("start", start), _utc("end", end)
     if start is not None and end is not None and end < start:
         raise InvalidInput(f"end {end.isoformat()} is before start {start.isoformat()}")
     series = find_series(session, series_key)

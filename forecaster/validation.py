@@ -96,9 +96,14 @@ def check_rows(rows: Sequence[tuple[dt.datetime, float | None]], rules: SeriesRu
     """
     latest = _now(now) + dt.timedelta(seconds=rules.future_tolerance_s)
     for i, (ts, value) in enumerate(rows, start=1):
-        problem = (None if value is None else _value_problem(float(value))) or _range_problem(ts, latest, rules)
+        try:
+            utc = ts.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+            raise _refuse(rules, f"row {i} (ts={ts.isoformat()}, value={value})",
+                          "ts is outside the representable range of times") from None
+        problem = (None if value is None else _value_problem(float(value))) or _range_problem(utc, latest, rules)
         if problem:
-            raise _refuse(rules, f"row {i} (ts={_fmt_ts(ts)}, value={value})", problem)
+            raise _refuse(rules, f"row {i} (ts={_fmt_ts(utc)}, value={value})", problem)
     if rows:
         stamps = pd.DatetimeIndex([t.astimezone(UTC).replace(tzinfo=None) for t, _ in rows]).tz_localize("UTC")
         bad = off_calendar(stamps, rules)

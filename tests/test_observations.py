@@ -179,3 +179,14 @@ def test_cli_deletes_a_range_and_names_a_bad_time(tmp_path: Path, sqlite_api_db:
     ok = cli("observations", "delete", BASELINE, "--start", "2999-01-01T00:00:00Z", "--end", "2999-12-31T00:00:00Z")
     assert ok.returncode == 0, ok.stderr
     assert f"{BASELINE}: deleted 1 observations" in ok.stdout and "next forecast 2024-01-09 08:00 UTC" in ok.stdout
+
+
+def test_times_past_year_9999_in_utc_are_a_422_on_every_observations_route(sqlite_api: Api) -> None:
+    far = "9999-12-31T23:00:00-05:00"
+    base = f"/v1/series/{BASELINE}/observations"
+    r = sqlite_api.client.get(base, params={"start": far})
+    assert r.status_code == 422 and "outside the representable range" in r.json()["detail"]
+    r = sqlite_api.client.delete(base, params={"start": HOURS[0], "end": far}, headers=sqlite_api.admin)
+    assert r.status_code == 422 and "outside the representable range" in r.json()["detail"]
+    r = push(sqlite_api, PUSHED, [{"ts": far, "value": 1.0}])
+    assert r.status_code == 422 and "row 1" in r.json()["detail"]

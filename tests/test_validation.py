@@ -79,3 +79,9 @@ def test_a_source_frame_names_the_bad_row_by_its_timestamp() -> None:
     far = pd.DataFrame({"ts": pd.to_datetime(["2100-01-01T00:00:00Z"]), "value": [1.0]})
     with pytest.raises(InvalidInput, match="ts=2100-01-01T00:00:00Z.*in the future"):
         check_frame(far, SeriesRules("k", "1h"), NOW)
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"])
+def test_times_that_overflow_in_utc_are_refused_not_a_server_error(text: str) -> None:
+    with pytest.raises(InvalidInput, match="outside the representable range of times"):
+        check_rows([(ts(text), 1.0)], SeriesRules("k", "1h"), NOW)

@@ -225,6 +225,11 @@ def delete_observations(
     for name, t in (("start", start), ("end", end)):
         if t.tzinfo is None or t.utcoffset() is None:
             raise InvalidInput(f"{name} {t.isoformat()} has no UTC offset; add one, such as 'Z'")
+        try:
+            t.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise InvalidInput(f"{name} {t.isoformat()} is outside the representable range of times") from None
+    start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
     if end < start:
         raise InvalidInput(f"end {end.isoformat()} is before start {start.isoformat()}")
     with write_session(sm) as session:
