@@ -506,7 +506,9 @@ def _describe(exc: ValidationError, *, prefix: str = "", data: Any = None, file:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         var = _env_for(loc, env) if env else None
-        origin = "" if file is None else f"environment variable {var} ({where}): " if var else f"{file}: "
+        origin = "" if file is None or var else f"{file}: "
+        if var:  # blamed on the variable, not the file
+            where = f"{where} (from environment variable {var})"
         if err["type"] == "missing":
             lines.append(f"{origin}{where} is missing")
             continue
@@ -514,9 +516,8 @@ def _describe(exc: ValidationError, *, prefix: str = "", data: Any = None, file:
         if value is _MISSING:
             value = err.get("input", _MISSING)
         if var is not None and value is not _MISSING and not isinstance(value, dict | list):
-            lines.append(f"environment variable {var} = {os.environ[var]!r}: {msg}"
-                         if _loc(loc).lower() == var[len(ENV_PREFIX):].lower().replace("__", ".")
-                         else f"{origin}{value!r}: {msg}")
+            where, _, source = where.partition(" (from ")
+            lines.append(f"{where} = {value!r} (from {source}: {msg}")
             continue
         if err["type"] == "extra_forbidden":
             lines.append(f"{origin}{where} is not a known setting")

@@ -370,8 +370,9 @@ def ingest_series(
         log_event("ingest.done", series=spec.key, run_id=run_id, status=status, new=counts.new,
                   updated=counts.updated, unchanged=counts.unchanged, rejected=result.rejected)
     except ForecasterError as exc:
-        outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed", error=str(exc))
-        log_event("ingest.failed", level=logging.ERROR, series=spec.key, run_id=run_id, error=str(exc))
+        text = str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"  # the message names the series
+        outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed", error=text)
+        log_event("ingest.failed", level=logging.ERROR, series=spec.key, run_id=run_id, error=text)
     except Exception as exc:  # noqa: BLE001 - one series must never stop the others
         outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed",
                                 error=f"{spec.key}: {type(exc).__name__}: {exc}")

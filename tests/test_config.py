@@ -131,9 +131,11 @@ def test_log_level_and_api_keys_take_the_spellings_people_write(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(("var", "value", "named"), [
-    ("FORECASTER_LOG_LEVEL", "chatty", "environment variable FORECASTER_LOG_LEVEL = 'chatty': is not a log level"),
-    ("FORECASTER_SCHEDULE__INGEST", "0 3 31 2 *", "environment variable FORECASTER_SCHEDULE__INGEST = '0 3 31 2 *': never fires"),
-    ("FORECASTER_API_KEYS", "[k1", "environment variable FORECASTER_API_KEYS = '[k1'"),
+    ("FORECASTER_LOG_LEVEL", "chatty", "log_level = 'chatty' (from environment variable FORECASTER_LOG_LEVEL): "
+     "is not a log level"),
+    ("FORECASTER_SCHEDULE__INGEST", "0 3 31 2 *", "schedule.ingest = '0 3 31 2 *' (from environment variable "
+     "FORECASTER_SCHEDULE__INGEST): never fires"),
+    ("FORECASTER_API_KEYS", "[k1", "api_keys = '[k1' (from environment variable FORECASTER_API_KEYS)"),
     ("FORECASTER_SERIES", "garbage", "environment variable FORECASTER_SERIES = 'garbage' is not valid JSON"),
 ])
 def test_an_error_in_an_environment_override_is_blamed_on_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -152,5 +154,5 @@ def test_cli_names_a_bad_environment_variable_in_one_line_and_exits_2(tmp_path: 
     proc = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(path), "migrate"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60, env=env)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: environment variable FORECASTER_LOG_LEVEL = 'loud'")
+    assert proc.stderr.strip().startswith("error: log_level = 'loud' (from environment variable FORECASTER_LOG_LEVEL)")
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
