@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -170,6 +171,16 @@ class CsvParams(_Strict):
     value_column: str = "value"
     timezone: str | None = None  # for files whose times carry no offset
 
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("is not an IANA time zone (e.g. 'UTC', 'Europe/Berlin')") from None
+        return v
+
 
 class SineParams(_Strict):
     period: float = Field(default=24, gt=0)
@@ -179,6 +190,15 @@ class SineParams(_Strict):
     amplitude: float = 1.0
     level: float = 0.0
     start: str = "2024-01-01T00:00:00Z"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        try:
+            pd.Timestamp(v)  # without an offset it is UTC
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("is not an ISO-8601 time such as '2024-01-01T00:00:00Z'") from None
+        return v
 
 
 class PushParams(_Strict):

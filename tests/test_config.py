@@ -104,6 +104,10 @@ YF = '[[series]]\nkey = "y"\nsource = "yfinance"\nfrequency = "1B"\n'
         ('log_level = "chatty"\n', "log_level = 'chatty': is not a log level"),
         (YF + 'exchange = "NOPE"\nparams = { ticker = "^GSPC" }\n', "series[0].exchange = 'NOPE': is not an exchange calendar"),
         ('[observations]\nfuture_tolerance_s = -1\n', "observations.future_tolerance_s = -1"),
+        ('[[series]]\nkey = "c"\nsource = "csv"\nfrequency = "1h"\nparams = { path = "a.csv", timezone = "Mars/Olympus" }\n',
+         "timezone = 'Mars/Olympus': is not an IANA time zone"),
+        ('[[series]]\nkey = "s"\nsource = "sine"\nfrequency = "1h"\nparams = { start = "new year" }\n',
+         "start = 'new year': is not an ISO-8601 time"),
     ],
 )
 def test_values_that_would_fail_later_are_refused_at_load(tmp_path: Path, text: str, named: str) -> None:
