@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from forecaster import sources
 from forecaster.config import SeriesSpec, Settings
 from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow, write_session
-from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceUnavailable
+from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError, SourceUnavailable
 from forecaster.logs import log_event
 from forecaster.validation import SeriesRules, check_frame
 
@@ -318,10 +318,11 @@ def ingest_series(
 ) -> IngestOutcome:
     """Fetch one series and upsert it in one transaction; record the run.
 
-    Failures do not raise. An unreachable source (``SourceUnavailable``) makes the
-    outcome ``unavailable`` (the stored data keeps serving), or ``snapshot`` when
-    ``snapshot_fallback``, the series names a bundled snapshot and nothing is
-    stored yet. Every row is checked against the series (forecaster/validation.py):
+    Failures do not raise. When the source cannot give data, ``snapshot_fallback``
+    is on, the series names a bundled snapshot and nothing is stored yet, the
+    snapshot is loaded (``snapshot``); otherwise an unreachable source
+    (``SourceUnavailable``) makes the outcome ``unavailable`` (the stored data
+    keeps serving). Every row is checked against the series (forecaster/validation.py):
     one bad row fails the series naming it, and nothing from that answer is
     stored; so does any other error (``failed``, with the error text). A failure
     while writing rolls the series back to how it was.
@@ -336,8 +337,10 @@ def ingest_series(
             since = last_timestamp(session, series_id)
         try:
             result = fetch(spec, settings, since=since)
-        except SourceUnavailable as exc:
+        except SourceError as exc:
             if not (snapshot_fallback and spec.snapshot and since is None):
+                if not isinstance(exc, SourceUnavailable):
+                    raise  # the upstream answered, without data: a failure
                 error = unavailable_message(exc)
                 outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="unavailable", error=error,
                                         last_ts=since, notes=(error,))
