@@ -30,7 +30,7 @@ from forecaster import __version__
 from forecaster.config import Settings, load_settings
 from forecaster.db import make_engine, make_sessionmaker
 from forecaster.jobruns import BackgroundRunner
-from forecaster.logs import configure_logging, log_event
+from forecaster.logs import configure_logging, log_event, log_to_file
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # ~1.5M pushed CSV rows, or 4096 windows of ~800 values: split larger
 
@@ -114,5 +114,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: settings from ``FORECASTER_CONFIG`` (and ``FORECASTER_*``)."""
     settings = load_settings()
-    configure_logging(settings.log_level, log_file=settings.log_file)
+    configure_logging(settings.log_level)
+    log_to_file(settings.log_file)
     return create_app(settings)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import uvicorn
 
 from forecaster.config import Settings
-from forecaster.logs import configure_logging, log_event, uvicorn_log_config
+from forecaster.logs import configure_logging, log_event, log_to_file, uvicorn_log_config
 
 FACTORY = "api.app:app_from_env"
 
@@ -52,7 +52,8 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
     ``settings.config_path``) and the ``FORECASTER_*`` environment; settings
     made in code and not in the file or environment do not reach those workers.
     """
-    configure_logging(settings.log_level, log_file=settings.log_file)
+    configure_logging(settings.log_level)
+    log_to_file(settings.log_file)
     log_level = settings.log_level.lower()
     log_config = uvicorn_log_config(settings.log_level, settings.log_file)  # uvicorn's lines in our format
     if workers > 1:

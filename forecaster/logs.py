@@ -81,6 +81,19 @@ def configure_logging(level: str | int = "INFO", stream: Any = None, log_file: s
     root.propagate = False
 
 
+def log_to_file(log_file: str | None) -> None:
+    """Also append forecaster's lines to ``log_file`` (after ``configure_logging``); None does nothing."""
+    if not log_file:
+        return
+    root = logging.getLogger("forecaster")
+    path = str(Path(log_file).expanduser().resolve())
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in root.handlers):
+        return
+    (handler,) = _handlers(None, log_file)[1:]
+    handler.setFormatter(_UTCFormatter())
+    root.addHandler(handler)
+
+
 def uvicorn_log_config(level: str = "INFO", log_file: str | None = None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn: its lines in our one-line format, to stderr
     and to ``log_file`` (appended) like forecaster's own."""
