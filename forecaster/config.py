@@ -378,7 +378,7 @@ class SchedulerSettings(_Strict):
 class ObservationsSettings(_Strict):
     """Rules every incoming observation meets (forecaster/validation.py)."""
 
-    future_tolerance_s: float = Field(default=86_400.0, ge=0)  # how far past now a timestamp may lie
+    future_tolerance_s: float = Field(default=86_400.0, ge=0, le=3.2e8)  # how far past now a timestamp may lie (<= ~10 years)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
