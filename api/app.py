@@ -26,12 +26,12 @@ from api.forecast_cache import ForecastCache
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.predictors import PredictorCache
 from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
-from api.routes import accuracy, dashboard
+from api.routes import accuracy, dashboard, observations
 from forecaster import __version__
 from forecaster.config import Settings, load_settings
 from forecaster.db import make_engine, make_sessionmaker
+from forecaster.logs import configure_logging, log_event, log_to_file
 from forecaster.queue import make_queue
-from forecaster.logs import configure_logging, log_event
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # ~1.5M pushed CSV rows, or 4096 windows of ~800 values: split larger
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(problems.BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(problems.CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
-    for module in (forecasts, series, models, jobs, health):
+    for module in (forecasts, series, observations, models, jobs, health):
         app.include_router(module.router)
     app.include_router(accuracy.router)
     app.include_router(dashboard.router)
@@ -117,4 +117,5 @@ def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: settings from ``FORECASTER_CONFIG`` (and ``FORECASTER_*``)."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    log_to_file(settings.log_file)
     return create_app(settings)

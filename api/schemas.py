@@ -134,6 +134,19 @@ class PushOut(_Out):
     forecast: ForecastOut | None = Field(description="The stored forecast after the push.")
 
 
+class DeleteObservationsOut(_Out):
+    """What a delete did: rows removed, the run that records it, and the forecast recomputed after it."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
+        "series_key": "sine:demo", "deleted": 1, "ingest_run_id": 13, "forecast": None,
+    }]})
+
+    series_key: str
+    deleted: int = Field(description="Observations removed.")
+    ingest_run_id: int = Field(description="The ingest run (source `delete`) that records the repair.")
+    forecast: ForecastOut | None = Field(description="The stored forecast after the delete.")
+
+
 # ---------------------------------------------------------------- forecasts
 
 

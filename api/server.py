@@ -10,7 +10,7 @@ from collections.abc import Callable
 import uvicorn
 
 from forecaster.config import Settings
-from forecaster.logs import configure_logging, log_event
+from forecaster.logs import configure_logging, log_event, log_to_file, uvicorn_log_config
 
 FACTORY = "api.app:app_from_env"
 
@@ -53,16 +53,20 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
     made in code and not in the file or environment do not reach those workers.
     """
     configure_logging(settings.log_level)
+    log_to_file(settings.log_file)
     log_level = settings.log_level.lower()
+    log_config = uvicorn_log_config(settings.log_level, settings.log_file)  # uvicorn's lines in our format
     if workers > 1:
         if settings.config_path:
             os.environ["FORECASTER_CONFIG"] = settings.config_path
+        if settings.log_file:
+            os.environ["FORECASTER_LOG_FILE"] = settings.log_file
         log_event("api.serve", host=host, port=port, workers=workers, config=settings.config_path)
         _run_until_signal(lambda: uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers,
-                                              log_level=log_level))
+                                              log_level=log_level, log_config=log_config))
         return
     from api.app import create_app
 
     log_event("api.serve", host=host, port=port, workers=1, config=settings.config_path)
     app = create_app(settings)
-    _run_until_signal(lambda: uvicorn.run(app, host=host, port=port, log_level=log_level))
+    _run_until_signal(lambda: uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config))

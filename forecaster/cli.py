@@ -38,6 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class _State:
     config: str | None = None
+    log_file: str | None = None
 
 
 state = _State()
@@ -46,8 +47,10 @@ state = _State()
 @app.callback()
 def _main(
     config: Annotated[str | None, typer.Option("--config", "-c", help="Config file (default: ./forecaster.toml or $FORECASTER_CONFIG).")] = None,
+    log_file: Annotated[str | None, typer.Option("--log-file", help="Also append the log lines to this file (overrides log_file).")] = None,
 ) -> None:
     state.config = config
+    state.log_file = log_file
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -77,7 +80,9 @@ def settings() -> Settings:
     from forecaster.logs import configure_logging
 
     s = load_settings(state.config)
-    configure_logging(s.log_level)
+    if state.log_file:
+        s = s.model_copy(update={"log_file": state.log_file})
+    configure_logging(s.log_level, log_file=s.log_file)
     return s
 
 
@@ -139,12 +144,15 @@ def migrate(
 # ---------------------------------------------------------------- ingest
 
 
+INGEST_COLOURS = {"ok": "green", "snapshot": "yellow", "unavailable": "yellow", "failed": "red"}  # as the dashboard
+
+
 def ingest_table(outcomes: list[Any]) -> Table:
     table = Table(title="ingest", title_justify="left")
     for col in ("series", "status", "new", "updated", "unchanged", "rejected", "last observation", "note"):
         table.add_column(col, justify="right" if col in ("new", "updated", "unchanged", "rejected") else "left")
     for o in outcomes:
-        colour = {"ok": "green", "snapshot": "yellow", "failed": "red"}[o.status]
+        colour = INGEST_COLOURS[o.status]
         note = o.error if o.status == "failed" else "; ".join(o.notes)
         table.add_row(
             escape(o.series_key), f"[{colour}]{o.status}[/]", str(o.rows_new), str(o.rows_updated),
@@ -170,9 +178,8 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
                                       after_write=refresh_after_ingest)
     out.print(ingest_table(outcomes))
     for o in outcomes:
-        if o.status == "snapshot":
-            out.print(f"[yellow]{escape(o.series_key)}: source unreachable, used the bundled offline snapshot[/]",
-                      highlight=False)
+        if o.status in ("snapshot", "unavailable"):
+            out.print(f"[yellow]{escape(o.series_key)}: {o.status}: {escape(o.error or '')}[/]", highlight=False)
     return outcomes
 
 
@@ -188,6 +195,45 @@ def ingest(
     outcomes = run_ingest(s, sm, series, snapshot_fallback=snapshot)
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- observations
+
+
+observations_app = typer.Typer(help="Stored observations: repair what should not have got in.", no_args_is_help=True)
+app.add_typer(observations_app, name="observations")
+
+
+def _aware(name: str, text: str) -> Any:
+    import datetime as dt
+
+    try:
+        ts = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--{name} {text!r} is not an ISO-8601 time such as '2024-01-01T00:00:00Z'")
+    if ts.tzinfo is None:
+        fail(f"--{name} {text!r} has no UTC offset; add one, such as '2024-01-01T00:00:00Z'")
+    return ts
+
+
+@observations_app.command("delete")
+@handle_errors
+def observations_delete(
+    key: Annotated[str, typer.Argument(help="Series key.")],
+    start: Annotated[str, typer.Option(help="Delete ts >= START (ISO-8601 with an offset).")],
+    end: Annotated[str, typer.Option(help="Delete ts <= END (ISO-8601 with an offset).")],
+) -> None:
+    """Delete a series' observations in [START, END]; forecasts and live accuracy follow (one transaction)."""
+    from forecaster.usecases.observations import delete_observations
+
+    t0, t1 = _aware("start", start), _aware("end", end)
+    s = settings()
+    sm = open_db(s)
+    result = delete_observations(sm, s, series_key=key, start=t0, end=t1)
+    forecast = result.forecast
+    after = f"; next forecast {forecast.target_ts:%Y-%m-%d %H:%M} UTC = {forecast.value:.4g}" if forecast else ""
+    out.print(escape(f"{key}: deleted {result.deleted} observations in [{t0.isoformat()}, {t1.isoformat()}] "
+                     f"(ingest run {result.ingest_run_id}){after}"), highlight=False)
 
 
 # ---------------------------------------------------------------- train and the registry

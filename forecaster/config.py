@@ -6,15 +6,17 @@ down; nothing here builds an engine or reads a file at import time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from forecaster.errors import ConfigError
 
@@ -68,7 +70,32 @@ def check_cron(expr: str) -> str:
                     raise ValueError(f"{name} {b!r} is outside {lo}-{hi}")
             if len(values) == 2 and values[0] > values[1]:
                 raise ValueError(f"{name} range {rng!r} runs backwards")
+    dom, month, dow = fields[2], fields[3], fields[4]
+    if not dom.startswith("*") and dow.startswith("*"):
+        days, months = _expand(dom, 2), _expand(month, 3)
+        if not any(d <= _MONTH_DAYS[m] for m in months for d in days):
+            raise ValueError(f"never fires: day of month {dom!r} does not occur in month {month!r}")
     return " ".join(fields)
+
+
+_MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+
+
+def _expand(text: str, index: int) -> set[int]:
+    """The values a (checked) cron field selects."""
+    _, lo, hi, names = _CRON_FIELDS[index]
+    out: set[int] = set()
+    for part in text.lower().split(","):
+        rng, _, step = part.partition("/")
+        if rng == "*":
+            first, last = lo, hi
+        else:
+            bounds = [names[b] if b in names else int(b) for b in rng.split("-")]
+            first, last = bounds[0], bounds[-1] if len(bounds) == 2 or step else bounds[0]
+            if step and len(bounds) == 1:
+                last = hi
+        out.update(range(first, last + 1, int(step or 1)))
+    return out
 
 
 CronExpr = Annotated[str, Field(description="five-field crontab expression")]
@@ -112,10 +139,20 @@ def season_length(freq: str) -> int | None:
 # ---------------------------------------------------------------- per-source parameters
 
 
+YF_PERIODS = ("1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max")
+
+
 class YFinanceParams(_Strict):
     ticker: str = Field(min_length=1)
     field: Literal["close", "adjclose"] = "close"
     period: str = "5y"
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, v: str) -> str:
+        if v not in YF_PERIODS:
+            raise ValueError(f"is not a Yahoo period (one of: {', '.join(YF_PERIODS)})")
+        return v
 
 
 class OpenMeteoParams(_Strict):
@@ -134,6 +171,16 @@ class CsvParams(_Strict):
     value_column: str = "value"
     timezone: str | None = None  # for files whose times carry no offset
 
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("is not an IANA time zone (e.g. 'UTC', 'Europe/Berlin')") from None
+        return v
+
 
 class SineParams(_Strict):
     period: float = Field(default=24, gt=0)
@@ -143,6 +190,15 @@ class SineParams(_Strict):
     amplitude: float = 1.0
     level: float = 0.0
     start: str = "2024-01-01T00:00:00Z"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        try:
+            pd.Timestamp(v)  # without an offset it is UTC
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("is not an ISO-8601 time such as '2024-01-01T00:00:00Z'") from None
+        return v
 
 
 class PushParams(_Strict):
@@ -196,6 +252,7 @@ class SeriesSpec(_Strict):
     unit: str | None = None
     model: ModelSpec = Field(default_factory=ModelSpec)
     snapshot: str | None = None  # bundled offline snapshot used when the source is unreachable
+    exchange: str | None = None  # trading-day calendar of a 1B series (default XNYS for yfinance)
     ingest: str | None = None  # per-series cron overrides
     retrain: str | None = None
 
@@ -223,8 +280,36 @@ class SeriesSpec(_Strict):
     def _cron(cls, v: str | None) -> str | None:
         return None if v is None else check_cron(v)
 
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, v: str | None) -> str | None:
+        from forecaster.sources.snapshot import SNAPSHOTS  # forecaster.sources imports this module
+
+        if v is not None and v not in SNAPSHOTS:
+            raise ValueError(f"is not a bundled snapshot (bundled: {', '.join(sorted(SNAPSHOTS))})")
+        return v
+
+    @field_validator("exchange")
+    @classmethod
+    def _exchange(cls, v: str | None) -> str | None:
+        from forecaster.calendars import check_exchange  # imports exchange_calendars: only when set
+
+        return None if v is None else check_exchange(v)
+
+    @property
+    def calendar(self) -> str | None:
+        """The exchange calendar the series follows: ``exchange``, else XNYS for 1B yfinance series."""
+        from forecaster.calendars import default_calendar
+
+        if self.exchange is not None:
+            return self.exchange
+        return default_calendar(self.source, self.frequency)
+
     @model_validator(mode="after")
     def _params_fit_source(self) -> SeriesSpec:
+        if self.exchange is not None and pd.tseries.frequencies.to_offset(self.frequency).rule_code != "B":
+            raise ConfigError(f"exchange = {self.exchange!r} applies to trading-day series only "
+                              f"(frequency '1B'); this one is {self.frequency!r}")
         model = PARAMS_BY_SOURCE[self.source]
         try:
             model.model_validate(self.params)
@@ -315,6 +400,13 @@ class WorkersSettings(_Strict):
     def uses_queue(self, database_url: str) -> bool:
         """True when work goes through procrastinate (PostgreSQL, unless ``queue = "in-process"``)."""
         return self.queue == "auto" and database_url.startswith("postgresql")
+class ObservationsSettings(_Strict):
+    """Rules every incoming observation meets (forecaster/validation.py)."""
+
+    future_tolerance_s: float = Field(default=86_400.0, ge=0, le=3.2e8)  # how far past now a timestamp may lie (<= ~10 years)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class MonitoringSettings(_Strict):
@@ -331,17 +423,39 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///forecaster.db"
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     schedule: Schedule = Field(default_factory=Schedule)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     workers: WorkersSettings = Field(default_factory=WorkersSettings)
+    observations: ObservationsSettings = Field(default_factory=ObservationsSettings)
     series: list[SeriesSpec] = Field(default_factory=list)
     snapshot_fallback: bool = True
     log_level: str = "INFO"
+    log_file: str | None = None  # also write the log lines to this file (appended)
     config_path: str | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in LOG_LEVELS:
+            raise ValueError(f"is not a log level (one of: {', '.join(LOG_LEVELS)}, any case)")
+        return v.upper()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        # FORECASTER_API_KEYS arrives as text: a JSON list '["k1","k2"]' or a plain list k1,k2
+        if isinstance(v, str):
+            if v.lstrip().startswith("["):
+                try:
+                    return json.loads(v)
+                except ValueError:
+                    raise ValueError("is neither a JSON list of strings nor a comma-separated list") from None
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -405,7 +519,31 @@ def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
 _MISSING = object()
 
 
-def _describe(exc: ValidationError, *, prefix: str = "", data: Any = None) -> str:
+ENV_PREFIX = "FORECASTER_"
+
+
+def _env_overrides() -> dict[tuple[str, ...], str]:
+    """Setting paths given in the environment, each with the variable that gives it."""
+    out: dict[tuple[str, ...], str] = {}
+    for name in os.environ:
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper != "FORECASTER_CONFIG":
+            out[tuple(upper[len(ENV_PREFIX):].lower().split("__"))] = name
+    return out
+
+
+def _env_for(loc: tuple[Any, ...], env: dict[tuple[str, ...], str]) -> str | None:
+    path = tuple(str(p).lower() for p in loc)
+    for n in range(len(path), 0, -1):
+        if path[:n] in env:
+            return env[path[:n]]
+    return None
+
+
+def _describe(exc: ValidationError, *, prefix: str = "", data: Any = None, file: Path | None = None) -> str:
+    """One clause per error, naming the key and the bad value; with ``file``, each clause
+    is blamed on the environment variable that set the value, or else on the file."""
+    env = _env_overrides() if file is not None else {}
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -413,20 +551,28 @@ def _describe(exc: ValidationError, *, prefix: str = "", data: Any = None) -> st
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        var = _env_for(loc, env) if env else None
+        origin = "" if file is None or var else f"{file}: "
+        if var:  # blamed on the variable, not the file
+            where = f"{where} (from environment variable {var})"
         if err["type"] == "missing":
-            lines.append(f"{where} is missing")
+            lines.append(f"{origin}{where} is missing")
             continue
-        value = _value_at(data, loc) if data is not None else err.get("input", _MISSING)
+        value = _value_at(data, loc) if data is not None and var is None else err.get("input", _MISSING)
         if value is _MISSING:
             value = err.get("input", _MISSING)
+        if var is not None and value is not _MISSING and not isinstance(value, dict | list):
+            where, _, source = where.partition(" (from ")
+            lines.append(f"{where} = {value!r} (from {source}: {msg}")
+            continue
         if err["type"] == "extra_forbidden":
-            lines.append(f"{where} is not a known setting")
+            lines.append(f"{origin}{where} is not a known setting")
         elif isinstance(value, dict) and msg.startswith("params"):
-            lines.append(f"{where}.{msg}")  # nested message already names the key
+            lines.append(f"{origin}{where}.{msg}")  # nested message already names the key
         elif value is _MISSING or isinstance(value, dict):
-            lines.append(f"{where}: {msg}")
+            lines.append(f"{origin}{where}: {msg}")
         else:
-            lines.append(f"{where} = {value!r}: {msg}")
+            lines.append(f"{origin}{where} = {value!r}: {msg}")
     return "; ".join(lines)
 
 
@@ -455,7 +601,13 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, required: bool 
     try:
         settings = Settings(**data, config_path=str(file.resolve()) if file.exists() else None)
     except ValidationError as exc:
-        raise ConfigError(f"{file}: {_describe(exc, data=data)}") from None
+        raise ConfigError(_describe(exc, data=data, file=file)) from None
+    except SettingsError as exc:  # an environment variable that should hold JSON does not
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        var = next((n for n in os.environ if n.upper() == f"{ENV_PREFIX}{field.upper()}"), f"{ENV_PREFIX}{field.upper()}")
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"environment variable {var} = {os.environ.get(var, '')!r} is not valid JSON "
+                          f"for {field}{cause}") from None
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     return settings

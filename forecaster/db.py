@@ -90,6 +90,7 @@ class Series(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     frequency: Mapped[str] = mapped_column(String(16))
     unit: Mapped[str | None] = mapped_column(String(32))
+    calendar: Mapped[str | None] = mapped_column(String(16))  # exchange of a 1B series (XNYS), else None
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -111,11 +112,12 @@ class IngestRun(Base):
     source: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running/ok/failed/snapshot
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running/ok/failed/snapshot/unavailable
     rows_new: Mapped[int] = mapped_column(Integer, default=0)
     rows_updated: Mapped[int] = mapped_column(Integer, default=0)
     rows_unchanged: Mapped[int] = mapped_column(Integer, default=0)
     rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    rows_deleted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # an admin's repair
     error: Mapped[str | None] = mapped_column(Text)
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id", ondelete="SET NULL"))
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from forecaster.config import season_length
 from forecaster.db import Forecast, ModelVersion, Observation, Series
-from forecaster.errors import SeriesNotFound
+from forecaster.errors import InvalidInput, SeriesNotFound
 from forecaster.evaluate import conformal_halfwidth
 from forecaster.logs import log_event
 
@@ -44,10 +44,26 @@ class ForecastView:
     error: float | None = None
 
 
-def next_target_ts(last_ts: dt.datetime, frequency: str) -> dt.datetime:
-    """The next step after ``last_ts`` on the series' calendar (Friday close → Monday)."""
+def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = None) -> dt.datetime:
+    """The next step after ``last_ts`` on the series' calendar (Friday close → Monday).
+
+    A ``1B`` series with an exchange ``calendar`` (XNYS) skips that exchange's
+    holidays: after 2018-12-31 comes 2019-01-02.
+
+    Raises:
+        InvalidInput: the next step lies past what pandas can represent (year 2262).
+    """
     offset = pd.tseries.frequencies.to_offset(frequency)
-    return (pd.Timestamp(last_ts) + offset).to_pydatetime()
+    try:
+        if calendar and offset.rule_code == "B" and offset.n == 1:
+            from forecaster.calendars import next_session  # exchange_calendars: never on a GET
+
+            return next_session(calendar, pd.Timestamp(last_ts)).to_pydatetime()
+        return (pd.Timestamp(last_ts) + offset).to_pydatetime()
+    except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+        raise InvalidInput(f"the step after {last_ts.isoformat()} ({frequency}) is past the representable "
+                           f"range of timestamps ({type(exc).__name__}): delete the bad observation "
+                           "(DELETE /v1/series/{key}/observations)") from None
 
 
 def load_values(session: Session, series_id: int, *, tail: int | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
@@ -117,7 +133,7 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     ts, values = load_values(session, series.id, tail=max(BASELINE_TAIL, window + 1))
     if values.size == 0:
         return None
-    target = next_target_ts(ts[-1].to_pydatetime(), series.frequency)
+    target = next_target_ts(ts[-1].to_pydatetime(), series.frequency, series.calendar)
     if mv is not None and values.size >= window:
         from forecaster.modelling import Predictor  # torch: only here, never on a GET
 

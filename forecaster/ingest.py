@@ -8,6 +8,7 @@ counted as such. Every run is recorded in ``ingest_runs``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from forecaster.config import SeriesSpec, Settings
 from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow, write_session
 from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError, SourceUnavailable
 from forecaster.logs import log_event
+from forecaster.validation import SeriesRules, check_frame
 
 FetchFn = Callable[..., "sources.FetchResult"]
 
@@ -39,7 +41,13 @@ class UpsertCounts:
 
 @dataclass(frozen=True)
 class IngestOutcome:
-    """What one series' ingest did; ``status`` is ok, snapshot (fell back) or failed."""
+    """What one series' ingest did.
+
+    ``status``: ``ok``; ``snapshot`` (the source was unreachable and nothing
+    was stored yet: the bundled snapshot was loaded); ``unavailable`` (the
+    source was unreachable: nothing changed, the stored data keeps serving);
+    ``failed`` (bad data or an error: nothing from this answer was stored).
+    """
 
     series_key: str
     run_id: int
@@ -54,7 +62,18 @@ class IngestOutcome:
 
     @property
     def ok(self) -> bool:
+        """False only for ``failed``: an unreachable source is an outage upstream, not a fault here."""
         return self.status != "failed"
+
+
+def unavailable_message(exc: Exception) -> str:
+    """The one sentence for an unreachable source, in the CLI, the run record, the API and the log."""
+    return f"source unreachable ({exc}); the stored data keeps serving"
+
+
+def snapshot_message(exc: Exception, snapshot: str) -> str:
+    """The one sentence for a fall-back to a bundled snapshot."""
+    return f"source unreachable ({exc}); loaded the bundled snapshot {snapshot!r}"
 
 
 # ---------------------------------------------------------------- retries
@@ -145,11 +164,12 @@ def sync_series(session: Session, spec: SeriesSpec) -> Series:
     row = find_series(session, spec.key)
     if row is None:
         row = Series(key=spec.key, source=spec.source, params=dict(spec.params),
-                     frequency=spec.frequency, unit=spec.unit)
+                     frequency=spec.frequency, unit=spec.unit, calendar=spec.calendar)
         session.add(row)
         session.flush()
     else:
         row.source, row.params, row.frequency, row.unit = spec.source, dict(spec.params), spec.frequency, spec.unit
+        row.calendar = spec.calendar
     return row
 
 
@@ -263,6 +283,15 @@ def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | No
         return series.id, run.id
 
 
+def series_rules(session: Session, settings: Settings, series: Series, first_ts: dt.datetime | None = None) -> SeriesRules:
+    """The rules (forecaster/validation.py) a new observation of ``series`` must meet."""
+    anchor = session.scalar(select(func.min(Observation.ts)).where(Observation.series_id == series.id))
+    if anchor is None and series.source == "yfinance":
+        anchor = first_ts  # intraday bars start at the exchange's open (NYSE: :30)
+    return SeriesRules(series_key=series.key, frequency=series.frequency, calendar=series.calendar,
+                       anchor=anchor, future_tolerance_s=settings.observations.future_tolerance_s)
+
+
 def _finish_run(sm: sessionmaker[Session], run_id: int, outcome: IngestOutcome) -> None:
     with write_session(sm) as session:
         run = session.get(IngestRun, run_id)
@@ -271,7 +300,7 @@ def _finish_run(sm: sessionmaker[Session], run_id: int, outcome: IngestOutcome) 
         run.status = outcome.status
         run.rows_new, run.rows_updated = outcome.rows_new, outcome.rows_updated
         run.rows_unchanged, run.rows_rejected = outcome.rows_unchanged, outcome.rows_rejected
-        run.error = outcome.error
+        run.error = outcome.error  # for snapshot and unavailable: the one message that says so
 
 
 AfterWrite = Callable[[Session, Series], None]
@@ -289,9 +318,14 @@ def ingest_series(
 ) -> IngestOutcome:
     """Fetch one series and upsert it in one transaction; record the run.
 
-    Source failures do not raise: the outcome says ``failed`` with the error text
-    (or ``snapshot`` when ``snapshot_fallback`` and the series names a bundled
-    snapshot). A failure while writing rolls the series back to how it was.
+    Failures do not raise. When the source cannot give data, ``snapshot_fallback``
+    is on, the series names a bundled snapshot and nothing is stored yet, the
+    snapshot is loaded (``snapshot``); otherwise an unreachable source
+    (``SourceUnavailable``) makes the outcome ``unavailable`` (the stored data
+    keeps serving). Every row is checked against the series (forecaster/validation.py):
+    one bad row fails the series naming it, and nothing from that answer is
+    stored; so does any other error (``failed``, with the error text). A failure
+    while writing rolls the series back to how it was.
     ``after_write(session, series)`` runs inside the same transaction when rows
     changed (the stored forecast is refreshed there).
     """
@@ -304,18 +338,29 @@ def ingest_series(
         try:
             result = fetch(spec, settings, since=since)
         except SourceError as exc:
-            if not (snapshot_fallback and spec.snapshot):
-                raise
-            error = str(exc)
+            if not (snapshot_fallback and spec.snapshot and since is None):
+                if not isinstance(exc, SourceUnavailable):
+                    raise  # the upstream answered, without data: a failure
+                error = unavailable_message(exc)
+                outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="unavailable", error=error,
+                                        last_ts=since, notes=(error,))
+                log_event("ingest.unavailable", level=logging.WARNING, series=spec.key, run_id=run_id, error=error)
+                _finish_run(sm, run_id, outcome)
+                return outcome
+            error = snapshot_message(exc, spec.snapshot)
             status = "snapshot"
             frame = sources.load_snapshot(spec.snapshot)
             result = sources.tidy_frame(frame, label=f"snapshot {spec.snapshot}")
-            notes = (f"source unreachable ({exc}); loaded bundled snapshot {spec.snapshot!r}",)
-            log_event("ingest.snapshot", series=spec.key, run_id=run_id, snapshot=spec.snapshot, reason=str(exc))
+            notes = (error,)
+            log_event("ingest.snapshot", level=logging.WARNING, series=spec.key, run_id=run_id,
+                      snapshot=spec.snapshot, error=error)
         notes = notes + tuple(result.notes)
         with write_session(sm) as session:
             series = session.get(Series, series_id)
             assert series is not None
+            first = result.frame["ts"].iloc[0].to_pydatetime() if len(result.frame) else None
+            check_frame(result.frame, series_rules(session, settings, series, first),
+                        what=f"snapshot {spec.snapshot!r} row" if status == "snapshot" else f"{spec.source} row")
             counts = upsert_observations(session, series, result.frame)
             if counts.changed and after_write is not None:
                 after_write(session, series)
@@ -328,12 +373,14 @@ def ingest_series(
         log_event("ingest.done", series=spec.key, run_id=run_id, status=status, new=counts.new,
                   updated=counts.updated, unchanged=counts.unchanged, rejected=result.rejected)
     except ForecasterError as exc:
-        outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed", error=str(exc))
-        log_event("ingest.failed", series=spec.key, run_id=run_id, error=str(exc))
+        text = str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"  # the message names the series
+        outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed", error=text)
+        log_event("ingest.failed", level=logging.ERROR, series=spec.key, run_id=run_id, error=text)
     except Exception as exc:  # noqa: BLE001 - one series must never stop the others
         outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed",
-                                error=f"{type(exc).__name__}: {exc}")
-        log_event("ingest.failed", series=spec.key, run_id=run_id, error=outcome.error, exc_info=True)
+                                error=f"{spec.key}: {type(exc).__name__}: {exc}")
+        log_event("ingest.failed", level=logging.ERROR, series=spec.key, run_id=run_id, error=outcome.error,
+                  exc_info=True)
     _finish_run(sm, run_id, outcome)
     return outcome
 

@@ -96,14 +96,14 @@ def test_series_list_shows_counts_last_observation_and_champion(api: Api) -> Non
 
 
 def test_keys_with_caret_colon_and_comma_work_raw_and_url_encoded(api: Api) -> None:
-    rows = [{"ts": f"2024-03-{d:02d}T21:00:00Z", "value": 5000.0 + d} for d in (4, 5, 6, 7, 8)]
+    rows = [{"ts": f"2024-03-{d:02d}T00:00:00Z", "value": 5000.0 + d} for d in (4, 5, 6, 7, 8)]
     r = api.client.post(f"/v1/series/{quote(SPX, safe='')}/observations", json=rows, headers=api.admin)
     assert r.status_code == 200, r.text
     for key in (SPX, quote(SPX, safe=""), quote(SPX, safe=":")):
         f = api.client.get(f"/v1/series/{key}/forecast")
         assert f.status_code == 200, (key, f.text)
         assert f.json()["series_key"] == SPX
-        assert f.json()["target_ts"] == "2024-03-11T21:00:00Z"  # Friday's close is followed by Monday's
+        assert f.json()["target_ts"] == "2024-03-11T00:00:00Z"  # Friday is followed by Monday (1B: midnight UTC of each weekday)
     assert api.client.get(f"/v1/series/{quote(SPX, safe='')}").json()["observation_count"] == 5
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,80 @@ def test_cli_stops_on_invalid_config_with_exit_2_and_no_traceback(tmp_path: Path
     assert proc.returncode == 2
     assert "series[0].frequency = 'fortnightly'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# ---------------------------------------------------------------- every value checked at load
+
+
+YF = '[[series]]\nkey = "y"\nsource = "yfinance"\nfrequency = "1B"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('snapshot_fallback = true\n' + YF + 'snapshot = "sp500_daly_close"\nparams = { ticker = "^GSPC" }\n',
+         "series[0].snapshot = 'sp500_daly_close': is not a bundled snapshot (bundled: sf_temp_hourly, sp500_daily_close)"),
+        ('[schedule]\nretrain = "0 3 31 2 *"\n',
+         "schedule.retrain = '0 3 31 2 *': never fires: day of month '31' does not occur in month '2'"),
+        (YF + 'retrain = "0 3 30,31 2 *"\nparams = { ticker = "^GSPC" }\n', "never fires"),
+        (YF + 'params = { ticker = "^GSPC", period = "five years" }\n',
+         "period = 'five years': is not a Yahoo period (one of: 1d, 5d, 1mo, 3mo, 6mo, 1y, 2y, 5y, 10y, ytd, max)"),
+        ('log_level = "chatty"\n', "log_level = 'chatty': is not a log level"),
+        (YF + 'exchange = "NOPE"\nparams = { ticker = "^GSPC" }\n', "series[0].exchange = 'NOPE': is not an exchange calendar"),
+        ('[observations]\nfuture_tolerance_s = -1\n', "observations.future_tolerance_s = -1"),
+        ('[[series]]\nkey = "c"\nsource = "csv"\nfrequency = "1h"\nparams = { path = "a.csv", timezone = "Mars/Olympus" }\n',
+         "timezone = 'Mars/Olympus': is not an IANA time zone"),
+        ('[[series]]\nkey = "s"\nsource = "sine"\nfrequency = "1h"\nparams = { start = "new year" }\n',
+         "start = 'new year': is not an ISO-8601 time"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_at_load(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert named in str(info.value) and str(tmp_path / "forecaster.toml") in str(info.value)
+
+
+@pytest.mark.parametrize("expr", ["0 3 29 2 *", "0 3 31 * *", "0 3 31 2 mon", "0 3 */10 2 *"])
+def test_crons_that_fire_rarely_still_pass(expr: str) -> None:
+    assert check_cron(expr) == expr
+
+
+def test_log_level_and_api_keys_take_the_spellings_people_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'log_level = "debug"\n')
+    assert load_settings(path).log_level == "DEBUG"
+    monkeypatch.setenv("FORECASTER_LOG_LEVEL", "warning")
+    monkeypatch.setenv("FORECASTER_API_KEYS", "k1")
+    s = load_settings(path)
+    assert (s.log_level, s.api_keys) == ("WARNING", ["k1"])
+    monkeypatch.setenv("FORECASTER_API_KEYS", "k1, k2")
+    assert load_settings(path).api_keys == ["k1", "k2"]
+    monkeypatch.setenv("FORECASTER_API_KEYS", '["k1", "k2,with comma"]')
+    assert load_settings(path).api_keys == ["k1", "k2,with comma"]
+
+
+@pytest.mark.parametrize(("var", "value", "named"), [
+    ("FORECASTER_LOG_LEVEL", "chatty", "log_level = 'chatty' (from environment variable FORECASTER_LOG_LEVEL): "
+     "is not a log level"),
+    ("FORECASTER_SCHEDULE__INGEST", "0 3 31 2 *", "schedule.ingest = '0 3 31 2 *' (from environment variable "
+     "FORECASTER_SCHEDULE__INGEST): never fires"),
+    ("FORECASTER_API_KEYS", "[k1", "api_keys = '[k1' (from environment variable FORECASTER_API_KEYS)"),
+    ("FORECASTER_SERIES", "garbage", "environment variable FORECASTER_SERIES = 'garbage' is not valid JSON"),
+])
+def test_an_error_in_an_environment_override_is_blamed_on_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        var: str, value: str, named: str) -> None:
+    path = write(tmp_path, 'log_level = "info"\n[schedule]\ningest = "*/30 * * * *"\n')
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert named in str(info.value)
+    assert str(path) not in str(info.value)  # the file is fine
+
+
+def test_cli_names_a_bad_environment_variable_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD_SERIES)
+    env = {**os.environ, "FORECASTER_LOG_LEVEL": "loud"}
+    proc = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(path), "migrate"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: log_level = 'loud' (from environment variable FORECASTER_LOG_LEVEL)")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -100,15 +100,15 @@ def test_failure_half_way_leaves_the_series_as_it_was(tmp_path: Path, sm: sessio
     assert run is not None and run.status == "failed" and "disk full" in (run.error or "")
 
 
-def test_unreachable_source_fails_alone_and_the_others_go_on(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+def test_unreachable_source_is_unavailable_alone_and_the_others_go_on(tmp_path: Path, sm: sessionmaker[Session]) -> None:
     body = ('[sources.open-meteo]\nforecast_url = "http://127.0.0.1:1/v1/forecast"\n'
             'archive_url = "http://127.0.0.1:1/v1/archive"\n'
             '[[series]]\nkey = "open-meteo:sf:t"\nsource = "open-meteo"\nfrequency = "1h"\n'
             'params = { latitude = 37.77, longitude = -122.42, variable = "temperature_2m" }\n' + SINE)
     s = settings_for(tmp_path, body)
     outs = ingest_many(sm, s, s.series)
-    assert [o.status for o in outs] == ["failed", "ok"]
-    assert "127.0.0.1" in (outs[0].error or "")
+    assert [o.status for o in outs] == ["unavailable", "ok"]
+    assert "127.0.0.1" in (outs[0].error or "") and "the stored data keeps serving" in (outs[0].error or "")
     assert count_obs(sm, "sine:a") == 300 and count_obs(sm, "open-meteo:sf:t") == 0
 
 
@@ -157,3 +157,61 @@ def test_cli_ingest_prints_a_summary_per_series_and_is_idempotent(tmp_path: Path
     assert [c.strip() for c in line.split("│")][2:6] == ["ok", "0", "0", "300"]
     unknown = run("ingest", "--series", "nope:x")
     assert unknown.returncode == 2 and "'nope:x'" in unknown.stderr and "sine:a" in unknown.stderr
+
+
+# ---------------------------------------------------------------- validation and outages
+
+
+DOWN_OM = ('[sources.open-meteo]\nforecast_url = "http://127.0.0.1:1/v1/forecast"\n'
+           'archive_url = "http://127.0.0.1:1/v1/archive"\n'
+           '[[series]]\nkey = "open-meteo:sf:t"\nsource = "open-meteo"\nfrequency = "1h"\nsnapshot = "sf_temp_hourly"\n'
+           'params = { latitude = 37.77, longitude = -122.42, variable = "temperature_2m" }\n')
+
+
+def test_one_bad_row_in_a_source_answer_fails_the_series_and_stores_nothing(tmp_path: Path,
+                                                                            sm: sessionmaker[Session]) -> None:
+    rows = [(f"2024-03-01T{h:02d}:00:00Z", str(h)) for h in range(5)]
+    write_csv(tmp_path / "load.csv", rows + [("2999-01-01T00:00:00Z", "0.4")])
+    s = settings_for(tmp_path, CSV)
+    out = ingest_series(sm, s, s.series[0])
+    assert out.status == "failed" and count_obs(sm, "csv:plant") == 0
+    assert out.error == ("csv:plant: csv row ts=2999-01-01T00:00:00Z (value=0.4): ts 2999-01-01T00:00:00Z is in the "
+                         "future" + (out.error or "").split("is in the future", 1)[1])
+    write_csv(tmp_path / "load.csv", rows + [("2024-03-01T05:17:00Z", "5")])
+    out = ingest_series(sm, s, s.series[0])
+    assert out.status == "failed" and "ts=2024-03-01T05:17:00Z" in (out.error or "") and "on the hour" in (out.error or "")
+    write_csv(tmp_path / "load.csv", rows)
+    assert ingest_series(sm, s, s.series[0]).rows_new == 5
+
+
+def test_an_unreachable_source_with_stored_data_is_unavailable_not_a_snapshot_reload(
+        tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    s = settings_for(tmp_path, DOWN_OM)
+    first = ingest_series(sm, s, s.series[0], snapshot_fallback=True)
+    assert first.status == "snapshot" and first.error is not None and "bundled snapshot 'sf_temp_hourly'" in first.error
+    second = ingest_series(sm, s, s.series[0], snapshot_fallback=True)
+    assert (second.status, second.rows_new, second.last_ts) == ("unavailable", 0, first.last_ts)
+    assert second.error is not None and second.error.endswith("the stored data keeps serving")
+    with sm() as session:
+        runs = session.execute(select(IngestRun.status, IngestRun.error).order_by(IngestRun.id)).all()
+    assert [(st, err) for st, err in runs] == [("snapshot", first.error), ("unavailable", second.error)]
+
+
+def test_cli_ingest_says_unavailable_and_the_log_file_follows(tmp_path: Path) -> None:
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\nsnapshot_fallback = false\n'
+                   + DOWN_OM.replace('snapshot = "sf_temp_hourly"\n', "") + SINE)
+    log = tmp_path / "logs" / "forecaster.log"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), *a],  # noqa: E731
+                                    capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run("migrate").returncode == 0
+    out = run("--log-file", str(log), "ingest")
+    assert out.returncode == 0, out.stderr  # an outage upstream is not a failure here
+    line = next(ln for ln in out.stdout.splitlines() if "open-meteo:sf:t" in ln)
+    assert "unavailable" in line
+    assert "open-meteo:sf:t: unavailable: source unreachable (" in out.stdout.replace("\n", " ")
+    lines = log.read_text().splitlines()
+    pattern = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO|WARNING|ERROR) [a-z_]+\.[a-z_.]+( |$)"
+    assert lines and all(pd.Series(lines).str.match(pattern)), lines
+    assert any(ln.split()[1:3] == ["WARNING", "ingest.unavailable"] and "series=open-meteo:sf:t" in ln for ln in lines)
+    assert any(" INFO ingest.done series=sine:a " in ln for ln in lines)

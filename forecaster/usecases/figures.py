@@ -35,7 +35,7 @@ class RunInfo:
     tone: str
 
 
-INGEST_TONE = {"ok": "good", "snapshot": "warn", "failed": "bad"}
+INGEST_TONE = {"ok": "good", "snapshot": "warn", "unavailable": "warn", "failed": "bad"}
 TRAIN_TONE = {"promoted": "good", "skipped": "warn", "failed": "bad"}
 
 

@@ -8,11 +8,13 @@ leaves the registry exactly as it was.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,7 +78,13 @@ def retrain_series(
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
         champion, champion_version = _champion_predictor(session, series)
-    ts, values, dropped = modelling.recent_segment(ts, values)
+    try:
+        ts, values, dropped = modelling.recent_segment(ts, values)
+    except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
+        reason = (f"{spec.key}: a stored timestamp is out of range for training ({type(exc).__name__}: {exc}); "
+                  "delete it with `forecaster observations delete` or DELETE /v1/series/{key}/observations")
+        log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=reason)
+        return TrainReport(spec.key, "failed", reason=reason)
     if dropped:
         log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
                   since=ts[0].isoformat() if len(ts) else None)
@@ -89,7 +97,7 @@ def retrain_series(
         log_event("train.skipped", series=spec.key, run_id=job_run_id, reason=str(exc) + note)
         return TrainReport(spec.key, "skipped", reason=f"{spec.key}: {exc}{note}")
     except (TrainingError, InvalidInput) as exc:
-        log_event("train.failed", series=spec.key, run_id=job_run_id, error=str(exc))
+        log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=str(exc))
         return TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
     promote, reason = modelling.gate(outcome.metrics)
     if champion_version is not None:
@@ -143,9 +151,11 @@ def retrain_many(
         try:
             report = retrain_series(sm, settings, spec, progress=progress, job_run_id=job_run_id)
         except ForecasterError as exc:
+            log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=str(exc))
             report = TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
         except Exception as exc:  # noqa: BLE001 - one series must never stop the others
-            log_event("train.failed", series=spec.key, run_id=job_run_id, error=repr(exc), exc_info=True)
+            log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=repr(exc),
+                      exc_info=True)
             report = TrainReport(spec.key, "failed", reason=f"{spec.key}: {type(exc).__name__}: {exc}")
         reports.append(report)
         if on_done:
