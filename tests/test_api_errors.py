@@ -239,7 +239,8 @@ def test_every_route_in_the_design_is_in_the_openapi_schema() -> None:
     schema = create_app(Settings(database_url="sqlite://")).openapi()
     served = {(m.upper(), re.sub(r"\{[^}]*\}", "{}", p)) for p, ops in schema["paths"].items() for m in ops}
     assert design <= served, sorted(design - served)
-    admin = {("POST", "/v1/series/{}/promote"), ("POST", "/v1/series/{}/rollback"), ("POST", "/v1/jobs/ingest"),
+    admin = {("POST", "/v1/series/{}/promote"), ("POST", "/v1/series/{}/rollback"), ("POST", "/v1/series/{}/baseline"),
+             ("POST", "/v1/jobs/ingest"),
              ("POST", "/v1/jobs/train"), ("GET", "/v1/jobs/runs"), ("GET", "/v1/jobs/runs/{}")}
     assert admin <= served
 
