@@ -361,14 +361,19 @@ def rollback(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
 @handle_errors
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (1-65535).", min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes.", min=1)] = 1,
+    port: Annotated[int, typer.Option(help="TCP port (1-65535).")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn). Reads forecasts from the database; never trains.
 
     Starts whatever the database does: while it is unreachable /healthz answers 200,
     /readyz and the data routes 503, and the API recovers by itself when it returns."""
     from sqlalchemy.exc import DBAPIError
+
+    if not 1 <= port <= 65535:
+        fail(f"--port {port} is not a TCP port: use 1-65535")
+    if workers < 1:
+        fail(f"--workers {workers}: at least 1 worker process is needed")
 
     from forecaster import plugins
     from forecaster.ingest import sync_all_series

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from forecaster import registry
 from forecaster.db import Alias, ModelVersion, Series, make_engine, make_sessionmaker, write_session
 from forecaster.errors import Conflict, ModelNotFound, SeriesNotFound
-from tests.api_server import api_template, sqlite_api_db  # noqa: F401 - fixtures
 
 METRICS = {"model": {"mae": 1.0, "rmse": 1.0, "mase": 0.8, "smape": 1.0}, "naive": {"mae": 1.2, "rmse": 1, "mase": 1.0, "smape": 1},
            "seasonal_naive": None, "champion": None, "interval": {"level": 0.9, "halfwidth": 1.0, "coverage": 0.9}}

@@ -70,7 +70,7 @@ class _Scale:
         return PX + PW * (t - self.t0).total_seconds() / self.span
 
     def y(self, v: float) -> float:
-        return PY + PH * (1 - (v - self.y0) / (self.y1 - self.y0))
+        return PY + PH * (1 - (v / 2 - self.y0 / 2) / (self.y1 / 2 - self.y0 / 2))  # halves: no overflow near 1e308
 
 
 def _grid(s: _Scale, data: ChartData) -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
-from api.deps import AdminDep, AppState, SessionDep, SessionMakerDep, StateDep, parse_json, require_json
+from api.deps import AdminDep, AppState, IdPath, SessionDep, SessionMakerDep, StateDep, parse_json, require_json
 from api.problems import BatchTooLarge
 from api.routes import problems
 from api.schemas import ChampionOut, ModelVersionList, ModelVersionOut, PredictIn, PredictOut, PromoteIn
@@ -29,7 +29,7 @@ def list_models(key: str, session: SessionDep) -> ModelVersionList:
 
 
 @router.get("/models/{model_version_id}", response_model=ModelVersionOut, responses=problems(404))
-def read_model(model_version_id: int, session: SessionDep) -> ModelVersionOut:
+def read_model(model_version_id: IdPath, session: SessionDep) -> ModelVersionOut:
     """One model version by its id: metrics, lineage, status, hyperparameters (never the weights)."""
     return ModelVersionOut.from_domain(registry.get_version(session, model_version_id=model_version_id))
 
@@ -41,7 +41,7 @@ _PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 @router.post("/models/{model_version_id}/predict", response_model=PredictOut,
              responses=problems(404, 413, 415, 422), openapi_extra=_PREDICT_BODY)
-async def predict(model_version_id: int, request: Request, state: StateDep) -> Response:
+async def predict(model_version_id: IdPath, request: Request, state: StateDep) -> Response:
     """Next-step forecasts for windows the client sends, in one batched forward pass on the CPU.
 
     Each window holds the model's `window` most recent raw values, oldest first; NaN and
@@ -83,7 +83,8 @@ def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
         if len(body.last_ts) != batch:
             raise InvalidInput(f"last_ts has {len(body.last_ts)} timestamps for {batch} windows; send one per window")
         last_ts = np.asarray([t.astimezone(dt.timezone.utc) for t in body.last_ts])
-    predictions = model.predictor.predict(values, last_ts)  # (B,), one forward pass
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows as a non-finite forecast, refused below
+        predictions = model.predictor.predict(values, last_ts)  # (B,), one forward pass
     ok = np.isfinite(predictions)
     if not ok.all():  # e.g. values near 1e308: the model's arithmetic overflows; JSON has no inf/NaN
         bad_rows = np.flatnonzero(~ok)
