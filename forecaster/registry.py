@@ -193,11 +193,11 @@ def promote(session: Session, *, series_key: str, version: int, force: bool = Fa
     series = _series(session, series_key, lock=True)
     mv = _version(session, series, version)
     passed, verdict = gate_verdict(mv)
-    if not passed and not force:
-        raise Conflict(f"{series_key} v{version} was rejected by the gate ({verdict}); "
-                       "to serve it anyway, promote it with force (CLI --force, API \"force\": true)")
     old = champion_of(session, series.id)
     changed = old is None or old.id != mv.id
+    if changed and not passed and not force:
+        raise Conflict(f"{series_key} v{version} was rejected by the gate ({verdict}); "
+                       "to serve it anyway, promote it with force (CLI --force, API \"force\": true)")
     _move_alias(session, series, mv)
     if changed:
         how = "forced past the gate" if not passed else "promoted by hand"
