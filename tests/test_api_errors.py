@@ -24,7 +24,7 @@ from api.app import create_app
 from forecaster import plugins
 from forecaster.config import Settings
 from forecaster.db import ModelVersion, make_engine, make_sessionmaker, write_session
-from tests.api_server import ADMIN_KEY, TRAINED, Api, make_settings, running_api, wait_for
+from tests.api_server import ADMIN_KEY, BASELINE, TRAINED, Api, make_settings, running_api, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "application/problem+json"
@@ -175,6 +175,26 @@ def test_observations_near_the_largest_float_never_make_a_forecast_null_or_a_500
         assert isinstance(forecast.json()["value"], float) and abs(forecast.json()["value"]) <= 1.8e308
         assert "Infinity" not in forecast.text and "NaN" not in forecast.text
     assert sqlite_api.client.get(f"/series/{TRAINED}").status_code == 200  # the chart draws it too
+
+
+def test_the_dashboard_draws_a_series_whose_timestamps_reach_year_9999(sqlite_api: Api) -> None:
+    """Found by schemathesis: far-future pushed timestamps made the chart's time axis overflow (500)."""
+    import datetime as dt
+
+    from forecaster.db import Observation
+    from forecaster.ingest import series_by_key
+
+    engine = make_engine(sqlite_api.settings.database_url)
+    try:
+        with write_session(make_sessionmaker(engine)) as session:  # as stored before any calendar check existed
+            series = series_by_key(session, BASELINE)
+            session.add_all(Observation(series_id=series.id, ts=dt.datetime(9999, 12, 31, h, tzinfo=dt.timezone.utc),
+                                        value=1.0) for h in (20, 21, 22))
+    finally:
+        engine.dispose()
+    r = sqlite_api.client.get(f"/series/{BASELINE}")
+    assert r.status_code == 200, r.text[:500]
+    assert "<svg" in r.text
 
 
 def test_triggering_a_job_for_an_empty_list_of_keys_is_a_422_like_forecast(sqlite_api: Api) -> None:

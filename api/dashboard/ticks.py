@@ -98,10 +98,14 @@ def time_ticks(lo: dt.datetime, hi: dt.datetime, max_ticks: int = 8) -> tuple[li
         approx = {"s": n, "w": n, "m": n * 30.44 * _D, "y": n * 365.25 * _D}[kind]
         if span / approx <= max_ticks:
             break
-    ticks, t = [], _first_tick(lo, kind, n)
-    while t <= hi:
-        ticks.append(t)
-        t = _advance(t, kind, n)
+    ticks: list[dt.datetime] = []
+    try:  # a tick past year 9999 cannot exist: the axis ends at the last one that can
+        t = _first_tick(lo, kind, n)
+        while t <= hi:
+            ticks.append(t)
+            t = _advance(t, kind, n)
+    except (ValueError, OverflowError):
+        pass
     if kind == "s":
         unit = "minute" if n < _H else "hour" if n < _D else "day"
     else:
