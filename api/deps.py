@@ -6,6 +6,7 @@
     StateDep         everything the app holds (work queue, caches, metrics)
     require_admin    the ``X-API-Key`` check, as ``dependencies=[Depends(require_admin)]``
     parse_json       a raw JSON body validated in one pass (for bodies too big for ``json.loads``)
+    IdPath           a database id in the path: 1 .. 2**63-1 (past that: 422, never a driver overflow)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from pydantic import TypeAdapter, ValidationError
@@ -31,7 +32,9 @@ from forecaster.errors import InvalidInput
 from forecaster.queue import WorkQueue
 
 API_KEY_HEADER = "X-API-Key"
+MAX_ID = 2**63 - 1  # the largest id a database integer (SQLite, PostgreSQL bigint) can hold
 T = TypeVar("T")
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A numeric id (1 to 2^63-1).")]
 
 
 @dataclass

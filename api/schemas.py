@@ -281,29 +281,48 @@ class ModelVersionList(_Out):
 
 
 class PromoteIn(_In):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2},
+                                                                               {"version": 3, "force": True}]})
 
-    version: int = Field(ge=1, description="The version number (per series) to serve.")
+    version: int = Field(ge=1, le=2**31 - 1, description="The version number (per series) to serve.")
+    force: bool = Field(default=False, description="Serve it even though the gate rejected it (the answer says "
+                                                   "what the gate said). Without it, such a promotion is a 409.")
+
+
+class GateOut(_Out):
+    passed: bool = Field(description="Whether the version's holdout MASE beat every baseline (and the champion "
+                                     "of its day).")
+    reason: str = Field(description="The gate's verdict, naming the numbers.")
 
 
 class ChampionOut(_Out):
-    """The champion after a promotion or rollback, and the forecast it now serves."""
+    """What serves a series after a promotion, a move to the baseline or a rollback, and the forecast it stores."""
 
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
-        "series_key": SERIES_KEY_EXAMPLE, "version": 2, "model_version_id": 16, "previous_version": 3,
+        "series_key": SERIES_KEY_EXAMPLE, "serving": "model", "version": 2, "model_version_id": 16,
+        "previous": "v3", "previous_version": 3, "changed": True, "forced": False,
+        "gate": {"passed": True, "reason": "model MASE 0.820 < naive 1.000, seasonal naive 1.310"},
         "forecast": ForecastOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
     }]})
 
     series_key: str
-    version: int
-    model_version_id: int
-    previous_version: int | None
-    forecast: ForecastOut | None
+    serving: Literal["model", "baseline"] = Field(description="A model version serves, or the series' baseline.")
+    version: int | None = Field(description="The version that serves (null: the baseline).")
+    model_version_id: int | None
+    previous: str = Field(description="What served before: `v3` or `baseline`.")
+    previous_version: int | None = Field(description="The version that served before (null: the baseline).")
+    changed: bool = Field(description="False when this already served (nothing moved).")
+    forced: bool = Field(description="True when a version the gate rejected was promoted with force.")
+    gate: GateOut | None = Field(description="What the gate said of the version now serving (null for the baseline).")
+    forecast: ForecastOut | None = Field(description="The forecast now stored (null: no observations yet).")
 
     @classmethod
     def from_domain(cls, c: Champion, forecast: ForecastView | None) -> ChampionOut:
-        return cls(series_key=c.series_key, version=c.version, model_version_id=c.model_version_id,
-                   previous_version=c.previous_version,
+        gate = GateOut(passed=c.gate_passed, reason=c.gate_reason or "") if c.gate_passed is not None else None
+        return cls(series_key=c.series_key, serving="baseline" if c.baseline else "model", version=c.version,
+                   model_version_id=c.model_version_id,
+                   previous="baseline" if c.previous_version is None else f"v{c.previous_version}",
+                   previous_version=c.previous_version, changed=c.changed, forced=c.forced, gate=gate,
                    forecast=ForecastOut.from_domain(forecast) if forecast is not None else None)
 
 
@@ -313,7 +332,8 @@ class ChampionOut(_Out):
 class JobTriggerIn(_In):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"keys": ["sine:demo"]}, {}]})
 
-    keys: list[str] | None = Field(default=None, description="Configured series to run; all when omitted.")
+    keys: list[str] | None = Field(default=None, min_length=1, max_length=10000,
+                                   description="Configured series to run (at least one); all when omitted.")
 
 
 class JobRunOut(_Out):

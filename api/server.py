@@ -10,6 +10,7 @@ from collections.abc import Callable
 import uvicorn
 
 from forecaster.config import Settings
+from forecaster.errors import InvalidInput
 from forecaster.logs import configure_logging, log_event, log_to_file, uvicorn_log_config
 
 FACTORY = "api.app:app_from_env"
@@ -51,7 +52,16 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
     which reads the config file named by ``FORECASTER_CONFIG`` (set here from
     ``settings.config_path``) and the ``FORECASTER_*`` environment; settings
     made in code and not in the file or environment do not reach those workers.
+    The database is not needed to start: while it is away, ``/healthz`` answers
+    200 and ``/readyz`` and the data routes 503.
+
+    Raises:
+        InvalidInput: ``port`` outside 1-65535 or ``workers`` below 1 (the CLI exits 2).
     """
+    if not 1 <= port <= 65535:
+        raise InvalidInput(f"--port {port} is not a TCP port: use 1-65535")
+    if workers < 1:
+        raise InvalidInput(f"--workers {workers}: at least 1 worker process is needed")
     configure_logging(settings.log_level)
     log_to_file(settings.log_file)
     log_level = settings.log_level.lower()

@@ -241,7 +241,7 @@ def build_database(path: Path) -> tuple[str, int]:
         assert report.version is not None and report.model_version_id is not None, report
         if report.status != "promoted":  # serve it anyway: this measures serving, not the gate
             with write_session(sm) as session:
-                registry.promote(session, series_key=KEY, version=report.version)
+                registry.promote(session, series_key=KEY, version=report.version, force=True)
                 refresh_forecast(session, series_by_key(session, KEY))
         return url, report.model_version_id
     finally:

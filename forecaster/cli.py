@@ -8,6 +8,7 @@ printed as one line naming the bad value, and the command exits 2.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -331,40 +332,72 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
     out.print(table if versions else escape(f"{key} has no model versions yet: run `forecaster train`"))
 
 
+def _serving(champ: Any) -> str:
+    return "the baseline" if champ.version is None else f"v{champ.version}"
+
+
+def _forecast_line(change: Any) -> str:
+    f = change.forecast
+    if f is None:
+        return ""
+    made_by = f"v{f.model_version}" if f.model_version is not None else f.method
+    return f"; stored forecast for {f.target_ts:%Y-%m-%d %H:%M} UTC: {f.value:.6g} ({made_by})"
+
+
 @app.command()
 @handle_errors
 def promote(key: Annotated[str, typer.Argument(help="Series key.")],
-            version: Annotated[int, typer.Argument(help="Version number to serve.")]) -> None:
-    """Make VERSION the series' champion (and store its forecast)."""
-    from forecaster import registry
-    from forecaster.db import write_session
-    from forecaster.forecasting import refresh_forecast
-    from forecaster.ingest import series_by_key
+            version: Annotated[int, typer.Argument(help="Version number to serve.")],
+            force: Annotated[bool, typer.Option("--force", help="Serve it even though the gate rejected it.")] = False,
+            ) -> None:
+    """Make VERSION the series' champion (and store its forecast); a version the gate
+    rejected needs --force."""
+    from forecaster.usecases import models
 
     s = settings()
     sm = open_db(s)
-    with write_session(sm) as session:
-        champ = registry.promote(session, series_key=key, version=version)
-        refresh_forecast(session, series_by_key(session, key))
-    was = f"was v{champ.previous_version}" if champ.previous_version else "it already was, or there was none"
-    out.print(escape(f"{key}: champion is now v{champ.version} ({was})"), highlight=False)
+    change = models.promote_version(sm, series_key=key, version=version, force=force)
+    champ = change.champion
+    if not champ.changed:
+        was = "it already was"
+    else:
+        was = "was the baseline" if champ.previous_version is None else f"was v{champ.previous_version}"
+    out.print(escape(f"{key}: champion is now v{champ.version} ({was}){_forecast_line(change)}"), highlight=False)
+    gate = "passed" if champ.gate_passed else "rejected it"
+    line = f"gate {gate}: {champ.gate_reason}" + ("; served anyway (--force)" if champ.forced else "")
+    (err if champ.forced else out).print(escape(line), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def baseline(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
+    """Serve the series' baseline (naive or seasonal naive) instead of a model version.
+
+    `forecaster rollback KEY` returns to the version that served; a later retrain whose
+    version passes the gate is promoted as usual."""
+    from forecaster.usecases import models
+
+    s = settings()
+    sm = open_db(s)
+    change = models.serve_baseline(sm, series_key=key)
+    champ = change.champion
+    was = "it already was" if not champ.changed else f"was v{champ.previous_version}"
+    out.print(escape(f"{key}: the baseline serves now ({was}){_forecast_line(change)}"), highlight=False)
 
 
 @app.command()
 @handle_errors
 def rollback(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
-    """Give the champion alias back to the version that held it before."""
-    from forecaster import registry
-    from forecaster.db import write_session
-    from forecaster.forecasting import refresh_forecast
-    from forecaster.ingest import series_by_key
+    """Serve again what served before the last move: an earlier version, or the baseline."""
+    from forecaster.usecases import models
 
     s = settings()
     sm = open_db(s)
-    with write_session(sm) as session:
-        champ = registry.rollback(session, series_key=key)
-        refresh_forecast(session, series_by_key(session, key))
-    out.print(escape(f"{key}: rolled back from v{champ.previous_version} to v{champ.version}"), highlight=False)
+    change = models.rollback(sm, series_key=key)
+    champ = change.champion
+    before = "the baseline" if champ.previous_version is None else f"v{champ.previous_version}"
+    out.print(escape(f"{key}: rolled back from {before} to {_serving(champ)}{_forecast_line(change)}"),
+              highlight=False)
 
 
 # ---------------------------------------------------------------- processes
@@ -374,18 +407,39 @@ def rollback(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
 @handle_errors
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port (1-65535).")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API (uvicorn). Reads forecasts from the database; never trains."""
-    from forecaster import plugins
+    """Serve the HTTP API (uvicorn). Reads forecasts from the database; never trains.
 
+    Starts whatever the database does: while it is unreachable /healthz answers 200,
+    /readyz and the data routes 503, and the API recovers by itself when it returns."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not 1 <= port <= 65535:
+        fail(f"--port {port} is not a TCP port: use 1-65535")
+    if workers < 1:
+        fail(f"--workers {workers}: at least 1 worker process is needed")
+
+    from forecaster import plugins
     from forecaster.ingest import sync_all_series
+    from forecaster.logs import log_event
 
     s = settings()
-    sm = open_db(s)  # fails early, with a clear message, if the schema is not at head
-    sync_all_series(sm, s)  # configured series are listed (and 404s say "no data yet") before any ingest
-    sm.kw["bind"].dispose()
+    try:
+        sm = open_db(s)  # fails early, with a clear message, if the schema is not at head
+    except DBAPIError as exc:
+        reason = f"{type(exc.orig or exc).__name__}: {exc.orig or exc}".splitlines()[0]
+        log_event("api.database_unreachable", level=logging.WARNING, error=reason)
+        err.print(escape(f"warning: database unreachable at start ({reason}); serving anyway: /readyz and the "
+                         "data routes answer 503 until it answers"), highlight=False, soft_wrap=True)
+    else:
+        try:
+            sync_all_series(sm, s)  # configured series are listed before any ingest
+        except DBAPIError:
+            pass  # lost between the two: the next ingest does it
+        finally:
+            sm.kw["bind"].dispose()
     plugins.load("api")(s, host=host, port=port, workers=workers)
 
 

@@ -165,6 +165,23 @@ class Alias(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class AliasHistory(Base):
+    """What served a series, in order: every move of the champion alias (a model
+    version, or the baseline when ``model_version_id`` is null). Rollback undoes the
+    latest entry not yet undone and serves what the one before it served."""
+
+    __tablename__ = "alias_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(32), default="champion")
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))  # gate / promote / force / baseline / migrated
+    reason: Mapped[str | None] = mapped_column(Text)
+    made_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[dt.datetime | None]  # set by the rollback that undid this move
+
+
 class Forecast(Base):
     __tablename__ = "forecasts"
     __table_args__ = (Index("ix_forecasts_series_target", "series_id", "target_ts"),)

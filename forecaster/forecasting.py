@@ -7,6 +7,7 @@ imported only when a champion model has to be run (``refresh_forecast``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,19 +135,30 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     if values.size == 0:
         return None
     target = next_target_ts(ts[-1].to_pydatetime(), series.frequency, series.calendar)
+    row = None
     if mv is not None and values.size >= window:
         from forecaster.modelling import Predictor  # torch: only here, never on a GET
 
         predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
-        value = float(predictor.predict_next(ts, values))
-        interval = (mv.metrics or {}).get("interval") or {}
-        half = interval.get("halfwidth")
-        level = interval.get("level", DEFAULT_LEVEL)
-        row = _store(session, series, model_version_id=mv.id, method="model", target_ts=target, value=value,
-                     lower=None if half is None else value - half, upper=None if half is None else value + half,
-                     level=level)
-    else:
-        method, value, half = baseline_forecast(values, series.frequency)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite value, handled below
+            value = float(predictor.predict_next(ts, values))
+        if np.isfinite(value):
+            interval = (mv.metrics or {}).get("interval") or {}
+            half = interval.get("halfwidth")
+            level = interval.get("level", DEFAULT_LEVEL)
+            if half is not None and not np.isfinite([value - half, value + half]).all():
+                half = None
+            row = _store(session, series, model_version_id=mv.id, method="model", target_ts=target, value=value,
+                         lower=None if half is None else value - half, upper=None if half is None else value + half,
+                         level=level)
+        else:  # values far outside what the model saw (e.g. near 1e308): the baseline serves this step
+            log_event("forecast.not_finite", level=logging.WARNING, series=series.key, model_version_id=mv.id,
+                      detail="the model's forecast is not a finite number; the baseline serves this step")
+    if row is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            method, value, half = baseline_forecast(values, series.frequency)
+        if half is not None and not np.isfinite([value - half, value + half]).all():
+            half = None  # an interval past the largest float says nothing
         row = _store(session, series, model_version_id=None, method=method, target_ts=target, value=value,
                      lower=None if half is None else value - half, upper=None if half is None else value + half,
                      level=DEFAULT_LEVEL if half is not None else None)

@@ -11,11 +11,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from forecaster.db import Alias, ModelVersion, Series, utcnow
+from forecaster.db import Alias, AliasHistory, ModelVersion, Series, utcnow
 from forecaster.errors import Conflict, ModelNotFound, SeriesNotFound
 
 CHAMPION = "champion"
@@ -40,10 +40,23 @@ class VersionView:
 
 @dataclass(frozen=True)
 class Champion:
+    """What serves a series after a move: model version ``version``, or its baseline
+    (``version`` None). ``previous_version`` None means the baseline served before.
+    ``changed`` is false when it already served; ``gate_passed``/``gate_reason`` say what
+    the gate made of the version (None for the baseline); ``forced``: served despite it."""
+
     series_key: str
-    version: int
-    model_version_id: int
+    version: int | None
+    model_version_id: int | None
     previous_version: int | None
+    changed: bool = True
+    gate_passed: bool | None = None
+    gate_reason: str | None = None
+    forced: bool = False
+
+    @property
+    def baseline(self) -> bool:
+        return self.version is None
 
 
 def _series(session: Session, key: str, *, lock: bool = False) -> Series:
@@ -104,6 +117,21 @@ def add_version(
     return mv
 
 
+def gate_verdict(mv: ModelVersion) -> tuple[bool, str]:
+    """What the gate says of ``mv`` from its stored holdout metrics: (passed, reason naming the numbers)."""
+    from forecaster.modelling import gate  # numpy only: torch is never imported by this
+
+    try:
+        return gate(mv.metrics)
+    except (KeyError, TypeError, ValueError):
+        return True, "no holdout metrics were recorded for this version: the gate had nothing to judge"
+
+
+def _record(session: Session, series: Series, mv: ModelVersion | None, action: str, reason: str) -> None:
+    session.add(AliasHistory(series_id=series.id, name=CHAMPION, model_version_id=mv.id if mv else None,
+                             action=action, reason=reason, made_at=utcnow()))
+
+
 def _move_alias(session: Session, series: Series, mv: ModelVersion) -> int | None:
     """Point the champion alias at ``mv``; the old champion becomes ``retired``."""
     old = champion_of(session, series.id)
@@ -128,58 +156,124 @@ def _move_alias(session: Session, series: Series, mv: ModelVersion) -> int | Non
     return old.version if old is not None and old.id != mv.id else None
 
 
+def _clear_alias(session: Session, series: Series, reason: str) -> ModelVersion | None:
+    """Remove the champion alias (the baseline serves); the old champion becomes ``retired``."""
+    old = champion_of(session, series.id)
+    session.execute(delete(Alias).where(Alias.series_id == series.id, Alias.name == CHAMPION))
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.series_id == series.id, ModelVersion.status == CHAMPION)
+        .values(status="retired", status_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if old is not None:
+        old.status, old.status_reason = "retired", reason
+    return old
+
+
 def make_champion(session: Session, series: Series, mv: ModelVersion, reason: str) -> Champion:
     """Promote ``mv`` (inside the caller's transaction) after the gate passed it."""
     previous = _move_alias(session, series, mv)
     mv.status_reason = reason
-    return Champion(series.key, mv.version, mv.id, previous)
+    _record(session, series, mv, "gate", reason)
+    return Champion(series.key, mv.version, mv.id, previous, gate_passed=True, gate_reason=reason)
 
 
-def promote(session: Session, *, series_key: str, version: int) -> Champion:
+def promote(session: Session, *, series_key: str, version: int, force: bool = False) -> Champion:
     """Point the series' champion alias at ``version`` (a user's decision, not the gate's).
 
-    Runs inside the caller's transaction: the alias and the statuses move
-    together, or nothing changes.
+    A version the gate rejected (its holdout MASE did not beat a baseline or the
+    champion of its day) is served only with ``force``. Runs inside the caller's
+    transaction: the alias, the statuses and the history move together, or nothing changes.
 
     Raises:
         SeriesNotFound / ModelNotFound: naming the key and version.
+        Conflict: the gate rejected the version and ``force`` is false (the message says what the gate said).
     """
     series = _series(session, series_key, lock=True)
     mv = _version(session, series, version)
-    previous = _move_alias(session, series, mv)
-    mv.status_reason = f"promoted by hand at {utcnow():%Y-%m-%d %H:%M} UTC"
+    passed, verdict = gate_verdict(mv)
+    old = champion_of(session, series.id)
+    changed = old is None or old.id != mv.id
+    if changed and not passed and not force:
+        raise Conflict(f"{series_key} v{version} was rejected by the gate ({verdict}); "
+                       "to serve it anyway, promote it with force (CLI --force, API \"force\": true)")
+    _move_alias(session, series, mv)
+    if changed:
+        how = "forced past the gate" if not passed else "promoted by hand"
+        mv.status_reason = f"{how} at {utcnow():%Y-%m-%d %H:%M} UTC"
+        _record(session, series, mv, "promote" if passed else "force", verdict)
     session.flush()
-    return Champion(series_key, version, mv.id, previous)
+    previous = version if not changed else (old.version if old is not None else None)
+    return Champion(series_key, version, mv.id, previous, changed=changed, gate_passed=passed,
+                    gate_reason=verdict, forced=changed and not passed)
+
+
+def _active_history(session: Session, series: Series, *, before: int | None = None) -> AliasHistory | None:
+    """The latest move of the champion alias that no rollback undid (before entry id ``before``)."""
+    q = select(AliasHistory).where(AliasHistory.series_id == series.id, AliasHistory.name == CHAMPION,
+                                   AliasHistory.undone_at.is_(None))
+    if before is not None:
+        q = q.where(AliasHistory.id < before)
+    return session.scalar(q.order_by(AliasHistory.id.desc()).limit(1))
+
+
+def serve_baseline(session: Session, *, series_key: str) -> Champion:
+    """Serve the series' baseline (the better of naive and seasonal naive) from now on.
+
+    The champion alias is removed and the old champion ``retired``; the move is
+    recorded, so a rollback returns to that version. A later retrain whose version
+    passes the gate becomes champion again. Runs inside the caller's transaction.
+
+    Raises:
+        SeriesNotFound: naming the key.
+    """
+    series = _series(session, series_key, lock=True)
+    old = _clear_alias(session, series, f"replaced by the baseline at {utcnow():%Y-%m-%d %H:%M} UTC")
+    changed = old is not None
+    if changed:
+        _record(session, series, None, "baseline", "put back on its baseline by hand")
+    session.flush()
+    return Champion(series_key, None, None, old.version if old is not None else None, changed=changed)
 
 
 def rollback(session: Session, *, series_key: str) -> Champion:
-    """Give the champion alias back to the version that held it before.
+    """Serve again what served before the latest move of the champion alias: an earlier
+    version, or the baseline.
 
-    The current champion is marked ``rejected`` (rolled back), so a second
-    rollback goes one further back.
+    The latest move in the alias history is marked undone (so a second rollback
+    goes one further back) and a version rolled back from is marked ``rejected``.
+    Past the first recorded move the baseline serves, as it did before any model.
 
     Raises:
         SeriesNotFound: no such series.
-        Conflict: no champion, or no earlier champion to return to.
+        Conflict: the baseline serves and nothing earlier is recorded.
     """
     series = _series(session, series_key, lock=True)
     current = champion_of(session, series.id)
-    if current is None:
-        raise Conflict(f"{series_key} has no champion to roll back")
-    previous = session.scalar(
-        select(ModelVersion)
-        .where(ModelVersion.series_id == series.id, ModelVersion.status == "retired", ModelVersion.id != current.id)
-        .order_by(ModelVersion.version.desc())
-        .limit(1)
-    )
-    if previous is None:
-        raise Conflict(f"{series_key} v{current.version} has no earlier champion to roll back to")
-    _move_alias(session, series, previous)
-    current.status = "rejected"
-    current.status_reason = f"rolled back to v{previous.version} at {utcnow():%Y-%m-%d %H:%M} UTC"
-    previous.status_reason = f"restored by rollback from v{current.version}"
+    entry = _active_history(session, series)
+    if entry is None and current is None:
+        raise Conflict(f"{series_key} is served by its baseline and nothing served before it: "
+                       "there is nothing to roll back to")
+    now = utcnow()
+    target: ModelVersion | None = None
+    if entry is not None:
+        entry.undone_at = now
+        before = _active_history(session, series, before=entry.id)
+        if before is not None and before.model_version_id is not None:
+            target = session.get(ModelVersion, before.model_version_id)
+    to = f"v{target.version}" if target is not None else "the baseline"
+    if target is not None:
+        _move_alias(session, series, target)
+        target.status_reason = "restored by rollback" + (f" from v{current.version}" if current else " from the baseline")
+    else:
+        _clear_alias(session, series, f"rolled back to the baseline at {now:%Y-%m-%d %H:%M} UTC")
+    if current is not None and (target is None or current.id != target.id):
+        current.status = "rejected"
+        current.status_reason = f"rolled back to {to} at {now:%Y-%m-%d %H:%M} UTC"
     session.flush()
-    return Champion(series_key, previous.version, previous.id, current.version)
+    return Champion(series_key, target.version if target else None, target.id if target else None,
+                    current.version if current else None)
 
 
 def _view(series: Series, mv: ModelVersion, champion_id: int | None) -> VersionView:

@@ -86,7 +86,7 @@ def build_template(path: Path) -> Path:
             report = retrain_series(sm, settings, spec)
             assert report.version is not None, report
         with write_session(sm) as session:  # v2 serves, whatever the gate thought of it
-            registry.promote(session, series_key=TRAINED, version=2)
+            registry.promote(session, series_key=TRAINED, version=2, force=True)
             refresh_forecast(session, series_by_key(session, TRAINED))
     finally:
         engine.dispose()

@@ -158,6 +158,88 @@ def test_rollback_with_nothing_to_return_to_is_a_409(sqlite_api: Api) -> None:
     assert BASELINE in r.json()["detail"]
 
 
+def _add_rejected_copy_of_v2(database_url: str) -> int:
+    """A v3 of TRAINED with v2's weights and a holdout MASE of 5 (the gate rejects it); its number."""
+    from forecaster import registry
+    from forecaster.db import ModelVersion, make_engine, make_sessionmaker, write_session
+    from forecaster.ingest import series_by_key
+
+    engine = make_engine(database_url)
+    try:
+        with write_session(make_sessionmaker(engine)) as session:
+            series = series_by_key(session, TRAINED)
+            v2 = session.scalars(select_version(series.id, 2)).one()
+            metrics = {**v2.metrics, "model": {**v2.metrics["model"], "mase": 5.0}}
+            mv = registry.add_version(session, series, hyperparameters=v2.hyperparameters, scaler=v2.scaler,
+                                      weights=v2.weights, metrics=metrics, lineage=v2.lineage, status="rejected",
+                                      status_reason="gate")
+            assert isinstance(mv, ModelVersion)
+            return mv.version
+    finally:
+        engine.dispose()
+
+
+def select_version(series_id: int, version: int) -> Any:
+    from sqlalchemy import select
+
+    from forecaster.db import ModelVersion
+
+    return select(ModelVersion).where(ModelVersion.series_id == series_id, ModelVersion.version == version)
+
+
+def test_promoting_a_version_the_gate_rejected_needs_force_and_the_answer_says_what_the_gate_said(
+        sqlite_api: Api) -> None:
+    v3 = _add_rejected_copy_of_v2(sqlite_api.settings.database_url)
+    r = sqlite_api.client.post(f"/v1/series/{TRAINED}/promote", json={"version": v3}, headers=sqlite_api.admin)
+    assert r.status_code == 409 and r.headers["content-type"].startswith(PROBLEM)
+    detail = r.json()["detail"]
+    assert f"{TRAINED} v{v3} was rejected by the gate (model MASE 5.000 does not beat naive" in detail
+    assert '"force": true' in detail
+    assert sqlite_api.client.get(f"/v1/series/{TRAINED}/forecast").json()["model_version"] == 2  # nothing moved
+
+    r = sqlite_api.client.post(f"/v1/series/{TRAINED}/promote", json={"version": v3, "force": True},
+                               headers=sqlite_api.admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["serving"], body["version"], body["previous"], body["forced"]) == ("model", v3, "v2", True)
+    assert body["gate"]["passed"] is False and body["gate"]["reason"].startswith("model MASE 5.000 does not beat")
+    assert body["forecast"]["model_version"] == v3
+    assert sqlite_api.client.get(f"/v1/series/{TRAINED}/forecast").json()["model_version"] == v3
+
+
+def test_an_admin_puts_a_series_back_on_its_baseline_and_a_rollback_returns_to_the_model(api: Api) -> None:
+    r = api.client.post(f"/v1/series/{TRAINED}/baseline", headers=api.admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["serving"], body["version"], body["previous"], body["changed"]) == ("baseline", None, "v2", True)
+    assert body["forecast"]["model_version"] in ("naive", "seasonal_naive")
+    served = api.client.get(f"/v1/series/{TRAINED}/forecast").json()
+    assert served["model_version"] == body["forecast"]["model_version"] and served["model_version_id"] is None
+    assert api.client.get(f"/v1/series/{TRAINED}").json()["champion_version"] is None
+    again = api.client.post(f"/v1/series/{TRAINED}/baseline", headers=api.admin).json()
+    assert (again["serving"], again["changed"]) == ("baseline", False)
+
+    r = api.client.post(f"/v1/series/{TRAINED}/rollback", headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert (r.json()["serving"], r.json()["version"], r.json()["previous"]) == ("model", 2, "baseline")
+    assert api.client.get(f"/v1/series/{TRAINED}/forecast").json()["model_version"] == 2
+    assert api.client.post("/v1/series/nope:nope/baseline", headers=api.admin).status_code == 404
+
+
+def test_rollback_walks_back_through_what_served_down_to_the_baseline(sqlite_api: Api) -> None:
+    seen = []
+    for _ in range(6):
+        r = sqlite_api.client.post(f"/v1/series/{TRAINED}/rollback", headers=sqlite_api.admin)
+        if r.status_code == 409:
+            assert "nothing to roll back to" in r.json()["detail"]
+            break
+        assert r.status_code == 200, r.text
+        seen.append(r.json()["serving"])
+        assert sqlite_api.client.get(f"/v1/series/{TRAINED}/forecast").json()["model_version_id"] == \
+            r.json()["model_version_id"]
+    assert seen and seen[-1] == "baseline"  # before any model, the baseline served; rollback gets back there
+
+
 # ---------------------------------------------------------------- jobs
 
 

@@ -24,7 +24,7 @@ from api.app import create_app
 from forecaster import plugins
 from forecaster.config import Settings
 from forecaster.db import ModelVersion, make_engine, make_sessionmaker, write_session
-from tests.api_server import ADMIN_KEY, TRAINED, Api, make_settings, running_api, wait_for
+from tests.api_server import ADMIN_KEY, BASELINE, TRAINED, Api, make_settings, running_api, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEM = "application/problem+json"
@@ -113,6 +113,113 @@ def test_a_body_that_is_not_json_is_a_422_problem(sqlite_api: Api) -> None:
     r = sqlite_api.client.post("/v1/forecast", content=b"{keys: nope", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
     assert "not valid JSON" in r.json()["detail"]
+
+
+def test_ids_and_versions_past_64_bits_are_client_errors_naming_the_value(sqlite_api: Api) -> None:
+    """Found by schemathesis: integers past what the database holds reached the driver (500)."""
+    huge = 234485799948802636726383325216768
+    for method, path, body in [("GET", f"/v1/models/{huge}", None),
+                               ("POST", f"/v1/models/{huge}/predict", {"windows": [[1.0] * 24]}),
+                               ("GET", f"/v1/jobs/runs/{huge}", None)]:
+        r = sqlite_api.client.request(method, path, json=body, headers=sqlite_api.admin)
+        assert r.status_code == 422, (path, r.text)
+        assert r.headers["content-type"].startswith(PROBLEM) and str(huge) in r.json()["detail"]
+    assert sqlite_api.client.get(f"/v1/models/{2**63 - 1}").status_code == 404  # the largest id: just unknown
+    r = sqlite_api.client.post(f"/v1/series/{TRAINED}/promote", json={"version": 207699572431261643309056},
+                               headers=sqlite_api.admin)
+    assert r.status_code == 422 and "body.version = 207699572431261643309056" in r.json()["detail"]
+
+
+def test_a_csv_push_that_is_not_utf8_is_a_422_naming_the_problem(sqlite_api: Api) -> None:
+    r = sqlite_api.client.post("/v1/series/push:meter/observations", content=b"ts,value\n2024-01-01T00:00:00Z,\xff\xfe1\n",
+                               headers={**sqlite_api.admin, "content-type": "text/csv"})
+    assert r.status_code in (415, 422) and r.headers["content-type"].startswith(PROBLEM)
+    assert "UTF-8" in r.json()["detail"]
+
+
+def test_predicting_from_values_too_large_for_the_model_is_a_422_not_null(sqlite_api: Api) -> None:
+    versions = sqlite_api.client.get(f"/v1/series/{TRAINED}/models").json()["versions"]
+    model_id = versions[0]["id"]
+    window = versions[0]["hyperparameters"]["window"]
+    r = sqlite_api.client.post(f"/v1/models/{model_id}/predict", json={"windows": [[1e308] * window]})
+    assert r.status_code == 422, r.text
+    assert "windows[0]: the forecast is not a finite number (largest value sent: 1e+308)" in r.json()["detail"]
+    assert "null" not in r.text.replace('"null"', "")
+    ok = sqlite_api.client.post(f"/v1/models/{model_id}/predict", json={"windows": [[0.5] * window]})
+    assert ok.status_code == 200 and all(isinstance(p, float) for p in ok.json()["predictions"])
+
+
+def test_observations_near_the_largest_float_never_make_a_forecast_null_or_a_500(sqlite_api: Api) -> None:
+    """Found by schemathesis: after pushes of values near 1e308, moving the champion overflowed in the model."""
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    from forecaster.db import Observation
+    from forecaster.ingest import series_by_key
+
+    engine = make_engine(sqlite_api.settings.database_url)
+    try:
+        with write_session(make_sessionmaker(engine)) as session:  # as stored before any range check existed
+            series = series_by_key(session, TRAINED)
+            last = session.scalar(select(func.max(Observation.ts)).where(Observation.series_id == series.id))
+            session.add_all(Observation(series_id=series.id, ts=last + dt.timedelta(hours=i + 1),
+                                        value=1.7e308 if i % 2 else -1.7e308) for i in range(30))
+    finally:
+        engine.dispose()
+    for action in ("baseline", "rollback"):
+        r = sqlite_api.client.post(f"/v1/series/{TRAINED}/{action}", headers=sqlite_api.admin)
+        assert r.status_code == 200, r.text
+        forecast = sqlite_api.client.get(f"/v1/series/{TRAINED}/forecast")
+        assert forecast.status_code == 200
+        assert isinstance(forecast.json()["value"], float) and abs(forecast.json()["value"]) <= 1.8e308
+        assert "Infinity" not in forecast.text and "NaN" not in forecast.text
+    assert sqlite_api.client.get(f"/series/{TRAINED}").status_code == 200  # the chart draws it too
+
+
+def test_the_dashboard_draws_a_series_whose_timestamps_reach_year_9999(sqlite_api: Api) -> None:
+    """Found by schemathesis: far-future pushed timestamps made the chart's time axis overflow (500)."""
+    import datetime as dt
+
+    from forecaster.db import Observation
+    from forecaster.ingest import series_by_key
+
+    engine = make_engine(sqlite_api.settings.database_url)
+    try:
+        with write_session(make_sessionmaker(engine)) as session:  # as stored before any calendar check existed
+            series = series_by_key(session, BASELINE)
+            session.add_all(Observation(series_id=series.id, ts=dt.datetime(9999, 12, 31, h, tzinfo=dt.timezone.utc),
+                                        value=1.0) for h in (20, 21, 22))
+    finally:
+        engine.dispose()
+    r = sqlite_api.client.get(f"/series/{BASELINE}")
+    assert r.status_code == 200, r.text[:500]
+    assert "<svg" in r.text
+
+
+def test_triggering_a_job_for_an_empty_list_of_keys_is_a_422_like_forecast(sqlite_api: Api) -> None:
+    for path in ("/v1/jobs/train", "/v1/jobs/ingest", "/v1/forecast"):
+        r = sqlite_api.client.post(path, json={"keys": []}, headers=sqlite_api.admin)
+        assert r.status_code == 422, (path, r.text)
+        assert "body.keys" in r.json()["detail"] and "at least 1 item" in r.json()["detail"]
+    assert sqlite_api.client.get("/v1/jobs/runs", headers=sqlite_api.admin).json()["runs"] == []  # nothing queued
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_serve_refuses_a_port_outside_1_to_65535_naming_it(tmp_path: Path, port: str) -> None:
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n', encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), "serve", "--port", port],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: --port {port} is not a TCP port: use 1-65535"
+
+
+def test_serve_refuses_a_bad_port_given_in_code_too() -> None:
+    from forecaster.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="--port 99999 is not a TCP port: use 1-65535"):
+        api_server_module.serve(make_settings("sqlite://"), port=99999)
 
 
 def test_an_oversized_body_is_a_413_problem(sqlite_api_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,7 +346,8 @@ def test_every_route_in_the_design_is_in_the_openapi_schema() -> None:
     schema = create_app(Settings(database_url="sqlite://")).openapi()
     served = {(m.upper(), re.sub(r"\{[^}]*\}", "{}", p)) for p, ops in schema["paths"].items() for m in ops}
     assert design <= served, sorted(design - served)
-    admin = {("POST", "/v1/series/{}/promote"), ("POST", "/v1/series/{}/rollback"), ("POST", "/v1/jobs/ingest"),
+    admin = {("POST", "/v1/series/{}/promote"), ("POST", "/v1/series/{}/rollback"), ("POST", "/v1/series/{}/baseline"),
+             ("POST", "/v1/jobs/ingest"),
              ("POST", "/v1/jobs/train"), ("GET", "/v1/jobs/runs"), ("GET", "/v1/jobs/runs/{}")}
     assert admin <= served
 

@@ -70,7 +70,7 @@ class _Scale:
         return PX + PW * (t - self.t0).total_seconds() / self.span
 
     def y(self, v: float) -> float:
-        return PY + PH * (1 - (v - self.y0) / (self.y1 - self.y0))
+        return PY + PH * (1 - (v / 2 - self.y0 / 2) / (self.y1 / 2 - self.y0 / 2))  # halves: no overflow near 1e308
 
 
 def _grid(s: _Scale, data: ChartData) -> list[str]:
@@ -80,7 +80,10 @@ def _grid(s: _Scale, data: ChartData) -> list[str]:
         out.append(f'<line x1="{PX}" x2="{PX + PW}" y1="{y}" y2="{y}"/>')
         label = escape(format_value_tick(v, s.ystep))
         out.append(f'<text class="ylab" x="{PX - 8}" y="{y}" dy="0.32em">{label}</text>')
-    end = s.t0 + dt.timedelta(seconds=s.span)
+    try:
+        end = s.t0 + dt.timedelta(seconds=s.span)
+    except OverflowError:  # data up to year 9999: the air after the last point does not fit
+        end = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
     ticks, unit = time_ticks(s.t0, end)
     for t in ticks:
         x = _f(s.x(t))

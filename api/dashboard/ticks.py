@@ -41,6 +41,8 @@ def value_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], flo
         lo, hi = lo - pad, hi + pad
     step = nice_step(hi - lo, target)
     start, stop = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    if not math.isfinite(stop - start):  # e.g. -1e308 .. 1e308: the span is past the largest float
+        return [lo, hi], lo, hi
     n = int(round((stop - start) / step))
     ticks = [round(start + i * step, 12) for i in range(n + 1)]
     return ticks, start, stop
@@ -48,8 +50,9 @@ def value_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], flo
 
 def format_value_tick(v: float, step: float) -> str:
     """A tick label with as many decimals as the step needs (``2.5`` steps get one)."""
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
-    if step > 0 and not math.isclose(round(step, decimals), step, rel_tol=1e-9):
+    usable = 0 < step < math.inf  # a span past the largest float has no decimal step
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if usable else 0
+    if usable and not math.isclose(round(step, decimals), step, rel_tol=1e-9):
         decimals += 1
     text = f"{v:,.{decimals}f}"
     return text.lstrip("-") if text.strip("-0.,") == "" else text  # no "-0.0"
@@ -95,10 +98,14 @@ def time_ticks(lo: dt.datetime, hi: dt.datetime, max_ticks: int = 8) -> tuple[li
         approx = {"s": n, "w": n, "m": n * 30.44 * _D, "y": n * 365.25 * _D}[kind]
         if span / approx <= max_ticks:
             break
-    ticks, t = [], _first_tick(lo, kind, n)
-    while t <= hi:
-        ticks.append(t)
-        t = _advance(t, kind, n)
+    ticks: list[dt.datetime] = []
+    try:  # a tick past year 9999 cannot exist: the axis ends at the last one that can
+        t = _first_tick(lo, kind, n)
+        while t <= hi:
+            ticks.append(t)
+            t = _advance(t, kind, n)
+    except (ValueError, OverflowError):
+        pass
     if kind == "s":
         unit = "minute" if n < _H else "hour" if n < _D else "day"
     else:

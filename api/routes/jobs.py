@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from api.deps import AdminDep, StateDep
+from api.deps import AdminDep, IdPath, StateDep
 from api.routes import problems
 from api.schemas import JobRunList, JobRunOut, JobTriggerIn
 from forecaster import jobruns
@@ -52,6 +52,6 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=JobRunOut, responses=problems(401, 403, 404))
-def read_run(run_id: int, state: StateDep) -> JobRunOut:
+def read_run(run_id: IdPath, state: StateDep) -> JobRunOut:
     """One job run with its progress (series done, failed, the one running now)."""
     return JobRunOut.from_domain(jobruns.get_run(state.sm, run_id))

@@ -10,15 +10,13 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
-from api.deps import AdminDep, AppState, SessionDep, SessionMakerDep, StateDep, parse_json, require_json
+from api.deps import AdminDep, AppState, IdPath, SessionDep, SessionMakerDep, StateDep, parse_json, require_json
 from api.problems import BatchTooLarge
 from api.routes import problems
 from api.schemas import ChampionOut, ModelVersionList, ModelVersionOut, PredictIn, PredictOut, PromoteIn
 from forecaster import registry
-from forecaster.db import write_session
 from forecaster.errors import InvalidInput
-from forecaster.forecasting import get_forecast, refresh_forecast
-from forecaster.ingest import series_by_key
+from forecaster.usecases import models
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -31,7 +29,7 @@ def list_models(key: str, session: SessionDep) -> ModelVersionList:
 
 
 @router.get("/models/{model_version_id}", response_model=ModelVersionOut, responses=problems(404))
-def read_model(model_version_id: int, session: SessionDep) -> ModelVersionOut:
+def read_model(model_version_id: IdPath, session: SessionDep) -> ModelVersionOut:
     """One model version by its id: metrics, lineage, status, hyperparameters (never the weights)."""
     return ModelVersionOut.from_domain(registry.get_version(session, model_version_id=model_version_id))
 
@@ -43,7 +41,7 @@ _PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 
 @router.post("/models/{model_version_id}/predict", response_model=PredictOut,
              responses=problems(404, 413, 415, 422), openapi_extra=_PREDICT_BODY)
-async def predict(model_version_id: int, request: Request, state: StateDep) -> Response:
+async def predict(model_version_id: IdPath, request: Request, state: StateDep) -> Response:
     """Next-step forecasts for windows the client sends, in one batched forward pass on the CPU.
 
     Each window holds the model's `window` most recent raw values, oldest first; NaN and
@@ -85,30 +83,53 @@ def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
         if len(body.last_ts) != batch:
             raise InvalidInput(f"last_ts has {len(body.last_ts)} timestamps for {batch} windows; send one per window")
         last_ts = np.asarray([t.astimezone(dt.timezone.utc) for t in body.last_ts])
-    predictions = model.predictor.predict(values, last_ts)  # (B,), one forward pass
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows as a non-finite forecast, refused below
+        predictions = model.predictor.predict(values, last_ts)  # (B,), one forward pass
+    ok = np.isfinite(predictions)
+    if not ok.all():  # e.g. values near 1e308: the model's arithmetic overflows; JSON has no inf/NaN
+        bad_rows = np.flatnonzero(~ok)
+        shown = ", ".join(f"windows[{i}]" for i in bad_rows[:5]) + (" ..." if bad_rows.size > 5 else "")
+        raise InvalidInput(
+            f"{shown}: the forecast is not a finite number (largest value sent: {np.abs(values).max():.6g}); "
+            f"model {model_version_id} ({model.series_key} v{model.version}) cannot work at that magnitude: "
+            "send values on the series' own scale"
+        )
     state.metrics.predictions.inc(batch)
     return PredictOut(model_version_id=model_version_id, series_key=model.series_key, version=model.version,
                       window=window, predictions=predictions.tolist())
 
 
 @router.post("/series/{key}/promote", response_model=ChampionOut, dependencies=[AdminDep],
-             responses=problems(401, 403, 404, 422))
+             responses=problems(401, 403, 404, 409, 422))
 def promote(key: str, body: PromoteIn, sm: SessionMakerDep) -> ChampionOut:
-    """Serve `version` from now on (admin). The alias and the stored forecast move in one transaction."""
-    with write_session(sm) as session:
-        champion = registry.promote(session, series_key=key, version=body.version)
-        refresh_forecast(session, series_by_key(session, key))
-        return ChampionOut.from_domain(champion, get_forecast(session, series_key=key))
+    """Serve `version` from now on (admin); the answer says what the gate said of it.
+
+    A version the gate rejected needs `"force": true` (else 409, naming the gate's verdict).
+    The alias, its history and the stored forecast move in one transaction.
+    """
+    change = models.promote_version(sm, series_key=key, version=body.version, force=body.force)
+    return ChampionOut.from_domain(change.champion, change.forecast)
+
+
+@router.post("/series/{key}/baseline", response_model=ChampionOut, dependencies=[AdminDep],
+             responses=problems(401, 403, 404))
+def serve_baseline(key: str, sm: SessionMakerDep) -> ChampionOut:
+    """Put the series back on its baseline (naive or seasonal naive, whichever did better recently) (admin).
+
+    The champion version is retired; a rollback returns to it, and a later retrain whose
+    version passes the gate is promoted as usual. Nothing moves if the baseline already serves.
+    """
+    change = models.serve_baseline(sm, series_key=key)
+    return ChampionOut.from_domain(change.champion, change.forecast)
 
 
 @router.post("/series/{key}/rollback", response_model=ChampionOut, dependencies=[AdminDep],
              responses=problems(401, 403, 404, 409))
 def rollback(key: str, sm: SessionMakerDep) -> ChampionOut:
-    """Give the champion back to the version that served before (admin).
+    """Serve again what served before the last move: an earlier version, or the baseline (admin).
 
-    The alias and the stored forecast move in one transaction.
+    Each rollback goes one step further back; past the first recorded move the baseline serves.
+    The alias, its history and the stored forecast move in one transaction.
     """
-    with write_session(sm) as session:
-        champion = registry.rollback(session, series_key=key)
-        refresh_forecast(session, series_by_key(session, key))
-        return ChampionOut.from_domain(champion, get_forecast(session, series_key=key))
+    change = models.rollback(sm, series_key=key)
+    return ChampionOut.from_domain(change.champion, change.forecast)

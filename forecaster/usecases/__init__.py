@@ -6,4 +6,5 @@ CLI commands, scheduler jobs, workers and benchmarks are thin adapters that vali
 input, call one of these, and map the result; none of them runs SQL of its own.
 
     retrain        stored observations -> new model version -> gate -> stored forecast
+    models         promote a version (force past the gate), serve the baseline, roll back
 """

@@ -1,0 +1,73 @@
+"""What an admin decides about what serves a series: promote a version (with force past
+the gate), put the series back on its baseline, roll back to what served before.
+
+Each function is one transaction: the champion alias, the version statuses, the alias
+history and the stored forecast move together, or nothing changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from forecaster import registry
+from forecaster.db import write_session
+from forecaster.forecasting import ForecastView, get_forecast, refresh_forecast
+from forecaster.ingest import series_by_key
+from forecaster.logs import log_event
+
+
+@dataclass(frozen=True)
+class ServingChange:
+    """What serves after the move, and the forecast it now stores (None: no observations yet)."""
+
+    champion: registry.Champion
+    forecast: ForecastView | None
+
+
+def _finish(session: Session, champion: registry.Champion, action: str) -> ServingChange:
+    series = series_by_key(session, champion.series_key)
+    stored = refresh_forecast(session, series)
+    forecast = get_forecast(session, series_key=champion.series_key) if stored is not None else None
+    log_event(f"serving.{action}", series=champion.series_key,
+              serving="baseline" if champion.baseline else f"v{champion.version}",
+              previous="baseline" if champion.previous_version is None else f"v{champion.previous_version}",
+              changed=champion.changed, forced=champion.forced)
+    return ServingChange(champion, forecast)
+
+
+def promote_version(sm: sessionmaker[Session], *, series_key: str, version: int, force: bool = False) -> ServingChange:
+    """Serve ``version`` of the series from now on, and store its forecast.
+
+    Raises:
+        SeriesNotFound / ModelNotFound: naming the key and the version.
+        Conflict: the gate rejected that version and ``force`` is false; the message says
+            what the gate said and how to force it.
+    """
+    with write_session(sm) as session:
+        champion = registry.promote(session, series_key=series_key, version=version, force=force)
+        return _finish(session, champion, "promote")
+
+
+def serve_baseline(sm: sessionmaker[Session], *, series_key: str) -> ServingChange:
+    """Put the series back on its baseline (naive or seasonal naive), and store its forecast.
+
+    Raises:
+        SeriesNotFound: naming the key.
+    """
+    with write_session(sm) as session:
+        champion = registry.serve_baseline(session, series_key=series_key)
+        return _finish(session, champion, "baseline")
+
+
+def rollback(sm: sessionmaker[Session], *, series_key: str) -> ServingChange:
+    """Serve again what served before the latest move (a version or the baseline), and store its forecast.
+
+    Raises:
+        SeriesNotFound: naming the key.
+        Conflict: the baseline serves and nothing earlier is recorded.
+    """
+    with write_session(sm) as session:
+        champion = registry.rollback(session, series_key=series_key)
+        return _finish(session, champion, "rollback")
