@@ -6,4 +6,6 @@ CLI commands, scheduler jobs, workers and benchmarks are thin adapters that vali
 input, call one of these, and map the result; none of them runs SQL of its own.
 
     retrain        stored observations -> new model version -> gate -> stored forecast
+    jobs           start a job run (enqueue or run in process); one series of a run (a worker task)
+    figures        the dashboard's and the metrics' figures, read from the database
 """
