@@ -386,7 +386,7 @@ class WorkersSettings(_Strict):
     stalled_check_s: float = Field(default=10.0, ge=0.5)  # each worker looks for dead workers' tasks this often
     poll_s: float = Field(default=2.0, ge=0.1)  # fallback poll for new tasks (LISTEN/NOTIFY wakes workers at once)
     database_retry_s: float = Field(default=5.0, ge=0.1)  # a worker without its database tries again this often
-    shutdown_timeout_s: float = Field(default=110.0, ge=1.0)  # SIGTERM: tasks in hand get this long, then retry elsewhere
+    shutdown_timeout_s: float = Field(default=110.0, ge=1.0)  # SIGTERM: tasks in hand are flagged aborted after this (a training still ends)
 
     @model_validator(mode="after")
     def _stalled_covers_heartbeats(self) -> WorkersSettings:

@@ -24,6 +24,7 @@ only when a ``TaskQueue`` is built.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -111,12 +112,14 @@ class TaskQueue:
         self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(
             conninfo=dsn, kwargs=kwargs, min_size=0, max_size=4, timeout=10))
         self._opened = False
+        self._lock = threading.Lock()  # the API submits from several threads: one pool, opened once
         self.description = f"procrastinate on PostgreSQL (schema {QUEUE_SCHEMA})"
 
     def _open(self) -> Any:
-        if not self._opened:
-            self._app.open()
-            self._opened = True
+        with self._lock:
+            if not self._opened:
+                self._app.open()
+                self._opened = True
         return self._app
 
     def submit(self, run_id: int, *, kind: str, keys: Sequence[str], snapshot_fallback: bool = False) -> None:
@@ -129,20 +132,21 @@ class TaskQueue:
 
         from forecaster.errors import StorageUnavailable
 
-        app = self._open()
         queued = skipped = 0
-        for key in keys:
-            deferrer = app.configure_task(name=TASKS[kind], queue=kind, lock=series_lock(key),
-                                          queueing_lock=queueing_lock(kind, key))
-            try:
-                deferrer.defer(run_id=run_id, series_key=key, snapshot_fallback=snapshot_fallback)
-                queued += 1
-            except exceptions.AlreadyEnqueued:
-                skipped += 1
-                jobruns.record_result(self._sm, run_id, key, status="skipped", ok=True,
-                                      detail=f"already waiting in the {kind} queue (enqueued by another run)")
-            except exceptions.ConnectorException as exc:
-                raise StorageUnavailable(f"the task queue cannot be reached: {exc.__cause__ or exc}") from None
+        try:
+            app = self._open()
+            for key in keys:
+                deferrer = app.configure_task(name=TASKS[kind], queue=kind, lock=series_lock(key),
+                                              queueing_lock=queueing_lock(kind, key))
+                try:
+                    deferrer.defer(run_id=run_id, series_key=key, snapshot_fallback=snapshot_fallback)
+                    queued += 1
+                except exceptions.AlreadyEnqueued:
+                    skipped += 1
+                    jobruns.record_result(self._sm, run_id, key, status="skipped", ok=True,
+                                          detail=f"already waiting in the {kind} queue (enqueued by another run)")
+        except exceptions.ConnectorException as exc:
+            raise StorageUnavailable(f"the task queue cannot be reached: {exc.__cause__ or exc}") from None
         if not keys:
             jobruns.close_if_empty(self._sm, run_id)
         log_event("queue.enqueued", run_id=run_id, kind=kind, tasks=queued, skipped=skipped)

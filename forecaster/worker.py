@@ -21,9 +21,10 @@ Failures, and what the worker does about each:
   worker notices (its heartbeat fails), stops, and waits for the database,
   logging ``worker.database_unavailable`` each ``database_retry_s``; when it is
   back the worker starts again, and the tasks it held are recovered as above.
-- **SIGTERM / SIGINT**: no new task is claimed; tasks in hand get
-  ``shutdown_timeout_s`` to finish, then are aborted and recovered elsewhere.
-  A second signal exits at once.
+- **SIGTERM / SIGINT**: no new task is claimed; the tasks in hand finish (a
+  sync task cannot be cut short; procrastinate flags it aborted after
+  ``shutdown_timeout_s``), then the worker exits 0. A second signal exits at
+  once, and the task in hand is recovered elsewhere as for a dead worker.
 """
 
 from __future__ import annotations

@@ -7,4 +7,7 @@ input, call one of these, and map the result; none of them runs SQL of its own.
 
     retrain        stored observations -> new model version -> gate -> stored forecast
     models         promote a version (force past the gate), serve the baseline, roll back
+    observations   push observations (validated, atomic), delete a range (the repair)
+    jobs           start a job run (enqueue or run in process); one series of a run (a worker task)
+    figures        the dashboard's and the metrics' figures, read from the database
 """
