@@ -46,7 +46,8 @@ Next-step forecasts of the series declared in `forecaster.toml`, served from the
 
 * Read: series, observations, stored forecasts, model versions (metrics and lineage).
 * Predict: `POST /v1/models/{id}/predict` runs a model on windows you send.
-* Admin (header `X-API-Key`): push observations, promote / roll back, trigger ingest or retrain.
+* Admin (header `X-API-Key`): push observations, promote (with `force` past the gate), serve the baseline,
+  roll back, trigger ingest or retrain.
 
 Errors are `application/problem+json` with `type`, `title`, `status` and a `detail` naming the bad value.
 """
@@ -80,7 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     # /docs and /redoc load their scripts and styles from this app (fastapi-offline ships
     # Swagger UI and ReDoc), never from a CDN: the service is often air-gapped.
     app = FastAPIOffline(
-        static_url=DOCS_ASSETS_URL, redoc_url=None, title="forecaster", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL, redoc_url=None, title="forecaster", version=__version__,
+        description=DESCRIPTION, lifespan=lifespan,
         openapi_tags=[
             {"name": "forecasts", "description": "Stored next-step forecasts (database reads only)."},
             {"name": "series", "description": "Series and their observations; pushing observations (admin)."},

@@ -265,7 +265,8 @@ def rollback(session: Session, *, series_key: str) -> Champion:
     to = f"v{target.version}" if target is not None else "the baseline"
     if target is not None:
         _move_alias(session, series, target)
-        target.status_reason = "restored by rollback" + (f" from v{current.version}" if current else " from the baseline")
+        source = f"v{current.version}" if current is not None else "the baseline"
+        target.status_reason = f"restored by rollback from {source}"
     else:
         _clear_alias(session, series, f"rolled back to the baseline at {now:%Y-%m-%d %H:%M} UTC")
     if current is not None and (target is None or current.id != target.id):

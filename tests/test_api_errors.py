@@ -131,7 +131,8 @@ def test_ids_and_versions_past_64_bits_are_client_errors_naming_the_value(sqlite
 
 
 def test_a_csv_push_that_is_not_utf8_is_a_422_naming_the_problem(sqlite_api: Api) -> None:
-    r = sqlite_api.client.post("/v1/series/push:meter/observations", content=b"ts,value\n2024-01-01T00:00:00Z,\xff\xfe1\n",
+    body = b"ts,value\n2024-01-01T00:00:00Z,\xff\xfe1\n"
+    r = sqlite_api.client.post("/v1/series/push:meter/observations", content=body,
                                headers={**sqlite_api.admin, "content-type": "text/csv"})
     assert r.status_code in (415, 422) and r.headers["content-type"].startswith(PROBLEM)
     assert "UTF-8" in r.json()["detail"]
