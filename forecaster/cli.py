@@ -214,7 +214,7 @@ def train_table(reports: list[Any]) -> Table:
     return table
 
 
-def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) -> list[Any]:
+def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, one_by_one: bool = False) -> list[Any]:
     from forecaster import ingest
     from forecaster.usecases import retrain as training
 
@@ -236,7 +236,7 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) ->
             bar.remove_task(current.pop("task"))
             bar.update(overall, advance=1)
 
-        reports = training.retrain_many(sm, s, specs, on_start=on_start, on_done=on_done)
+        reports = training.retrain_many(sm, s, specs, on_start=on_start, on_done=on_done, one_by_one=one_by_one)
     out.print(train_table(reports))
     for r in reports:
         if r.status != "promoted" and r.reason:
@@ -248,11 +248,17 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) ->
 @handle_errors
 def train(
     series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
+    one_by_one: Annotated[bool, typer.Option(
+        "--one-by-one", help="Train each series alone in turn instead of in fleets of one model shape.")] = False,
 ) -> None:
-    """Train a new model version per series, gate it against the baselines and the champion."""
+    """Train a new model version per series, gate it against the baselines and the champion.
+
+    Series of one model shape are trained together as a fleet (one batched pass per step);
+    each still gets its own data, seed, early stopping, metrics, gate and version.
+    """
     s = settings()
     sm = open_db(s)
-    reports = run_train(s, sm, series)
+    reports = run_train(s, sm, series, one_by_one)
     if any(r.status == "failed" for r in reports):
         raise typer.Exit(1)
 
