@@ -249,12 +249,12 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, on
 def train(
     series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
     one_by_one: Annotated[bool, typer.Option(
-        "--one-by-one", help="Train each series alone in turn instead of in fleets of one model shape.")] = False,
+        "--one-by-one", help="Train each series alone in turn, never in fleets (fleets: on a GPU).")] = False,
 ) -> None:
     """Train a new model version per series, gate it against the baselines and the champion.
 
-    Series of one model shape are trained together as a fleet (one batched pass per step);
-    each still gets its own data, seed, early stopping, metrics, gate and version.
+    On a GPU, series of one model shape are trained together as a fleet (one batched pass per
+    step); each still gets its own data, seed, early stopping, metrics, gate and version.
     """
     s = settings()
     sm = open_db(s)

@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,10 @@ _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _LOSSES = {"mae": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as trainer.fit uses them
 CPU_BUDGET_BYTES = 2 * 1024**3  # per fleet on the CPU (data + activations)
+# Measured (bench/results/fleet-cpu.json): on the CPU, nn.LSTM's fused oneDNN kernels at batch 64
+# are compute-bound, not overhead-bound, and beat this eager batched cell per model; fleets pay on
+# a GPU, where one small model leaves the device idle. Retraining uses fleets only where they pay.
+FLEET_ON_CPU = False
 CUDA_SHARE = 0.6  # of the device's free memory per fleet
 
 
@@ -80,6 +85,15 @@ def initial_state(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in RecurrentForecaster(config).state_dict().items()}
 
 
+def fleet_pays(device: str) -> bool:
+    """Whether training a group as a fleet is the faster way on ``device`` ("auto", "cpu", "cuda", ...)."""
+    try:
+        kind = pick_device(device).type
+    except Exception:  # noqa: BLE001 - an unavailable device fails later, per series, with its message
+        return False
+    return kind == "cuda" or (kind == "cpu" and FLEET_ON_CPU)
+
+
 def group_compatible(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether two members can share a fleet (the settings one batched step needs in common)."""
     return (a.batch_size, a.loss, a.device, a.amp) == (b.batch_size, b.loss, b.device, b.amp)
@@ -108,6 +122,84 @@ def unstack_state(config: ModelConfig, params: Sequence[torch.Tensor], k: int) -
     return {name: p[k].detach().to("cpu").clone().contiguous() for name, p in zip(_names(config), params)}
 
 
+class _Recurrence(torch.autograd.Function):
+    """The LSTM or tanh-RNN recurrence over all steps with a hand-written backward (K stacked models).
+
+    Autograd over the step loop records ~15 small ops per step and, for the gate
+    split, concatenates gradients back per step; this runs the loop over
+    preallocated time-major buffers, keeps only the activations the backward
+    needs, and computes the recurrent weight gradient with one batched product
+    over every step at the end (as cuDNN does). Same maths as nn.LSTM / nn.RNN.
+
+    forward(xp (K, L, B, G): input projections with both biases, time-major; w_hh (K, G, H); cell; full)
+      -> every step's h (K, L, B, H) when ``full``, else the last h (K, B, H).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, xp: torch.Tensor, w_hh: torch.Tensor, cell: str, full: bool) -> torch.Tensor:
+        K, L, B, G = xp.shape
+        H = w_hh.shape[2]
+        w_t = w_hh.transpose(1, 2).contiguous()  # (K, H, G)
+        acts = xp.clone()  # step t: pre-activations, then (in place) the activated gates (lstm) or h (rnn)
+        hs = torch.empty(K, L + 1, B, H, dtype=xp.dtype, device=xp.device)  # hs[:, t + 1]: h after step t
+        hs[:, 0].zero_()
+        lstm = cell == "lstm"
+        cs = torch.empty_like(hs) if lstm else None
+        tcs = torch.empty(K, L, B, H, dtype=xp.dtype, device=xp.device) if lstm else None
+        if cs is not None:
+            cs[:, 0].zero_()
+        for t in range(L):
+            a = acts[:, t]
+            a.baddbmm_(hs[:, t], w_t)
+            if cs is not None and tcs is not None:
+                a[..., : 2 * H].sigmoid_()
+                a[..., 2 * H : 3 * H].tanh_()
+                a[..., 3 * H :].sigmoid_()
+                i, f, g, o = a.split(H, dim=-1)
+                c = cs[:, t + 1]
+                torch.mul(f, cs[:, t], out=c)
+                c.addcmul_(i, g)
+                torch.tanh(c, out=tcs[:, t])
+                torch.mul(o, tcs[:, t], out=hs[:, t + 1])
+            else:
+                a.tanh_()
+                hs[:, t + 1].copy_(a)
+        ctx.cell, ctx.full = cell, full
+        ctx.bufs = (w_hh, hs, acts, cs, tcs)
+        return hs[:, 1:] if full else hs[:, L]
+
+    @staticmethod
+    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        w_hh, hs, acts, cs, tcs = ctx.bufs
+        K, L, B, G = acts.shape
+        H = w_hh.shape[2]
+        dgates = torch.empty_like(acts)
+        dh = d_out.new_zeros(K, B, H) if ctx.full else d_out.clone()
+        dc = d_out.new_zeros(K, B, H)
+        for t in range(L - 1, -1, -1):
+            if ctx.full:
+                dh = dh + d_out[:, t]
+            dg_t = dgates[:, t]
+            if ctx.cell == "lstm":
+                i, f, g, o = acts[:, t].split(H, dim=-1)
+                di, df, dgg, do = dg_t.split(H, dim=-1)
+                tc = tcs[:, t]
+                dc = dc + dh * o * (1 - tc * tc)
+                torch.mul(dh * tc, o * (1 - o), out=do)
+                torch.mul(dc * g, i * (1 - i), out=di)
+                torch.mul(dc * cs[:, t], f * (1 - f), out=df)
+                torch.mul(dc * i, 1 - g * g, out=dgg)
+                dc = dc * f
+            else:
+                a = acts[:, t]
+                torch.mul(dh, 1 - a * a, out=dg_t)
+            dh = torch.bmm(dg_t, w_hh)  # (K, B, G) @ (K, G, H)
+        # dW_hh = sum over steps of dgates_t' h_{t-1}: one product over all steps.
+        d_w = torch.bmm(dgates.view(K, L * B, G).transpose(1, 2), hs[:, :L].reshape(K, L * B, H))
+        ctx.bufs = None
+        return dgates, d_w, None, None
+
+
 def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor,
             training: bool = False) -> torch.Tensor:
     """x (K, B, L, F) -> next-step outputs (K, B): member k's model applied to its own batch x[k].
@@ -116,35 +208,43 @@ def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor
     """
     K, B, L, _ = x.shape
     H = config.hidden_size
-    seq = x
     h = x.new_zeros(K, B, H)
-    for layer in range(config.num_layers):
+    if config.cell in ("lstm", "rnn"):
+        seq = x.transpose(1, 2)  # time-major (K, L, B, F)
+        for layer in range(config.num_layers):
+            w_ih, w_hh, b_ih, b_hh = params[4 * layer : 4 * layer + 4]
+            last = layer == config.num_layers - 1
+            # Input projections of every step at once, both biases added: (K, L*B, F) @ (K, F, G).
+            xp = torch.baddbmm((b_ih + b_hh).unsqueeze(1), seq.reshape(K, L * B, seq.shape[-1]),
+                               w_ih.transpose(1, 2)).view(K, L, B, w_ih.shape[1])
+            out = _Recurrence.apply(xp, w_hh, config.cell, not last)
+            if last:
+                h = out
+            else:
+                seq = out
+                if training and config.dropout > 0:
+                    seq = F.dropout(seq, config.dropout, training=True)
+        head_w, head_b = params[-2], params[-1]  # (K, 1, H), (K, 1)
+        return torch.baddbmm(head_b.unsqueeze(1), h, head_w.transpose(1, 2)).squeeze(-1)  # (K, B)
+    seq = x
+    for layer in range(config.num_layers):  # GRU: autograd over the step loop
         w_ih, w_hh, b_ih, b_hh = params[4 * layer : 4 * layer + 4]
         G = w_ih.shape[1]
-        # Input projections of every step at once: (K, B*L, F) @ (K, F, G) + b_ih.
+        last = layer == config.num_layers - 1
         xp = torch.baddbmm(b_ih.unsqueeze(1), seq.reshape(K, B * L, seq.shape[-1]), w_ih.transpose(1, 2))
-        xp = xp.view(K, B, L, G)
+        steps = xp.view(K, B, L, G).unbind(2)  # unbind: one backward for all steps (indexing xp[:, :, t]
+        # would allocate a zero gradient of the whole xp per step: quadratic in L)
         w_hh_t, b_hh_u = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
         h = x.new_zeros(K, B, H)
-        c = x.new_zeros(K, B, H)
-        last = layer == config.num_layers - 1
         outs = []
         for t in range(L):
             hp = torch.baddbmm(b_hh_u, h, w_hh_t)  # (K, B, G)
-            if config.cell == "lstm":
-                gates = xp[:, :, t] + hp
-                i, f, g, o = gates.chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-            elif config.cell == "gru":
-                xr, xz, xn = xp[:, :, t].chunk(3, dim=-1)
-                hr, hz, hn = hp.chunk(3, dim=-1)
-                r = torch.sigmoid(xr + hr)
-                z = torch.sigmoid(xz + hz)
-                n = torch.tanh(xn + r * hn)
-                h = (1 - z) * n + z * h
-            else:
-                h = torch.tanh(xp[:, :, t] + hp)
+            xr, xz, xn = steps[t].chunk(3, dim=-1)
+            hr, hz, hn = hp.chunk(3, dim=-1)
+            r = torch.sigmoid(xr + hr)
+            z = torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            h = (1 - z) * n + z * h
             if not last:
                 outs.append(h)
         if not last:

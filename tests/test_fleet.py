@@ -153,8 +153,13 @@ model = {model}
 """
 
 
-def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(tmp_path: Path):
+def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from forecaster import fleet
     from forecaster.usecases.retrain import retrain_many
+
+    monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU: the grouped path, here on the CPU
 
     model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
     cfg = tmp_path / "forecaster.toml"

@@ -191,16 +191,24 @@ def retrain_many(
     (``modelling.Prepared.fleet_key``: cell, window, input features, hidden size,
     layers, loss, batch size, device) and each group is trained as one fleet
     (``forecaster.fleet``); each series is then scored, gated and stored in its
-    own transaction, exactly as alone. ``one_by_one=True`` trains each series in
-    turn with the per-series loop. ``should_stop`` is checked before each series
+    own transaction, exactly as alone. Fleets are used where they are faster (on
+    a GPU; on the CPU only with ``fleet.FLEET_ON_CPU``, off because measured slower
+    there). ``one_by_one=True`` always trains each series in turn with the per-series loop. ``should_stop`` is checked before each series
     (one by one) or each fleet. ``on_start(spec)`` is always followed by that
     series' ``on_done(report)`` before the next ``on_start``; in a fleet both come
     when the fleet is done, and the per-epoch progress callback is not called.
     """
     specs = list(specs)
-    if one_by_one or len(specs) <= 1:
+    if one_by_one or len(specs) <= 1 or not _fleets_pay(specs):
         return _one_by_one(sm, settings, specs, job_run_id, on_start, on_done, should_stop)
     return _by_fleet(sm, specs, job_run_id, on_start, on_done, should_stop)
+
+
+def _fleets_pay(specs: list[SeriesSpec]) -> bool:
+    """Whether any series would train on a device where fleets are faster (a GPU; see fleet.FLEET_ON_CPU)."""
+    from forecaster.fleet import fleet_pays  # torch lives behind this import
+
+    return any(fleet_pays(device) for device in {spec.model.device for spec in specs})
 
 
 def _one_by_one(sm: sessionmaker[Session], settings: Settings, specs: list[SeriesSpec], job_run_id: int | None,
