@@ -156,9 +156,11 @@ def ingest_table(outcomes: list[Any]) -> Table:
 
 def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *, snapshot_fallback: bool) -> list[Any]:
     from forecaster import ingest
-    from forecaster.forecasting import refresh_after_ingest
+    from forecaster.forecasting import BatchedRefresh, refresh_after_ingest
 
     specs = [sp for sp in ingest.select_specs(s, keys) if sp.source != "push"]
+    # Many series: their stored forecasts are refreshed at the end, in batched passes per model shape.
+    batched = BatchedRefresh() if len(specs) > 1 else None
     ingest.sync_all_series(sm, s)
     with progress_bar() as bar:
         task = bar.add_task("ingest", total=len(specs))
@@ -167,7 +169,9 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
             bar.update(task, advance=1, description=o.series_key)
 
         outcomes = ingest.ingest_many(sm, s, specs, snapshot_fallback=snapshot_fallback, on_done=done,
-                                      after_write=refresh_after_ingest)
+                                      after_write=batched or refresh_after_ingest)
+        if batched is not None:
+            batched.flush(sm)
     out.print(ingest_table(outcomes))
     for o in outcomes:
         if o.status == "snapshot":

@@ -16,7 +16,7 @@ import torch
 
 from forecaster import modelling
 from forecaster.config import ModelSpec, load_settings
-from forecaster.db import make_engine, make_sessionmaker
+from forecaster.db import Series, make_engine, make_sessionmaker
 from forecaster.fleet import Member, fit_fleet, forward, stack_states
 from forecaster.forecasting import load_values
 from forecaster.ingest import find_series, ingest_series
@@ -192,4 +192,56 @@ def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones
         lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
     assert sorted(lin["series_key"] for lin in lineages) == sorted(good)
     assert all(lin["fleet_size"] == 3 for lin in lineages)
+    engine.dispose()
+
+
+def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(tmp_path: Path):
+    """After an ingest of many series, refresh_forecasts runs the champions in one pass per model
+    shape; each stored value is what refresh_forecast computes with the series' own model."""
+    from sqlalchemy import select
+
+    from forecaster import registry
+    from forecaster.config import SeriesSpec
+    from forecaster.db import Forecast, write_session
+    from forecaster.forecasting import BatchedRefresh, refresh_forecast, refresh_forecasts
+    from forecaster.ingest import sync_series, upsert_observations
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    tiny = dict(hidden_size=4, window=24, epochs=1, batch_size=64, device="cpu")
+    shapes = [{}, {}, {"cell": "gru"}, {"calendar": True}, {}]  # three shapes, one group of three
+    with write_session(sm) as session:
+        for i, extra in enumerate(shapes):
+            spec = SeriesSpec(key=f"push:s{i}", source="push", frequency="1h", model=ModelSpec(**tiny, **extra))
+            series = sync_series(session, spec)
+            ts, v = sine(300, seed=i, level=10 * i)
+            upsert_observations(session, series, pd.DataFrame({"ts": ts, "value": v}))
+            out = modelling.train_series(ts, v, frequency="1h", spec=spec.model)
+            mv = registry.add_version(session, series, hyperparameters=out.hyperparameters, scaler=out.scaler,
+                                      weights=out.weights, metrics=out.metrics, lineage=out.lineage,
+                                      status="candidate", status_reason="test")
+            registry.make_champion(session, series, mv, "test")
+        baseline = sync_series(session, SeriesSpec(key="push:baseline", source="push", frequency="1h"))
+        ts, v = sine(100, seed=9)
+        upsert_observations(session, baseline, pd.DataFrame({"ts": ts, "value": v}))
+    hook = BatchedRefresh()
+    with sm() as session:
+        every = list(session.scalars(select(Series)))
+        for s in every:
+            hook(session, s)
+    assert hook.flush(sm) == len(every) == 6
+    with write_session(sm) as session:
+        batched = {f.series_id: f for f in session.scalars(select(Forecast))}
+        assert len(batched) == 6
+        for s in every:
+            single = refresh_forecast(session, s)  # the per-series path: one model load, one pass
+            assert single is not None
+            b = batched[s.id]
+            assert (b.method, b.model_version_id, b.target_ts) == (single.method, single.model_version_id,
+                                                                   single.target_ts)
+            assert b.value == pytest.approx(single.value, rel=1e-5, abs=1e-6), s.key
+            assert (b.method == "model") == (s.key != "push:baseline")
+        again = refresh_forecasts(session, every)  # direct call: one row per series, all stored
+        assert set(again) == {s.id for s in every}
     engine.dispose()
