@@ -136,6 +136,7 @@ class _Recurrence(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # under CUDA autocast: all bf16
     def forward(ctx: Any, xp: torch.Tensor, w_hh: torch.Tensor, cell: str, full: bool) -> torch.Tensor:
         K, L, B, G = xp.shape
         H = w_hh.shape[2]
@@ -169,8 +170,10 @@ class _Recurrence(torch.autograd.Function):
         return hs[:, 1:] if full else hs[:, L]
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         w_hh, hs, acts, cs, tcs = ctx.bufs
+        d_out = d_out.to(acts.dtype)
         K, L, B, G = acts.shape
         H = w_hh.shape[2]
         dgates = torch.empty_like(acts)
