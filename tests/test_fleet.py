@@ -245,3 +245,14 @@ def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(
         again = refresh_forecasts(session, every)  # direct call: one row per series, all stored
         assert set(again) == {s.id for s in every}
     engine.dispose()
+
+
+def test_train_has_a_one_by_one_flag(tmp_path: Path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n')
+    out = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), "train", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--one-by-one" in out.stdout
