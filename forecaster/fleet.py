@@ -23,9 +23,18 @@ weights are exported as exactly the ``state_dict`` of
 was trained. Extra input channels (calendar or other features) are just a wider
 last axis: the fleet is generic over the input size.
 
+LSTM and RNN run the recurrence in ``_Recurrence`` (a hand-written backward over
+time-major buffers); GRU runs autograd over the step loop.
+
 Equivalence: the same maths as ``trainer.fit`` with nn.LSTM/GRU/RNN, but not the
 same kernels, so a fleet of one matches the per-series path to float32 rounding
-(tests/test_fleet.py states the tolerance), not bit for bit.
+(max 1.4e-6 after 25 epochs; tests/test_fleet.py states the tolerance), not bit for bit.
+
+Where it pays: on a GPU, where one small model leaves the device idle. On the
+2-core CPU of this project nn.LSTM's fused kernels at batch 64 are compute-bound
+(B=1 1.7 ms, B=64 10 ms, B=512 80 ms per forward+backward) and the eager batched
+cell costs more per model, so retraining keeps the per-series loop on the CPU
+(``FLEET_ON_CPU``; bench/results/fleet-cpu.json).
 
 Memory: ``fleet_capacity`` sizes a fleet to a byte budget (CUDA: a share of the
 free device memory; CPU: a fixed budget), and ``fit_fleet`` splits larger
