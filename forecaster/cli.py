@@ -165,9 +165,11 @@ def ingest_table(outcomes: list[Any]) -> Table:
 
 def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *, snapshot_fallback: bool) -> list[Any]:
     from forecaster import ingest
-    from forecaster.forecasting import refresh_after_ingest
+    from forecaster.forecasting import BatchedRefresh, refresh_after_ingest
 
     specs = [sp for sp in ingest.select_specs(s, keys) if sp.source != "push"]
+    # Many series: their stored forecasts are refreshed at the end, in batched passes per model shape.
+    batched = BatchedRefresh() if len(specs) > 1 else None
     ingest.sync_all_series(sm, s)
     with progress_bar() as bar:
         task = bar.add_task("ingest", total=len(specs))
@@ -176,7 +178,9 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
             bar.update(task, advance=1, description=o.series_key)
 
         outcomes = ingest.ingest_many(sm, s, specs, snapshot_fallback=snapshot_fallback, on_done=done,
-                                      after_write=refresh_after_ingest)
+                                      after_write=batched or refresh_after_ingest)
+        if batched is not None:
+            batched.flush(sm)
     out.print(ingest_table(outcomes))
     for o in outcomes:
         if o.status in ("snapshot", "unavailable"):
@@ -261,7 +265,7 @@ def train_table(reports: list[Any]) -> Table:
     return table
 
 
-def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) -> list[Any]:
+def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, one_by_one: bool = False) -> list[Any]:
     from forecaster import ingest
     from forecaster.usecases import retrain as training
 
@@ -283,7 +287,7 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) ->
             bar.remove_task(current.pop("task"))
             bar.update(overall, advance=1)
 
-        reports = training.retrain_many(sm, s, specs, on_start=on_start, on_done=on_done)
+        reports = training.retrain_many(sm, s, specs, on_start=on_start, on_done=on_done, one_by_one=one_by_one)
     out.print(train_table(reports))
     for r in reports:
         if r.status != "promoted" and r.reason:
@@ -295,11 +299,17 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None) ->
 @handle_errors
 def train(
     series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
+    one_by_one: Annotated[bool, typer.Option(
+        "--one-by-one", help="Train each series alone in turn, never in fleets (fleets: on a GPU).")] = False,
 ) -> None:
-    """Train a new model version per series, gate it against the baselines and the champion."""
+    """Train a new model version per series, gate it against the baselines and the champion.
+
+    On a GPU, series of one model shape are trained together as a fleet (one batched pass per
+    step); each still gets its own data, seed, early stopping, metrics, gate and version.
+    """
     s = settings()
     sm = open_db(s)
-    reports = run_train(s, sm, series)
+    reports = run_train(s, sm, series, one_by_one)
     if any(r.status == "failed" for r in reports):
         raise typer.Exit(1)
 

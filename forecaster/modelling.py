@@ -72,8 +72,9 @@ def frequency_defaults(freq: str) -> tuple[int, int]:
 class Predictor:
     """A trained model plus everything needed to turn raw values into a forecast."""
 
-    def __init__(self, hyperparameters: dict[str, Any], scaler: Scaler, model: RecurrentForecaster):
-        self.hp, self.scaler, self.model = hyperparameters, scaler, model.eval()
+    def __init__(self, hyperparameters: dict[str, Any], scaler: Scaler, model: RecurrentForecaster | None):
+        self.hp, self.scaler = hyperparameters, scaler
+        self.model = model.eval() if model is not None else None  # None: inputs only (a fleet runs the model)
         self.columns = tuple(hyperparameters.get("calendar_columns", ()))
 
     @classmethod
@@ -86,11 +87,26 @@ class Predictor:
         from forecaster.model import from_artifact  # torch loads here, not at import
 
         hp = hyperparameters
+        cls._check(hp)
+        return cls(hp, Scaler.from_dict(scaler), from_artifact(hp, weights))
+
+    @classmethod
+    def inputs_only(cls, hyperparameters: dict[str, Any], scaler: dict[str, Any]) -> Predictor:
+        """A Predictor without its network: it builds inputs (``next_inputs``) and reads outputs
+        (``from_outputs``) for a batched pass that runs many models at once (``forecaster.fleet``).
+
+        Raises:
+            ValueError: if the stored parts do not fit this code.
+        """
+        cls._check(hyperparameters)
+        return cls(hyperparameters, Scaler.from_dict(scaler), None)
+
+    @staticmethod
+    def _check(hp: dict[str, Any]) -> None:
         if hp.get("format") != FORMAT:
             raise ValueError(f"model format {hp.get('format')!r} is not {FORMAT}")
         if tuple(hp.get("calendar_columns", ())) not in ((), calendar_columns(hp["frequency"])):
             raise ValueError(f"calendar columns {hp['calendar_columns']} do not match {hp['frequency']}")
-        return cls(hp, Scaler.from_dict(scaler), from_artifact(hp, weights))
 
     @property
     def window(self) -> int:
@@ -127,12 +143,16 @@ class Predictor:
         Step t is forecast from ``values[t-L:t]`` (and their real timestamps);
         ``stop`` may be ``len(values) + 1`` to include the step after the end.
         """
+        return self._forward(*self._rolling(ts, values, start, stop))
+
+    def _rolling(self, ts: pd.DatetimeIndex, values: np.ndarray, start: int,
+                 stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         w = last_windows(np.asarray(values, dtype=np.float64), self.window, start, stop)  # (B, L)
         feats = None
         if self.columns:
             f = calendar_features(ts[start - self.window : stop - 1], self.hp["frequency"])  # (B+L-1, C)
             feats = np.lib.stride_tricks.sliding_window_view(f, self.window, axis=0).transpose(0, 2, 1)
-        return self._forward(w, feats)
+        return w, feats
 
     def predict_next(self, ts: pd.DatetimeIndex, values: np.ndarray) -> float:
         """Forecast of the step after the series' end.
@@ -144,11 +164,34 @@ class Predictor:
             raise InvalidInput(f"window {self.window} needs {self.window} values; {len(values)} given")
         return float(self.predict_rolling(ts, values, len(values), len(values) + 1)[0])
 
+    def next_inputs(self, ts: pd.DatetimeIndex, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's input for the step after the series' end and the raw window it came from:
+        (Xn (1, L, F) float32, w (1, L)); ``from_outputs`` turns the network's output back into a value.
+
+        Raises:
+            InvalidInput: if the series is shorter than the window.
+        """
+        if len(values) < self.window:
+            raise InvalidInput(f"window {self.window} needs {self.window} values; {len(values)} given")
+        w, feats = self._rolling(ts, values, len(values), len(values) + 1)
+        return self._inputs(w, feats)[0], w
+
+    def from_outputs(self, yn: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Forecasts (B,) from the network's outputs yn (B,) on the raw windows w (B, L)."""
+        loc, scale = self.scaler.stats(w)
+        return denormalise(yn, w[:, -1], loc, scale, self.hp["target"])
+
+    def _inputs(self, w: np.ndarray, feats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X = w[:, :, None] if feats is None else np.concatenate([w[:, :, None], feats], axis=2)
+        Xn, _, loc, scale = normalise(X, None, self.scaler, self.hp["target"])
+        return Xn, loc, scale
+
     def _forward(self, w: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
         import torch
 
-        X = w[:, :, None] if feats is None else np.concatenate([w[:, :, None], feats], axis=2)
-        Xn, _, loc, scale = normalise(X, None, self.scaler, self.hp["target"])
+        if self.model is None:
+            raise ValueError("this Predictor has no network (inputs_only): run the model elsewhere")
+        Xn, loc, scale = self._inputs(w, feats)
         with torch.inference_mode():
             yn = self.model(torch.from_numpy(Xn)).numpy()  # (B,)
         return denormalise(yn, w[:, -1], loc, scale, self.hp["target"])
@@ -220,35 +263,72 @@ def recent_segment(ts: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.Datetim
     return ts[start:], values[start:], start
 
 
-def train_series(
-    ts: pd.DatetimeIndex,
-    values: np.ndarray,
-    *,
-    frequency: str,
-    spec: ModelSpec,
-    champion: Predictor | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> TrainOutcome:
-    """Train, evaluate and package a model for one series.
+@dataclass(frozen=True)
+class Prepared:
+    """One series made ready to fit: validated, split by time, windowed and scaled (``prepare``).
 
-    Args:
-        ts: (n,) UTC timestamps, strictly increasing.
-        values: (n,) observations.
-        frequency: pandas alias of the series' step ("1h", "1B", ...).
-        spec: hyperparameters; None fields take the frequency defaults.
-        champion: the serving model, re-scored on this holdout for the gate.
-        progress: called as progress(epoch, epochs, val_loss).
+    Everything ``fit`` and ``score`` need; a fleet fits many of these at once.
+    """
+
+    ts: pd.DatetimeIndex
+    values: np.ndarray
+    frequency: str
+    spec: ModelSpec
+    window: int
+    hold: int
+    columns: tuple[str, ...]
+    train: slice
+    val: slice
+    holdout: slice
+    max_train: int
+    scale: float  # naive MASE scale of the training values
+    scaler: Scaler
+    x_train: np.ndarray  # (m, L, F) float32, normalised
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @property
+    def input_size(self) -> int:
+        """Features per step (the value and any extra input channels)."""
+        return int(self.x_train.shape[2])
+
+    def model_config(self) -> Any:
+        """The network's shape (a ``forecaster.model.ModelConfig``)."""
+        from forecaster.model import ModelConfig
+
+        s = self.spec
+        return ModelConfig(s.cell, self.input_size, s.hidden_size, s.num_layers, s.dropout)
+
+    def train_config(self) -> Any:
+        """The training loop's settings (a ``forecaster.trainer.TrainConfig``)."""
+        from forecaster.trainer import TrainConfig
+
+        s = self.spec
+        return TrainConfig(lr=s.lr, batch_size=s.batch_size, epochs=s.epochs, patience=s.patience,
+                           grad_clip=s.grad_clip, loss=s.loss, seed=s.seed, device=s.device, amp=s.amp)
+
+    def splits(self) -> Any:
+        """The normalised training and validation arrays (a ``forecaster.trainer.Splits``)."""
+        from forecaster.trainer import Splits
+
+        return Splits(self.x_train, self.y_train, self.x_val, self.y_val)
+
+    @property
+    def fleet_key(self) -> tuple[Any, ...]:
+        """Series with equal keys can be trained together as one fleet (same shape and step settings)."""
+        s = self.spec
+        return (s.cell, self.window, self.input_size, s.hidden_size, s.num_layers, s.dropout, s.loss,
+                s.batch_size, s.device, s.amp)
+
+
+def prepare(ts: pd.DatetimeIndex, values: np.ndarray, *, frequency: str, spec: ModelSpec) -> Prepared:
+    """Validate, split by time, window and scale one series (the first phase of ``train_series``).
 
     Raises:
         InvalidInput: on non-finite values, bad timestamps or a constant series.
         NotEnoughData: if the series is too short, naming the numbers.
-        TrainingDiverged: if the loss became NaN.
     """
-    import torch
-
-    from forecaster.model import ModelConfig, RecurrentForecaster, to_artifact
-    from forecaster.trainer import Splits, TrainConfig, fit, set_seed
-
     ts, v = _validate(ts, values)
     n = len(v)
     win_default, hold_default = frequency_defaults(frequency)
@@ -267,16 +347,64 @@ def train_series(
     scaler = Scaler.fit(train_values, spec.normalise)
     xt, yt, _, _ = normalise(X[train], y[train], scaler, spec.target)
     xv, yv, _, _ = normalise(X[val], y[val], scaler, spec.target)
+    return Prepared(ts, v, frequency, spec, L, hold, tuple(columns), train, val, holdout, max_train, scale,
+                    scaler, xt, yt, xv, yv)  # type: ignore[arg-type]
 
-    set_seed(spec.seed)  # the initial weights come from this seed too
-    mcfg = ModelConfig(spec.cell, 1 + len(columns), spec.hidden_size, spec.num_layers, spec.dropout)
-    model = RecurrentForecaster(mcfg)
-    tcfg = TrainConfig(lr=spec.lr, batch_size=spec.batch_size, epochs=spec.epochs,
-                       patience=spec.patience, grad_clip=spec.grad_clip, loss=spec.loss,
-                       seed=spec.seed, device=spec.device, amp=spec.amp)
-    result = fit(model, Splits(xt, yt, xv, yv), tcfg, progress)  # type: ignore[arg-type]
-    model.cpu()
 
+def fit_one(prep: Prepared, progress: Callable[[int, int, float], None] | None = None) -> tuple[Any, Any]:
+    """Fit one network on a prepared series (the per-series path): (model on the CPU, TrainResult).
+
+    Raises:
+        TrainingDiverged: if the loss became NaN.
+    """
+    from forecaster.model import RecurrentForecaster
+    from forecaster.trainer import fit, set_seed
+
+    set_seed(prep.spec.seed)  # the initial weights come from this seed too
+    model = RecurrentForecaster(prep.model_config())
+    result = fit(model, prep.splits(), prep.train_config(), progress)
+    return model.cpu(), result
+
+
+def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], None] | None] | None = None,
+             *, max_size: int | None = None) -> list[tuple[Any, Any, Exception | None]]:
+    """Fit the networks of prepared series with equal ``fleet_key`` as one fleet (``forecaster.fleet``).
+
+    Returns one (model or None, TrainResult or None, error or None) per series, in order; a
+    member whose loss diverged has its TrainingDiverged as the error and the others are unaffected.
+    """
+    from forecaster.fleet import Member, fit_fleet
+    from forecaster.model import RecurrentForecaster
+
+    if not preps:
+        return []
+    keys = {p.fleet_key for p in preps}
+    if len(keys) > 1:
+        raise ValueError(f"fit_many needs one fleet_key; got {len(keys)}")
+    config = preps[0].model_config()
+    members = [Member(p.splits(), p.train_config(), progress=(progress or [None] * len(preps))[i])
+               for i, p in enumerate(preps)]
+    out: list[tuple[Any, Any, Exception | None]] = []
+    for r in fit_fleet(config, members, max_size=max_size):
+        if r.error is not None or r.state_dict is None:
+            out.append((None, None, r.error))
+            continue
+        model = RecurrentForecaster(config)
+        model.load_state_dict(r.state_dict)
+        out.append((model.eval(), r.result, None))
+    return out
+
+
+def score(prep: Prepared, model: RecurrentForecaster, result: Any, champion: Predictor | None = None) -> TrainOutcome:
+    """Score a fitted network on the holdout against the baselines and the champion, and package it."""
+    import torch
+
+    from forecaster.model import to_artifact
+
+    spec, ts, v, L, hold, columns = prep.spec, prep.ts, prep.values, prep.window, prep.hold, prep.columns
+    n, train, val, holdout, scale, max_train = len(v), prep.train, prep.val, prep.holdout, prep.scale, prep.max_train
+    frequency = prep.frequency
+    mcfg = prep.model_config()
     hp: dict[str, Any] = {
         "format": FORMAT, **mcfg.to_dict(), "window": L, "target": spec.target,
         "normalise": spec.normalise, "calendar": bool(columns), "calendar_columns": list(columns),
@@ -285,7 +413,7 @@ def train_series(
         "seed": spec.seed, "max_train_points": max_train, "holdout": hold, "validation": hold,
         "interval_level": spec.interval_level,
     }
-    predictor = Predictor(hp, scaler, model)
+    predictor = Predictor(hp, prep.scaler, model)
     # Positions (indices into v) of the first validation and holdout targets.
     p_val, p_hold = val.start + L, holdout.start + L
     y_val, y_hold = v[p_val:p_hold], v[p_hold:]
@@ -319,7 +447,36 @@ def train_series(
         "device": result.device, "duration_s": result.duration_s, "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
     }
-    return TrainOutcome(hp, scaler.to_dict(), to_artifact(model), metrics, lineage, predictor)
+    return TrainOutcome(hp, prep.scaler.to_dict(), to_artifact(model), metrics, lineage, predictor)
+
+
+def train_series(
+    ts: pd.DatetimeIndex,
+    values: np.ndarray,
+    *,
+    frequency: str,
+    spec: ModelSpec,
+    champion: Predictor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainOutcome:
+    """Train, evaluate and package a model for one series: ``prepare``, ``fit_one``, ``score``.
+
+    Args:
+        ts: (n,) UTC timestamps, strictly increasing.
+        values: (n,) observations.
+        frequency: pandas alias of the series' step ("1h", "1B", ...).
+        spec: hyperparameters; None fields take the frequency defaults.
+        champion: the serving model, re-scored on this holdout for the gate.
+        progress: called as progress(epoch, epochs, val_loss).
+
+    Raises:
+        InvalidInput: on non-finite values, bad timestamps or a constant series.
+        NotEnoughData: if the series is too short, naming the numbers.
+        TrainingDiverged: if the loss became NaN.
+    """
+    prep = prepare(ts, values, frequency=frequency, spec=spec)
+    model, result = fit_one(prep, progress)
+    return score(prep, model, result, champion)
 
 
 def gate(metrics: dict[str, Any], champion_version: int | None = None) -> tuple[bool, str]:

@@ -8,7 +8,7 @@ import sys
 
 import forecaster
 
-TORCH_MODULES = {"forecaster.model", "forecaster.trainer"}  # the two that build and fit networks
+TORCH_MODULES = {"forecaster.model", "forecaster.trainer", "forecaster.fleet"}  # the three that build and fit networks
 
 
 def loaded_after_importing(modules: list[str]) -> list[str]:

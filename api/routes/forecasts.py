@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -32,12 +32,14 @@ def _read_one(state: AppState, key: str) -> ForecastOut:
 
 
 @router.get("/series/{key}/forecast", response_model=ForecastOut, responses=problems(404))
-async def read_forecast(key: str, state: StateDep) -> Response:
+async def read_forecast(key: str, request: Request) -> Response:
     """The latest stored next-step forecast of one series: value, interval, target time, model version.
 
     Served from the response cache while the database is unchanged (see api/forecast_cache.py),
     else read on the threadpool; either way the next GET after any change sees it.
     """
+    # The app state straight from the request (no dependency to solve: this is the hot path).
+    state: AppState = request.app.state.forecaster
     token = state.forecasts.token()  # taken before reading, so a change during the read is never masked
     cached = state.forecasts.get(key, token)
     if cached is None:

@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
@@ -55,7 +56,30 @@ async def predict(model_version_id: IdPath, request: Request, state: StateDep) -
     return Response(out.model_dump_json(), media_type="application/json")  # built here: no second validation
 
 
+def _fast_windows(raw: bytes) -> np.ndarray | None:
+    """The (batch, window) array of the common body ``{"windows": [[...], ...]}``, parsed by orjson and
+    converted by numpy in C (faster than model validation on 256 windows), or None when the body is
+    anything else (last_ts, ragged, non-finite, odd types, invalid JSON): the full validation then
+    answers, with its exact messages."""
+    try:
+        body = orjson.loads(raw)
+        if not isinstance(body, dict) or body.keys() - {"windows", "last_ts"} or body.get("last_ts") is not None:
+            return None
+        windows = body["windows"]
+        if not isinstance(windows, list) or not windows:
+            return None
+        values = np.array(windows, dtype=np.float64)
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, OverflowError):
+        return None
+    if values.ndim != 2 or values.shape[1] == 0 or not np.isfinite(values).all():
+        return None
+    return values
+
+
 def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
+    fast = _fast_windows(raw)
+    if fast is not None:
+        return _run_predict(state, model_version_id, fast, None)
     body = parse_json(_predict_in, raw)
     batch, limit = len(body.windows), state.settings.api.max_predict_batch
     if batch > limit:
@@ -83,6 +107,24 @@ def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
         if len(body.last_ts) != batch:
             raise InvalidInput(f"last_ts has {len(body.last_ts)} timestamps for {batch} windows; send one per window")
         last_ts = np.asarray([t.astimezone(dt.timezone.utc) for t in body.last_ts])
+    return _run_predict(state, model_version_id, values, last_ts)
+
+
+def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, last_ts: Any) -> PredictOut:
+    """Check the batch against the model and run it: values (batch, window), finite."""
+    batch, limit = values.shape[0], state.settings.api.max_predict_batch
+    if batch > limit:
+        raise BatchTooLarge(f"{batch} windows in one request; at most {limit} (api.max_predict_batch): "
+                            "split the batch")
+    with state.sm() as session:  # opens a connection only when the model is not cached yet
+        model = state.predictors.get(session, model_version_id)
+    window = model.window
+    if values.shape[1] != window:
+        raise InvalidInput(
+            f"windows[0] has {values.shape[1]} values; model {model_version_id} "
+            f"({model.series_key} v{model.version}) takes windows of exactly {window} values: "
+            f"send shape ({batch}, {window})"
+        )
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows as a non-finite forecast, refused below
         predictions = model.predictor.predict(values, last_ts)  # (B,), one forward pass
     ok = np.isfinite(predictions)

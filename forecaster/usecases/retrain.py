@@ -56,19 +56,21 @@ def _champion_predictor(session: Session, series: Series) -> tuple[Any, int | No
     return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
 
 
-def retrain_series(
-    sm: sessionmaker[Session],
-    settings: Settings,
-    spec: SeriesSpec,
-    *,
-    progress: Progress | None = None,
-    job_run_id: int | None = None,
-) -> TrainReport:
-    """Train a new version of one series, gate it, and store it with the forecast.
+@dataclass
+class _Loaded:
+    """One series read for training: its recent segment, the champion, and what was dropped."""
 
-    Never raises for a problem with this series' data or training: the report
-    says ``skipped`` or ``failed`` with the reason, and nothing is written.
-    """
+    spec: SeriesSpec
+    ts: Any
+    values: Any
+    dropped: int
+    champion: Any
+    champion_version: int | None
+    started: float
+
+
+def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
+    """The series' data and champion, or a ``skipped`` report when it has no observations."""
     from forecaster import modelling  # torch lives behind this import
 
     started = time.perf_counter()
@@ -88,22 +90,33 @@ def retrain_series(
     if dropped:
         log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
                   since=ts[0].isoformat() if len(ts) else None)
-    try:
-        outcome = modelling.train_series(ts, values, frequency=spec.frequency, spec=spec.model,
-                                        champion=champion, progress=progress)
-    except NotEnoughData as exc:
-        note = f" (after the last gap in the data, since {ts[0]:%Y-%m-%d %H:%M}; {dropped} older points unused)" \
-            if dropped else ""
-        log_event("train.skipped", series=spec.key, run_id=job_run_id, reason=str(exc) + note)
-        return TrainReport(spec.key, "skipped", reason=f"{spec.key}: {exc}{note}")
-    except (TrainingError, InvalidInput) as exc:
-        log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=str(exc))
-        return TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
+    return _Loaded(spec, ts, values, dropped, champion, champion_version, started)
+
+
+def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainReport:
+    """The report of a series whose data or training failed (``skipped`` when there is too little)."""
+    key = d.spec.key
+    if isinstance(exc, NotEnoughData):
+        note = f" (after the last gap in the data, since {d.ts[0]:%Y-%m-%d %H:%M}; {d.dropped} older points unused)" \
+            if d.dropped else ""
+        log_event("train.skipped", series=key, run_id=job_run_id, reason=str(exc) + note)
+        return TrainReport(key, "skipped", reason=f"{key}: {exc}{note}")
+    log_event("train.failed", level=logging.ERROR, series=key, run_id=job_run_id, error=str(exc))
+    return TrainReport(key, "failed", reason=f"{key}: {exc}")
+
+
+def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int | None,
+           extra_lineage: dict[str, Any] | None = None) -> TrainReport:
+    """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
+    from forecaster import modelling
+
+    spec = d.spec
     promote, reason = modelling.gate(outcome.metrics)
-    if champion_version is not None:
-        reason = reason.replace("champion", f"champion v{champion_version}", 1)
+    if d.champion_version is not None:
+        reason = reason.replace("champion", f"champion v{d.champion_version}", 1)
     lineage = {**outcome.lineage, "series_key": spec.key, "code_version": __version__, "job_run_id": job_run_id,
-               "row_count_total": int(values.size) + dropped, "dropped_before_gap": dropped}
+               "row_count_total": int(d.values.size) + d.dropped, "dropped_before_gap": d.dropped,
+               **(extra_lineage or {})}
 
     for attempt in range(3):  # a concurrent trainer may take our version number: retry afresh
         try:
@@ -122,7 +135,7 @@ def retrain_series(
         except IntegrityError:
             if attempt == 2:
                 raise
-    duration = time.perf_counter() - started
+    duration = time.perf_counter() - d.started
     status = "promoted" if promote else "rejected"
     model_m = outcome.metrics["model"]
     log_event("train.done", series=spec.key, run_id=job_run_id, version=version, status=status,
@@ -130,6 +143,45 @@ def retrain_series(
               device=outcome.lineage.get("device"), duration_s=round(duration, 2))
     return TrainReport(spec.key, status, version, mv_id, reason, outcome.metrics,
                        outcome.lineage.get("device"), duration)
+
+
+def retrain_series(
+    sm: sessionmaker[Session],
+    settings: Settings,
+    spec: SeriesSpec,
+    *,
+    progress: Progress | None = None,
+    job_run_id: int | None = None,
+) -> TrainReport:
+    """Train a new version of one series, gate it, and store it with the forecast.
+
+    Never raises for a problem with this series' data or training: the report
+    says ``skipped`` or ``failed`` with the reason, and nothing is written.
+    """
+    from forecaster import modelling  # torch lives behind this import
+
+    d = _load(sm, spec, job_run_id)
+    if isinstance(d, TrainReport):
+        return d
+    try:
+        outcome = modelling.train_series(d.ts, d.values, frequency=spec.frequency, spec=spec.model,
+                                        champion=d.champion, progress=progress)
+    except (TrainingError, InvalidInput) as exc:
+        return _not_trained(d, exc, job_run_id)
+    return _store(sm, d, outcome, job_run_id)
+
+
+def _guarded(spec: SeriesSpec, job_run_id: int | None, fn: Callable[[], TrainReport]) -> TrainReport:
+    """``fn()``, with any exception turned into this series' ``failed`` report (one never stops the others)."""
+    try:
+        return fn()
+    except ForecasterError as exc:
+        log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=str(exc))
+        return TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one series must never stop the others
+        log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=repr(exc),
+                  exc_info=True)
+        return TrainReport(spec.key, "failed", reason=f"{spec.key}: {type(exc).__name__}: {exc}")
 
 
 def retrain_many(
@@ -141,26 +193,113 @@ def retrain_many(
     on_start: Callable[[SeriesSpec], Progress | None] | None = None,
     on_done: Callable[[TrainReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    one_by_one: bool = False,
 ) -> list[TrainReport]:
-    """Retrain each series in turn; one failing never stops the others."""
+    """Retrain many series; one failing never stops the others. Reports come back in ``specs`` order.
+
+    By default the series are read and prepared first, grouped by model shape
+    (``modelling.Prepared.fleet_key``: cell, window, input features, hidden size,
+    layers, loss, batch size, device) and each group is trained as one fleet
+    (``forecaster.fleet``); each series is then scored, gated and stored in its
+    own transaction, exactly as alone. Fleets are used where they are faster (on
+    a GPU; on the CPU only with ``fleet.FLEET_ON_CPU``, off because measured slower
+    there). ``one_by_one=True`` always trains each series in turn with the per-series loop. ``should_stop`` is checked before each series
+    (one by one) or each fleet. ``on_start(spec)`` is always followed by that
+    series' ``on_done(report)`` before the next ``on_start``; in a fleet both come
+    when the fleet is done, and the per-epoch progress callback is not called.
+    """
+    specs = list(specs)
+    if one_by_one or len(specs) <= 1 or not _fleets_pay(specs):
+        return _one_by_one(sm, settings, specs, job_run_id, on_start, on_done, should_stop)
+    return _by_fleet(sm, specs, job_run_id, on_start, on_done, should_stop)
+
+
+def _fleets_pay(specs: list[SeriesSpec]) -> bool:
+    """Whether any series would train on a device where fleets are faster (a GPU; see fleet.FLEET_ON_CPU)."""
+    from forecaster.fleet import fleet_pays  # torch lives behind this import
+
+    return any(fleet_pays(device) for device in {spec.model.device for spec in specs})
+
+
+def _one_by_one(sm: sessionmaker[Session], settings: Settings, specs: list[SeriesSpec], job_run_id: int | None,
+                on_start: Callable[[SeriesSpec], Progress | None] | None,
+                on_done: Callable[[TrainReport], None] | None,
+                should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     reports = []
     for spec in specs:
         if should_stop is not None and should_stop():
             break
         progress = on_start(spec) if on_start else None
-        try:
-            report = retrain_series(sm, settings, spec, progress=progress, job_run_id=job_run_id)
-        except ForecasterError as exc:
-            log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=str(exc))
-            report = TrainReport(spec.key, "failed", reason=f"{spec.key}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - one series must never stop the others
-            log_event("train.failed", level=logging.ERROR, series=spec.key, run_id=job_run_id, error=repr(exc),
-                      exc_info=True)
-            report = TrainReport(spec.key, "failed", reason=f"{spec.key}: {type(exc).__name__}: {exc}")
+        report = _guarded(spec, job_run_id,
+                          lambda spec=spec: retrain_series(sm, settings, spec, progress=progress,  # type: ignore[misc]
+                                                           job_run_id=job_run_id))
         reports.append(report)
         if on_done:
             on_done(report)
     return reports
+
+
+def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: int | None,
+              on_start: Callable[[SeriesSpec], Progress | None] | None,
+              on_done: Callable[[TrainReport], None] | None,
+              should_stop: Callable[[], bool] | None) -> list[TrainReport]:
+    from forecaster import modelling  # torch lives behind this import
+
+    reports: dict[int, TrainReport] = {}
+    loaded: dict[int, _Loaded] = {}
+    groups: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
+
+    def done(i: int, report: TrainReport) -> None:
+        if on_start:  # in a fleet a series starts and ends with its fleet: pair the calls, one at a time
+            on_start(specs[i])
+        reports[i] = report
+        if on_done:
+            on_done(report)
+
+    for i, spec in enumerate(specs):  # read and prepare every series; the bad ones end here, alone
+        def prep_one(i: int = i, spec: SeriesSpec = spec) -> TrainReport | None:
+            d = _load(sm, spec, job_run_id)
+            if isinstance(d, TrainReport):
+                return d
+            loaded[i] = d
+            try:
+                p = modelling.prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+            except InvalidInput as exc:
+                return _not_trained(d, exc, job_run_id)
+            groups.setdefault(p.fleet_key, []).append((i, p))
+            return None
+
+        report = _guarded(spec, job_run_id, prep_one)  # type: ignore[arg-type]
+        if report is not None:
+            done(i, report)
+    stopped = False
+    for members in groups.values():
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        log_event("train.fleet", run_id=job_run_id, size=len(members), cell=members[0][1].spec.cell,
+                  window=members[0][1].window, hidden_size=members[0][1].spec.hidden_size)
+        try:
+            fitted = modelling.fit_many([p for _, p in members])
+        except Exception as exc:  # noqa: BLE001 - the whole fleet failed (device, memory): each says so
+            log_event("train.fleet_failed", run_id=job_run_id, size=len(members), error=repr(exc), exc_info=True)
+            for i, _ in members:
+                done(i, TrainReport(specs[i].key, "failed", reason=f"{specs[i].key}: fleet training failed: {exc}"))
+            continue
+        for (i, p), (model, result, error) in zip(members, fitted):
+            d = loaded[i]
+
+            def finish(d: _Loaded = d, p: Any = p, model: Any = model, result: Any = result,
+                       error: Exception | None = error) -> TrainReport:
+                if error is not None:
+                    return _not_trained(d, error, job_run_id)
+                outcome = modelling.score(p, model, result, d.champion)
+                return _store(sm, d, outcome, job_run_id, {"fleet_size": len(members)})
+
+            done(i, _guarded(d.spec, job_run_id, finish))
+    if stopped:
+        return [reports[i] for i in sorted(reports)]
+    return [reports[i] for i in range(len(specs))]
 
 
 def needs_training(sm: sessionmaker[Session], settings: Settings) -> list[str]:

@@ -1,0 +1,258 @@
+"""Fleet training (forecaster/fleet.py): K models in one batched pass, each as if trained alone.
+
+Tolerances, stated once: the fleet runs the same maths as trainer.fit (nn.LSTM/GRU/RNN + Adam)
+with other kernels, so weights agree to float32 rounding, not bit for bit: WEIGHT_ATOL after a
+few epochs (measured max 1.4e-6 after 25). A series' holdout MASE from a fleet is within MASE_RTOL (relative) of training it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecaster import modelling
+from forecaster.config import ModelSpec, load_settings
+from forecaster.db import Series, make_engine, make_sessionmaker
+from forecaster.fleet import Member, fit_fleet, forward, stack_states
+from forecaster.forecasting import load_values
+from forecaster.ingest import find_series, ingest_series
+from forecaster.model import ModelConfig, RecurrentForecaster
+from forecaster.trainer import Splits, TrainConfig
+from forecaster import migrate
+
+WEIGHT_ATOL = 1e-5  # measured: at most 1.4e-6 after 25 epochs (lstm, gru x2 + calendar, rnn)
+MASE_RTOL = 0.10
+SMALL = dict(hidden_size=8, window=24, epochs=4, batch_size=32, lr=0.01, patience=10, device="cpu")
+
+
+def sine(n: int, *, seed: int = 1, level: float = 0.0, amplitude: float = 1.0, noise: float = 0.1):
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC")
+    return ts, level + amplitude * np.sin(2 * np.pi * np.arange(n) / 24) + noise * rng.normal(size=n)
+
+
+def prepared(n: int = 400, **spec) -> modelling.Prepared:
+    ts, v = sine(n, seed=spec.pop("data_seed", 1))
+    return modelling.prepare(ts, v, frequency="1h", spec=ModelSpec(**{**SMALL, **spec}))
+
+
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = WEIGHT_ATOL) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("extra", [
+    {},  # lstm, one layer, the value only
+    {"cell": "gru", "num_layers": 2, "calendar": True},  # 5 input features, stacked layers
+    {"cell": "rnn"},
+])
+def test_a_fleet_of_one_gives_the_weights_of_the_per_series_path(extra):
+    prep = prepared(**extra)
+    alone, alone_result = modelling.fit_one(prep)
+    [(fleet, fleet_result, error)] = modelling.fit_many([prep])
+    assert error is None
+    assert_same_weights(state(fleet), state(alone))
+    assert (fleet_result.epochs_run, fleet_result.best_epoch) == (alone_result.epochs_run, alone_result.best_epoch)
+    assert fleet_result.best_val_loss == pytest.approx(alone_result.best_val_loss, rel=1e-4)
+    # The exported state_dict is exactly RecurrentForecaster's: the stored artifact is unchanged.
+    assert list(state(fleet)) == list(RecurrentForecaster(prep.model_config()).state_dict())
+
+
+def test_the_batched_forward_is_each_members_own_model():
+    config = ModelConfig("lstm", input_size=3, hidden_size=6, num_layers=2)
+    models = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        models.append(RecurrentForecaster(config).eval())
+    x = torch.randn(3, 5, 7, 3)
+    out = forward(config, stack_states(config, [m.state_dict() for m in models], torch.device("cpu")), x)
+    for k, m in enumerate(models):
+        torch.testing.assert_close(out[k], m(x[k]), rtol=0, atol=1e-6)
+
+
+def test_members_of_a_fleet_do_not_interact_and_a_diverging_one_fails_alone():
+    preps = [prepared(400, data_seed=1), prepared(520, data_seed=2, lr=0.02, seed=5), prepared(330, data_seed=3)]
+    alone = [modelling.fit_many([p])[0] for p in preps]
+    config = preps[0].model_config()
+    bad = preps[2].splits()
+    y = bad.y_train.copy()
+    y[7] = np.inf  # a target the loss cannot survive
+    members = [Member(p.splits(), p.train_config()) for p in preps[:2]]
+    members.append(Member(Splits(bad.x_train, y, bad.x_val, bad.y_val), preps[2].train_config()))
+    results = fit_fleet(config, members)
+    assert [r.fleet_size for r in results] == [3, 3, 3]
+    for r, (model, result, _) in zip(results[:2], alone[:2]):
+        assert r.error is None and r.state_dict is not None
+        assert_same_weights(r.state_dict, state(model), atol=1e-6)
+        assert r.result.epochs_run == result.epochs_run
+    assert results[2].state_dict is None
+    assert "loss became" in str(results[2].error) and "at epoch 1" in str(results[2].error)
+
+
+def test_early_stopping_freezes_one_member_at_its_best_weights_while_the_others_go_on():
+    quick = prepared(400, data_seed=1, lr=0.2, patience=1, epochs=30)  # a big lr: val loss soon gets worse
+    steady = prepared(400, data_seed=2, patience=50, epochs=8)
+    (m_quick, r_quick, _), (m_steady, r_steady, _) = modelling.fit_many([quick, steady])
+    assert r_steady.epochs_run == 8
+    assert r_quick.epochs_run < 30 and r_quick.best_epoch == r_quick.epochs_run - 1  # stopped on patience 1
+    # The weights kept are those of its best epoch: they give back its best validation loss.
+    with torch.inference_mode():
+        pred = m_quick(torch.as_tensor(quick.x_val))
+    val = torch.nn.functional.l1_loss(pred, torch.as_tensor(quick.y_val)).item()
+    assert val == pytest.approx(r_quick.best_val_loss, rel=1e-4)
+    # And a member trained alone with the same settings stops at the same epoch with the same weights.
+    m_alone, r_alone = modelling.fit_one(quick)
+    assert r_alone.epochs_run == r_quick.epochs_run
+    assert_same_weights(state(m_quick), state(m_alone), atol=1e-4)
+
+
+FLEET_TOML = """
+[[series]]
+key = "sine:plain"
+source = "sine"
+frequency = "1h"
+params = {{ length = 500, seed = 1, noise = 0.2 }}
+model = {model}
+
+[[series]]
+key = "sine:long-and-big"
+source = "sine"
+frequency = "1h"
+params = {{ length = 800, seed = 2, level = 5000, amplitude = 800, noise = 60 }}
+model = {model}
+
+[[series]]
+key = "sine:short"
+source = "sine"
+frequency = "1h"
+params = {{ length = 40, seed = 3 }}
+model = {model}
+
+[[series]]
+key = "sine:flat"
+source = "sine"
+frequency = "1h"
+params = {{ length = 600, seed = 4, amplitude = 0, noise = 0 }}
+model = {model}
+
+[[series]]
+key = "sine:small"
+source = "sine"
+frequency = "1h"
+params = {{ length = 420, seed = 5, level = -3, amplitude = 0.01, noise = 0.002 }}
+model = {model}
+"""
+
+
+def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from forecaster import fleet
+    from forecaster.usecases.retrain import retrain_many
+
+    monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU: the grouped path, here on the CPU
+
+    model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
+    s = load_settings(cfg)
+    engine = make_engine(s.database_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    for spec in s.series:
+        assert ingest_series(sm, s, spec).ok
+    reports = {r.series_key: r for r in retrain_many(sm, s, s.series)}
+    assert list(reports) == [spec.key for spec in s.series]  # every series, in order
+    assert reports["sine:short"].status == "skipped" and "40 given" in reports["sine:short"].reason
+    assert reports["sine:flat"].status == "failed" and "constant" in reports["sine:flat"].reason
+    good = ["sine:plain", "sine:long-and-big", "sine:small"]
+    for key in good:
+        r = reports[key]
+        assert r.status in ("promoted", "rejected") and r.version == 1, r.reason
+        spec = s.series_by_key(key)
+        with sm() as session:
+            ts, v = load_values(session, find_series(session, key).id)
+        alone = modelling.train_series(ts, v, frequency="1h", spec=spec.model)
+        fleet_mase, alone_mase = r.metrics["model"]["mase"], alone.metrics["model"]["mase"]
+        assert fleet_mase == pytest.approx(alone_mase, rel=MASE_RTOL), key
+        assert fleet_mase < r.metrics["naive"]["mase"], key  # each learned its own series
+    with sm() as session:
+        from forecaster.db import ModelVersion
+        from sqlalchemy import select
+
+        lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
+    assert sorted(lin["series_key"] for lin in lineages) == sorted(good)
+    assert all(lin["fleet_size"] == 3 for lin in lineages)
+    engine.dispose()
+
+
+def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(tmp_path: Path):
+    """After an ingest of many series, refresh_forecasts runs the champions in one pass per model
+    shape; each stored value is what refresh_forecast computes with the series' own model."""
+    from sqlalchemy import select
+
+    from forecaster import registry
+    from forecaster.config import SeriesSpec
+    from forecaster.db import Forecast, write_session
+    from forecaster.forecasting import BatchedRefresh, refresh_forecast, refresh_forecasts
+    from forecaster.ingest import sync_series, upsert_observations
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    tiny = dict(hidden_size=4, window=24, epochs=1, batch_size=64, device="cpu")
+    shapes = [{}, {}, {"cell": "gru"}, {"calendar": True}, {}]  # three shapes, one group of three
+    with write_session(sm) as session:
+        for i, extra in enumerate(shapes):
+            spec = SeriesSpec(key=f"push:s{i}", source="push", frequency="1h", model=ModelSpec(**tiny, **extra))
+            series = sync_series(session, spec)
+            ts, v = sine(300, seed=i, level=10 * i)
+            upsert_observations(session, series, pd.DataFrame({"ts": ts, "value": v}))
+            out = modelling.train_series(ts, v, frequency="1h", spec=spec.model)
+            mv = registry.add_version(session, series, hyperparameters=out.hyperparameters, scaler=out.scaler,
+                                      weights=out.weights, metrics=out.metrics, lineage=out.lineage,
+                                      status="candidate", status_reason="test")
+            registry.make_champion(session, series, mv, "test")
+        baseline = sync_series(session, SeriesSpec(key="push:baseline", source="push", frequency="1h"))
+        ts, v = sine(100, seed=9)
+        upsert_observations(session, baseline, pd.DataFrame({"ts": ts, "value": v}))
+    hook = BatchedRefresh()
+    with sm() as session:
+        every = list(session.scalars(select(Series)))
+        for s in every:
+            hook(session, s)
+    assert hook.flush(sm) == len(every) == 6
+    with write_session(sm) as session:
+        batched = {f.series_id: f for f in session.scalars(select(Forecast))}
+        assert len(batched) == 6
+        for s in every:
+            single = refresh_forecast(session, s)  # the per-series path: one model load, one pass
+            assert single is not None
+            b = batched[s.id]
+            assert (b.method, b.model_version_id, b.target_ts) == (single.method, single.model_version_id,
+                                                                   single.target_ts)
+            assert b.value == pytest.approx(single.value, rel=1e-5, abs=1e-6), s.key
+            assert (b.method == "model") == (s.key != "push:baseline")
+        again = refresh_forecasts(session, every)  # direct call: one row per series, all stored
+        assert set(again) == {s.id for s in every}
+    engine.dispose()
+
+
+def test_train_has_a_one_by_one_flag(tmp_path: Path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n')
+    out = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), "train", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--one-by-one" in out.stdout
