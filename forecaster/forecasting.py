@@ -36,12 +36,14 @@ class ForecastView:
     lower: float | None
     upper: float | None
     level: float | None
-    method: str  # model / naive / seasonal_naive
+    method: str  # model / naive / seasonal_naive / ets / ets_seasonal / theta / arima / combination
     model_version: int | None
     model_version_id: int | None
-    mase: float | None
+    mase: float | None  # holdout MASE of what made it
     actual: float | None = None
     error: float | None = None
+    served_by: str = ""  # what made it, for people: "AutoETS", "mean of recurrent model + AutoARIMA"
+    model_mase: float | None = None  # the recurrent model's own holdout MASE, beside it
 
 
 def next_target_ts(last_ts: dt.datetime, frequency: str) -> dt.datetime:
@@ -50,9 +52,12 @@ def next_target_ts(last_ts: dt.datetime, frequency: str) -> dt.datetime:
     return (pd.Timestamp(last_ts) + offset).to_pydatetime()
 
 
-def load_values(session: Session, series_id: int, *, tail: int | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """Stored observations, oldest first, optionally only the last ``tail``."""
+def load_values(session: Session, series_id: int, *, tail: int | None = None,
+                since: dt.datetime | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Stored observations, oldest first, optionally only the last ``tail`` / those at or after ``since``."""
     q = select(Observation.ts, Observation.value).where(Observation.series_id == series_id)
+    if since is not None:
+        q = q.where(Observation.ts >= since)
     if tail is not None:
         q = q.order_by(Observation.ts.desc()).limit(tail)
         rows = list(session.execute(q).all())[::-1]
@@ -104,11 +109,71 @@ def _store(session: Session, series: Series, **fields: Any) -> Forecast:
     return row
 
 
+LIVE_ERRORS = 2000  # newest actuals replayed through the served candidate's ACI state
+
+
+def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.DatetimeIndex,
+                 values: np.ndarray) -> tuple[str, float]:
+    """(method, value): the next step as the version's serving candidate makes it.
+
+    Versions from before the ladder serve their model. Torch loads only when the
+    recurrent model is a member; statsforecast only when a statistical one is.
+    """
+    serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"], "method": "model"}
+    parts = []
+    for member in serving["members"]:
+        if member == "model":
+            from forecaster.modelling import Predictor  # torch: only here, never on a GET
+
+            predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
+            parts.append(float(predictor.predict_next(ts, values)))
+        elif member == "naive":
+            parts.append(float(values[-1]))
+        elif member == "seasonal_naive":
+            parts.append(float(values[-(season_length(series.frequency) or 1)]))
+        else:
+            from forecaster.candidates import serve_next
+
+            stored = serving["fitted"][member]
+            since = pd.Timestamp(stored["fit_start_ts"]).to_pydatetime()
+            _, vals = load_values(session, series.id, since=since)
+            parts.append(serve_next(stored, vals))
+    return serving["method"], float(np.mean(parts))
+
+
+def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, float]:
+    """(half-width, level) of the served candidate's interval for the next step.
+
+    Adaptive conformal inference (forecaster/intervals.py): the state the version
+    ended its holdout with, replayed over the errors of the actuals that arrived
+    since it serves. Versions without that state keep their split-conformal width.
+    """
+    served = (mv.metrics or {}).get("served_interval") or {}
+    if "aci" not in served:
+        interval = (mv.metrics or {}).get("interval") or {}
+        return interval.get("halfwidth"), interval.get("level", DEFAULT_LEVEL)
+    from forecaster.intervals import ACIState, walk
+
+    rows = session.execute(
+        select(Forecast.target_ts, Forecast.value, Forecast.actual)
+        .where(Forecast.model_version_id == mv.id, Forecast.actual.is_not(None))
+        .order_by(Forecast.target_ts.desc(), Forecast.id.desc()).limit(LIVE_ERRORS)
+    ).all()
+    latest: dict[Any, float] = {}
+    for target, value, actual in rows:  # newest row per target wins
+        latest.setdefault(target, actual - value)
+    residuals = np.asarray([latest[t] for t in sorted(latest)], dtype=np.float64)
+    state = ACIState.from_dict(served["aci"])
+    _, state = walk(state, residuals)
+    return state.halfwidth, state.level
+
+
 def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     """Compute the champion's (or the better baseline's) next-step forecast and store it.
 
-    Runs inside the caller's transaction. Returns None when the series has no
-    observations yet.
+    The champion version serves what its ladder chose (the model, a statistical
+    candidate or a combination), with its live ACI interval. Runs inside the
+    caller's transaction. Returns None when the series has no observations yet.
     """
     from forecaster.registry import champion_of
 
@@ -119,14 +184,9 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
         return None
     target = next_target_ts(ts[-1].to_pydatetime(), series.frequency)
     if mv is not None and values.size >= window:
-        from forecaster.modelling import Predictor  # torch: only here, never on a GET
-
-        predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
-        value = float(predictor.predict_next(ts, values))
-        interval = (mv.metrics or {}).get("interval") or {}
-        half = interval.get("halfwidth")
-        level = interval.get("level", DEFAULT_LEVEL)
-        row = _store(session, series, model_version_id=mv.id, method="model", target_ts=target, value=value,
+        method, value = _served_next(session, series, mv, ts, values)
+        half, level = live_interval(session, mv)
+        row = _store(session, series, model_version_id=mv.id, method=method, target_ts=target, value=value,
                      lower=None if half is None else value - half, upper=None if half is None else value + half,
                      level=level)
     else:
@@ -144,18 +204,37 @@ def refresh_after_ingest(session: Session, series: Series) -> None:
     refresh_forecast(session, series)
 
 
+BASELINE_LABELS = {"model": "recurrent model", "naive": "naive", "seasonal_naive": "seasonal naive"}
+
+
+def served_label(mv: ModelVersion | None, method: str) -> str:
+    """What made a forecast, for people."""
+    serving = ((mv.hyperparameters or {}).get("serving") or {}) if mv is not None else {}
+    if serving.get("method") == method and serving.get("label"):
+        return str(serving["label"])
+    return BASELINE_LABELS.get(method, method)
+
+
 def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVersion | None = None) -> ForecastView:
-    """``mase``: the serving model's holdout MASE, or for a baseline its MASE on the
-    latest version's holdout (None when nothing was ever trained)."""
-    mase = None
+    """``mase``: the holdout MASE of what made it (the served candidate of the version,
+    or for a baseline its MASE on the latest version's holdout); ``model_mase``: the
+    recurrent model's own, beside it (None when nothing was ever trained)."""
+    mase = model_mase = None
     if mv is not None:
-        mase = ((mv.metrics or {}).get("model") or {}).get("mase")
+        metrics = mv.metrics or {}
+        model_mase = (metrics.get("model") or {}).get("mase")
+        served = metrics.get("served") or {}
+        mase = served.get("mase") if served.get("method") == f.method else (metrics.get(f.method) or {}).get("mase")
+        if f.method == "model":
+            mase = model_mase
     elif latest is not None:
         mase = ((latest.metrics or {}).get(f.method) or {}).get("mase")
+        model_mase = ((latest.metrics or {}).get("model") or {}).get("mase")
     return ForecastView(
         series_key=series.key, target_ts=f.target_ts, made_at=f.made_at, value=f.value, lower=f.lower,
         upper=f.upper, level=f.level, method=f.method, model_version=mv.version if mv else None,
         model_version_id=f.model_version_id, mase=mase, actual=f.actual, error=f.error,
+        served_by=served_label(mv, f.method), model_mase=model_mase,
     )
 
 
