@@ -3,13 +3,14 @@
 Every candidate (the recurrent model, naive, seasonal naive, the statistical
 models) has one-step forecasts over the validation stretch and the holdout. The
 choice looks at the validation stretch only: each single candidate, and the plain
-mean of the best 2 and best 3 by validation MAE (the M4 lesson: an equal-weight
+mean of the best 2, 3 and 4 by validation MAE (the M4 lesson: an equal-weight
 combination of a few good methods is hard to beat). The lowest validation MAE
 serves; a combination must win by ``MARGIN`` over the best single one, a tie
 goes to the simpler. The holdout figures of every candidate are then computed
 and shown, but never looked at by the choice.
 
-Pure numpy; no fitting happens here.
+``choose`` is pure numpy; ``ladder`` fits the statistical candidates (through
+forecaster/candidates.py) and runs the choice and the intervals for one series.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from forecaster.candidates import LABELS
 
-COMBINE = (2, 3)  # sizes of the combinations tried
+COMBINE = (2, 3, 4)  # sizes of the combinations tried
 MARGIN = 0.0  # a combination must beat the best single candidate's validation MAE by this share
 
 
@@ -114,6 +115,7 @@ def ladder(
     level: float,
     scale: float,
     statistical: tuple[str, ...],
+    refit: bool = False,
 ) -> Ladder:
     """Score every candidate on validation (choose) and holdout (report), ACI per candidate.
 
@@ -125,6 +127,8 @@ def ladder(
         level: stated interval coverage, e.g. 0.9.
         scale: the MASE denominator.
         statistical: names of the statistical candidates to fit (on ``values[:p_val]``).
+        refit: fit the chosen statistical members again on all of ``values`` before they
+            serve (their holdout figures stay those of the first fit, which never saw it).
     """
     from forecaster import candidates as cands
     from forecaster.evaluate import metrics_block
@@ -159,6 +163,16 @@ def ladder(
 
     served = choice.combine(pool.forecasts)
     ivl, end = interval(served)
+    refitted: dict[str, str] = {}
+    if refit:  # the chosen statistical members, fitted again on every value (validation and holdout too)
+        for m in choice.members:
+            if m in pool.fitted:
+                try:
+                    pool.fitted[m] = cands.fit_one(m, v, len(v), season)
+                    cands.run(pool.fitted[m], v, len(v))  # it must serve, or the first fit stays
+                    refitted[m] = pool.fitted[m].form
+                except Exception as exc:  # noqa: BLE001 - the first fit still serves
+                    refitted[m] = f"kept the first fit: {type(exc).__name__}: {exc}"[:300]
     stored = {}  # every fitted candidate (a member serves; the rest can be compared or promoted later)
     for m, fitted in pool.fitted.items():
         d = fitted.to_dict()
@@ -168,7 +182,8 @@ def ladder(
         "served": {**metrics_block(y_hold, served[k:], scale), "method": choice.method,
                    "label": choice.label, "members": list(choice.members)},
         "selection": {**choice.to_dict(), "tried_val_mae": tried,
-                      "rule": "lowest validation MAE; the holdout was not used to choose"},
+                      "rule": "lowest validation MAE; the holdout was not used to choose",
+                      "refit": refitted},
         "candidates": blocks,
         "served_interval": {**ivl, "aci": end.to_dict()},
     }

@@ -117,6 +117,7 @@ def test_cli_train_list_promote_and_rollback(tmp_path: Path) -> None:
     assert "promoted" in trained.stdout or "rejected" in trained.stdout
     listed = run("models", "list", "sine:a")
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout
+    assert "serves" in listed.stdout  # what each version serves, beside the model's own MASE
     assert run("promote", "sine:a", "1").stdout.strip().startswith("sine:a: champion is now v1")
     assert run("promote", "sine:a", "2").returncode == 0
     back = run("rollback", "sine:a")
