@@ -148,3 +148,17 @@ def test_statsforecast_loads_only_where_candidates_are_fitted_or_served() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_dashboard_flags_a_live_coverage_off_its_stated_level() -> None:
+    from api.dashboard.render import _coverage_flag
+    from forecaster.accuracy import AccuracyRow, SeriesAccuracy
+
+    def acc(coverage: float, count: int) -> SeriesAccuracy:
+        row = AccuracyRow("ets", 3, 7, count, 1.0, 0.9, coverage, None, None, None)
+        return SeriesAccuracy("k", 100, 10, [row], 3, row, False, "")
+
+    assert _coverage_flag(acc(0.71, 40), 0.9) == "interval covers 71% (stated 90%)"
+    assert _coverage_flag(acc(0.99, 40), None) == "interval covers 99% (stated 90%)"
+    assert _coverage_flag(acc(0.88, 40), 0.9) == ""  # within 5 points: calibrated
+    assert _coverage_flag(acc(0.5, 9), 0.9) == ""  # too few actuals to judge
