@@ -356,6 +356,10 @@ def gate(metrics: dict[str, Any], champion_version: int | None = None) -> tuple[
         "model MASE 0.820 < naive 1.000, seasonal naive 1.310, champion v3 0.900".
     """
     served = metrics.get("served")
+    if served and set(served.get("members", ())) <= {"naive", "seasonal_naive"}:
+        # Validation chose a baseline: no version is needed for that, the fallback serves it.
+        _, why = gate({k: x for k, x in metrics.items() if k != "served"}, champion_version)
+        return False, f"{why}; validation chose {served.get('label')}: the baseline fallback serves it"
     who = "model" if not served or served.get("method") == "model" else served.get("label", "served")
     model = float((served or metrics["model"])["mase"])
     rivals = [("naive", float(metrics["naive"]["mase"]))]

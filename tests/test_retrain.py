@@ -21,7 +21,7 @@ from forecaster.jobruns import create_run, execute_run
 from forecaster.usecases.retrain import retrain_series
 
 SINE = ('[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\n'
-        'params = { length = 600, seed = 4 }\nmodel = { epochs = 40, hidden_size = 16, candidates = [] }\n')
+        'params = { length = 600, seed = 4 }\nmodel = { epochs = 40, hidden_size = 16, candidates = [], max_train_points = 4000 }\n')
 
 
 def settings_for(tmp_path: Path, body: str) -> Settings:
