@@ -157,6 +157,7 @@ class ForecastOut(_Out):
         "series_key": SERIES_KEY_EXAMPLE, "value": 0.71, "lower": 0.52, "upper": 0.9, "level": 0.9,
         "target_ts": "2024-03-24T08:00:00Z", "made_at": "2026-11-23T03:00:12Z", "method": "model",
         "model_version": 3, "model_version_id": 17, "mase": 0.82,
+        "served_by": "recurrent model", "model_mase": 0.82,
     }]})
 
     series_key: str
@@ -166,11 +167,17 @@ class ForecastOut(_Out):
     level: float | None = Field(description="Nominal coverage of [lower, upper], e.g. 0.9.")
     target_ts: dt.datetime = Field(description="The step forecast: the next one on the series' calendar.")
     made_at: dt.datetime = Field(description="When this forecast was computed (as-of time).")
-    method: Literal["model", "naive", "seasonal_naive"]
+    method: Literal["model", "naive", "seasonal_naive", "ets", "ets_seasonal", "theta", "arima", "combination"] = (
+        Field(description="What made it: the recurrent model, a baseline, a statistical candidate or a "
+                          "combination (the version's ladder chose it on validation data)."))
+    served_by: str = Field(default="", description="What made it, for people, e.g. 'AutoETS' or "
+                                                   "'mean of recurrent model + AutoARIMA'.")
     model_version: int | Literal["naive", "seasonal_naive"] = Field(
         description="The champion version that made it, or the baseline that serves while no model passed.")
     model_version_id: int | None
-    mase: float | None = Field(description="Holdout MASE of that version (null for a baseline).")
+    mase: float | None = Field(description="Holdout MASE of what made it (for a baseline: on the latest "
+                                           "version's holdout; null before any training).")
+    model_mase: float | None = Field(default=None, description="The recurrent model's own holdout MASE, beside it.")
 
     @classmethod
     def from_domain(cls, f: ForecastView) -> ForecastOut:
@@ -178,7 +185,8 @@ class ForecastOut(_Out):
         version = f.model_version if f.model_version is not None else f.method  # type: ignore[assignment]
         return cls(series_key=f.series_key, value=f.value, lower=f.lower, upper=f.upper, level=f.level,
                    target_ts=f.target_ts, made_at=f.made_at, method=f.method,  # type: ignore[arg-type]
-                   model_version=version, model_version_id=f.model_version_id, mase=f.mase)
+                   model_version=version, model_version_id=f.model_version_id, mase=f.mase,
+                   served_by=f.served_by, model_mase=f.model_mase)
 
 
 class ForecastManyIn(_In):

@@ -328,14 +328,18 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
     sm = open_db(s)
     with sm() as session:
         versions = registry.list_versions(session, series_key=key)
-    table = Table(title=escape(f"{key}: model versions (holdout MASE)"), title_justify="left")
-    for col in ("version", "status", "created", "cell", "model", "naive", "seasonal", "champion", "MAE", "reason"):
+    table = Table(title=escape(f"{key}: model versions (holdout MASE; 'serves' was chosen on validation)"),
+                  title_justify="left")
+    for col in ("version", "status", "created", "cell", "serves", "served", "model", "naive", "seasonal",
+                "champion", "MAE", "reason"):
         table.add_column(col)
     for v in versions:
         m = v.metrics
+        served = m.get("served") or {"label": "recurrent model", "mase": m["model"]["mase"]}
         table.add_row(
             f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
-            str(v.hyperparameters.get("cell", "-")), _fmt(m["model"]["mase"]), _fmt(m["naive"]["mase"]),
+            str(v.hyperparameters.get("cell", "-")), escape(str(served["label"])), _fmt(served["mase"]),
+            _fmt(m["model"]["mase"]), _fmt(m["naive"]["mase"]),
             _fmt((m.get("seasonal_naive") or {}).get("mase")), _fmt((m.get("champion") or {}).get("mase")),
             _fmt(m["model"]["mae"]), escape(v.status_reason or ""),
         )

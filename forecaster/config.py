@@ -222,7 +222,7 @@ class ModelSpec(_Strict):
 
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
     window: int | None = Field(default=None, ge=2, le=4096)
-    hidden_size: int = Field(default=32, ge=1, le=4096)
+    hidden_size: int = Field(default=64, ge=1, le=4096)  # 32 -> 64 (with 8000 windows): bench/quality.py
     num_layers: int = Field(default=1, ge=1, le=8)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     epochs: int = Field(default=60, ge=1, le=10_000)
@@ -239,6 +239,9 @@ class ModelSpec(_Strict):
     amp: bool = False  # CUDA only: bf16 autocast (not verified on a GPU yet; off by default)
     interval_level: float = Field(default=0.9, gt=0, lt=1)
     max_train_points: int | None = Field(default=None, ge=10)
+    # Statistical candidates that compete with the model (README "Candidates"); [] = none.
+    candidates: tuple[Literal["ets", "ets_seasonal", "theta", "arima"], ...] = (
+        "ets", "ets_seasonal", "theta", "arima")
 
 
 # ---------------------------------------------------------------- series

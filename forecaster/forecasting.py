@@ -37,12 +37,14 @@ class ForecastView:
     lower: float | None
     upper: float | None
     level: float | None
-    method: str  # model / naive / seasonal_naive
+    method: str  # model / naive / seasonal_naive / ets / ets_seasonal / theta / arima / combination
     model_version: int | None
     model_version_id: int | None
-    mase: float | None
+    mase: float | None  # holdout MASE of what made it
     actual: float | None = None
     error: float | None = None
+    served_by: str = ""  # what made it, for people: "AutoETS", "mean of recurrent model + AutoARIMA"
+    model_mase: float | None = None  # the recurrent model's own holdout MASE, beside it
 
 
 def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = None) -> dt.datetime:
@@ -67,9 +69,12 @@ def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = 
                            "(DELETE /v1/series/{key}/observations)") from None
 
 
-def load_values(session: Session, series_id: int, *, tail: int | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """Stored observations, oldest first, optionally only the last ``tail``."""
+def load_values(session: Session, series_id: int, *, tail: int | None = None,
+                since: dt.datetime | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Stored observations, oldest first, optionally only the last ``tail`` / those at or after ``since``."""
     q = select(Observation.ts, Observation.value).where(Observation.series_id == series_id)
+    if since is not None:
+        q = q.where(Observation.ts >= since)
     if tail is not None:
         q = q.order_by(Observation.ts.desc()).limit(tail)
         rows = list(session.execute(q).all())[::-1]
@@ -121,11 +126,71 @@ def _store(session: Session, series: Series, **fields: Any) -> Forecast:
     return row
 
 
+LIVE_ERRORS = 2000  # newest actuals replayed through the served candidate's ACI state
+
+
+def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.DatetimeIndex,
+                 values: np.ndarray) -> tuple[str, float]:
+    """(method, value): the next step as the version's serving candidate makes it.
+
+    Versions from before the ladder serve their model. Torch loads only when the
+    recurrent model is a member; statsforecast only when a statistical one is.
+    """
+    serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"], "method": "model"}
+    parts = []
+    for member in serving["members"]:
+        if member == "model":
+            from forecaster.modelling import Predictor  # torch: only here, never on a GET
+
+            predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
+            parts.append(float(predictor.predict_next(ts, values)))
+        elif member == "naive":
+            parts.append(float(values[-1]))
+        elif member == "seasonal_naive":
+            parts.append(float(values[-(season_length(series.frequency) or 1)]))
+        else:
+            from forecaster.candidates import serve_next
+
+            stored = serving["fitted"][member]
+            since = pd.Timestamp(stored["fit_start_ts"]).to_pydatetime()
+            _, vals = load_values(session, series.id, since=since)
+            parts.append(serve_next(stored, vals))
+    return serving["method"], float(np.mean(parts))
+
+
+def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, float]:
+    """(half-width, level) of the served candidate's interval for the next step.
+
+    Adaptive conformal inference (forecaster/intervals.py): the state the version
+    ended its holdout with, replayed over the errors of the actuals that arrived
+    since it serves. Versions without that state keep their split-conformal width.
+    """
+    served = (mv.metrics or {}).get("served_interval") or {}
+    if "aci" not in served:
+        interval = (mv.metrics or {}).get("interval") or {}
+        return interval.get("halfwidth"), interval.get("level", DEFAULT_LEVEL)
+    from forecaster.intervals import ACIState, walk
+
+    rows = session.execute(
+        select(Forecast.target_ts, Forecast.value, Forecast.actual)
+        .where(Forecast.model_version_id == mv.id, Forecast.actual.is_not(None))
+        .order_by(Forecast.target_ts.desc(), Forecast.id.desc()).limit(LIVE_ERRORS)
+    ).all()
+    latest: dict[Any, float] = {}
+    for target, value, actual in rows:  # newest row per target wins
+        latest.setdefault(target, actual - value)
+    residuals = np.asarray([latest[t] for t in sorted(latest)], dtype=np.float64)
+    state = ACIState.from_dict(served["aci"])
+    _, state = walk(state, residuals)
+    return state.halfwidth, state.level
+
+
 def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     """Compute the champion's (or the better baseline's) next-step forecast and store it.
 
-    Runs inside the caller's transaction. Returns None when the series has no
-    observations yet.
+    The champion version serves what its ladder chose (the model, a statistical
+    candidate or a combination), with its live ACI interval. Runs inside the
+    caller's transaction. Returns None when the series has no observations yet.
     """
     from forecaster.registry import champion_of
 
@@ -137,12 +202,9 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     target = next_target_ts(ts[-1].to_pydatetime(), series.frequency, series.calendar)
     row = None
     if mv is not None and values.size >= window:
-        from forecaster.modelling import Predictor  # torch: only here, never on a GET
-
-        predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite value, handled below
-            value = float(predictor.predict_next(ts, values))
-        row = _store_model(session, series, mv, target, value)
+            method, value = _served_next(session, series, mv, ts, values)
+        row = _store_served(session, series, mv, target, method, value)
     if row is None:
         with np.errstate(over="ignore", invalid="ignore"):
             method, value, half = baseline_forecast(values, series.frequency)
@@ -156,21 +218,25 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     return row
 
 
-def _store_model(session: Session, series: Series, mv: ModelVersion, target: dt.datetime,
-                 value: float) -> Forecast | None:
-    """Store the champion's forecast; None (the baseline serves) when it is not a finite number."""
-    if not np.isfinite(value):  # values far outside what the model saw (e.g. near 1e308)
+def _store_served(session: Session, series: Series, mv: ModelVersion, target: dt.datetime, method: str,
+                  value: float) -> Forecast | None:
+    """Store the champion's forecast (what its ladder serves) with its live interval; None when it is
+    not a finite number (values far outside what the model saw, e.g. near 1e308): the baseline serves."""
+    if not np.isfinite(value):
         log_event("forecast.not_finite", level=logging.WARNING, series=series.key, model_version_id=mv.id,
-                  detail="the model's forecast is not a finite number; the baseline serves this step")
+                  detail="the served forecast is not a finite number; the baseline serves this step")
         return None
-    interval = (mv.metrics or {}).get("interval") or {}
-    half = interval.get("halfwidth")
-    level = interval.get("level", DEFAULT_LEVEL)
+    half, level = live_interval(session, mv)
     if half is not None and not np.isfinite([value - half, value + half]).all():
         half = None
-    return _store(session, series, model_version_id=mv.id, method="model", target_ts=target, value=value,
+    return _store(session, series, model_version_id=mv.id, method=method, target_ts=target, value=value,
                   lower=None if half is None else value - half, upper=None if half is None else value + half,
                   level=level)
+
+
+def _served_by_model_alone(mv: ModelVersion) -> bool:
+    serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"]}
+    return list(serving.get("members", [])) == ["model"]
 
 
 FLEET_PREDICT = 1024  # models per batched forward pass in refresh_forecasts
@@ -196,7 +262,7 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
     for s in series:
         mv = champion_of(session, s.id)
         window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
-        if mv is None:
+        if mv is None or not _served_by_model_alone(mv):  # baselines, candidates, combinations: one by one
             rows[s.id] = refresh_forecast(session, s)
             continue
         ts, values = load_values(session, s.id, tail=max(BASELINE_TAIL, window + 1))
@@ -243,7 +309,8 @@ def _refresh_batch(session: Session, members: list[tuple[Series, ModelVersion, A
         yn = forward(config, params, torch.from_numpy(np.stack(inputs))[:, None]).numpy()[:, 0]  # (K,)
     for k, ((s, mv, _, _, target), predictor, w) in enumerate(ok):
         value = float(predictor.from_outputs(yn[k : k + 1], w)[0])
-        row = _store_model(session, s, mv, target, value)
+        serving = (mv.hyperparameters or {}).get("serving") or {"method": "model"}
+        row = _store_served(session, s, mv, target, serving.get("method", "model"), value)
         if row is None:  # not a finite number: the single path stores the baseline and says why
             rows[s.id] = refresh_forecast(session, s)
             continue
@@ -284,18 +351,37 @@ def refresh_after_ingest(session: Session, series: Series) -> None:
     refresh_forecast(session, series)
 
 
+BASELINE_LABELS = {"model": "recurrent model", "naive": "naive", "seasonal_naive": "seasonal naive"}
+
+
+def served_label(mv: ModelVersion | None, method: str) -> str:
+    """What made a forecast, for people."""
+    serving = ((mv.hyperparameters or {}).get("serving") or {}) if mv is not None else {}
+    if serving.get("method") == method and serving.get("label"):
+        return str(serving["label"])
+    return BASELINE_LABELS.get(method, method)
+
+
 def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVersion | None = None) -> ForecastView:
-    """``mase``: the serving model's holdout MASE, or for a baseline its MASE on the
-    latest version's holdout (None when nothing was ever trained)."""
-    mase = None
+    """``mase``: the holdout MASE of what made it (the served candidate of the version,
+    or for a baseline its MASE on the latest version's holdout); ``model_mase``: the
+    recurrent model's own, beside it (None when nothing was ever trained)."""
+    mase = model_mase = None
     if mv is not None:
-        mase = ((mv.metrics or {}).get("model") or {}).get("mase")
+        metrics = mv.metrics or {}
+        model_mase = (metrics.get("model") or {}).get("mase")
+        served = metrics.get("served") or {}
+        mase = served.get("mase") if served.get("method") == f.method else (metrics.get(f.method) or {}).get("mase")
+        if f.method == "model":
+            mase = model_mase
     elif latest is not None:
         mase = ((latest.metrics or {}).get(f.method) or {}).get("mase")
+        model_mase = ((latest.metrics or {}).get("model") or {}).get("mase")
     return ForecastView(
         series_key=series.key, target_ts=f.target_ts, made_at=f.made_at, value=f.value, lower=f.lower,
         upper=f.upper, level=f.level, method=f.method, model_version=mv.version if mv else None,
         model_version_id=f.model_version_id, mase=mase, actual=f.actual, error=f.error,
+        served_by=served_label(mv, f.method), model_mase=model_mase,
     )
 
 

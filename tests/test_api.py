@@ -30,7 +30,10 @@ def test_forecast_is_served_with_its_model_version(api: Api) -> None:
     r = api.client.get(f"/v1/series/{TRAINED}/forecast")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["method"] == "model"
+    champ = next(v for v in api.client.get(f"/v1/series/{TRAINED}/models").json()["versions"] if v["is_champion"])
+    served = champ["metrics"]["served"]  # what the version's ladder chose on validation
+    assert (body["method"], body["served_by"], body["mase"]) == (served["method"], served["label"], served["mase"])
+    assert body["model_mase"] == champ["metrics"]["model"]["mase"]  # the recurrent model's figure beside it
     assert body["model_version"] == 2
     assert body["model_version_id"] == champion_id(api)
     assert body["lower"] < body["value"] < body["upper"]

@@ -247,13 +247,15 @@ def test_an_oversized_body_is_a_413_problem(sqlite_api_db: str, monkeypatch: pyt
 
 def test_metrics_count_requests_by_route_template_and_read_run_outcomes_from_the_database(api: Api) -> None:
     for _ in range(2):
-        assert api.client.get(f"/v1/series/{TRAINED}/forecast").status_code == 200
+        r = api.client.get(f"/v1/series/{TRAINED}/forecast")
+        assert r.status_code == 200
+    served = r.json()["method"]  # model, or the candidate the version serves
     assert api.client.get("/v1/series/nope:x/forecast").status_code == 404
     text = api.client.get("/metrics").text
     assert 'forecaster_http_requests_total{method="GET",route="/v1/series/{key}/forecast",status="200"} 2.0' in text
     assert 'forecaster_http_requests_total{method="GET",route="/v1/series/{key}/forecast",status="404"} 1.0' in text
     assert "nope:x" not in text  # raw paths never become labels
-    assert 'forecaster_forecasts_served_total{method="model",series="sine:trained"} 2.0' in text
+    assert f'forecaster_forecasts_served_total{{method="{served}",series="sine:trained"}} 2.0' in text
     route = 'route="/v1/series/{key}/forecast"'
     assert f'forecaster_http_request_duration_seconds_bucket{{le="0.005",method="GET",{route}}}' in text
     assert re.search(r'forecaster_model_age_seconds\{series="sine:trained",version="2"\} \d', text)

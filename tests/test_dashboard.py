@@ -16,7 +16,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 
 from api.dashboard.chart import ChartData, PastPoint, render_chart
-from api.dashboard.format import mase, num
+from api.dashboard.format import mase, method_name, num
 from api.dashboard.ticks import format_time_tick, time_ticks, value_ticks
 from forecaster import migrate
 from forecaster.config import Settings
@@ -44,7 +44,9 @@ def test_dashboard_lists_every_series_with_its_champion_and_holdout_mase(api: Ap
     versions = api.client.get(f"/v1/series/{TRAINED}/models").json()["versions"]
     champion = next(v for v in versions if v["is_champion"])
     trained = _row(html, TRAINED)
-    assert re.search(r'<td class="serving"><span class="pill[^"]*">v2</span>', trained)
+    served = api.client.get(f"/v1/series/{TRAINED}/forecast").json()["method"]
+    pill = method_name(served, 2)  # v2, or v2 plus the candidate it serves ("v2 AutoTheta")
+    assert pill.startswith("v2") and re.search(rf'<td class="serving"><span class="pill[^"]*">{re.escape(pill)}</span>', trained)
     assert re.search(rf'holdout-model[^"]*">{mase(champion["metrics"]["model"]["mase"])}</td>', trained)
     assert re.search(rf'holdout-naive">{mase(champion["metrics"]["naive"]["mase"])}</td>', trained)
     method = api.client.get(f"/v1/series/{BASELINE}/forecast").json()["method"]

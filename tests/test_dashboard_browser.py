@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
+from api.dashboard.format import method_name
+from api.dashboard.render import _coverage_flag
 from forecaster import migrate, registry
 from forecaster.accuracy import series_accuracy
 from forecaster.config import Settings
@@ -120,11 +122,13 @@ def test_the_series_table_shows_each_series_champion_and_mase(dashboard: Any, pa
             acc = series_accuracy(session, series_key=SF, window=100, min_actuals=20)
     finally:
         engine.dispose()
-    assert sf_row.locator("td.serving .pill").inner_text() == f"v{champion.version}"
+    served = (champion.hyperparameters.get("serving") or {}).get("method")  # v1, or v1 plus the candidate it serves
+    assert sf_row.locator("td.serving .pill").inner_text() == method_name(served, champion.version)
     assert sf_row.locator("td.holdout-model").inner_text() == _mase(champion.metrics["model"]["mase"])
     assert sf_row.locator("td.holdout-naive").inner_text() == _mase(champion.metrics["naive"]["mase"])
     live = sf_row.locator("td.live").inner_text().splitlines()
-    assert live == [_mase(acc.champion_live_mase), f"{HELD_BACK} actuals"]
+    flag = _coverage_flag(acc, None)  # the live interval's coverage, flagged when off its level
+    assert live == [_mase(acc.champion_live_mase), f"{HELD_BACK} actuals"] + ([flag] if flag else [])
     assert "no data yet" in page.locator(f'tr[data-key="{PUSH}"]').inner_text()
 
 

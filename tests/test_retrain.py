@@ -21,7 +21,7 @@ from forecaster.jobruns import create_run, execute_run
 from forecaster.usecases.retrain import retrain_series
 
 SINE = ('[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\n'
-        'params = { length = 600, seed = 4 }\nmodel = { epochs = 40, hidden_size = 16 }\n')
+        'params = { length = 600, seed = 4 }\nmodel = { epochs = 40, hidden_size = 16, candidates = [], max_train_points = 4000 }\n')
 
 
 def settings_for(tmp_path: Path, body: str) -> Settings:
@@ -117,6 +117,7 @@ def test_cli_train_list_promote_and_rollback(tmp_path: Path) -> None:
     assert "promoted" in trained.stdout or "rejected" in trained.stdout
     listed = run("models", "list", "sine:a")
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout
+    assert "serves" in listed.stdout  # what each version serves, beside the model's own MASE
     assert run("promote", "sine:a", "1").stdout.strip().startswith("sine:a: champion is now v1")
     assert run("promote", "sine:a", "2", "--force").returncode == 0  # whatever the gate said of v2
     back = run("rollback", "sine:a")

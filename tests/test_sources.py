@@ -341,7 +341,7 @@ def test_fetch_logs_one_line(caplog):
 def test_snapshots_load_and_unknown_names_are_listed():
     for name in SNAPSHOTS:
         frame = load_snapshot(name)
-        assert len(frame) > 5000 and str(frame["ts"].dt.tz) == "UTC"
+        assert len(frame) > 700 and str(frame["ts"].dt.tz) == "UTC"
     with pytest.raises(InvalidInput, match="sf_temp_hourly, sp500_daily_close"):
         load_snapshot("nope")
 

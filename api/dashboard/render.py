@@ -31,8 +31,32 @@ def _block_mase(metrics: dict[str, Any], name: str) -> str:
 
 
 def _interval_coverage(metrics: dict[str, Any]) -> float | None:
-    value = (metrics.get("interval") or {}).get("coverage")
+    value = (metrics.get("served_interval") or metrics.get("interval") or {}).get("coverage")
     return None if value is None else float(value)
+
+
+def _served(metrics: dict[str, Any]) -> str:
+    """What a version serves: "recurrent model", "AutoETS", "mean of recurrent model + AutoARIMA"."""
+    return str((metrics.get("served") or {}).get("label") or "recurrent model")
+
+
+def _served_mase(metrics: dict[str, Any]) -> str:
+    return mase((metrics.get("served") or metrics.get("model") or {}).get("mase"))
+
+
+COVERAGE_TOLERANCE = 0.05  # live coverage further than this from the stated level is flagged
+
+
+def _coverage_flag(acc: Any, level: float | None) -> str:
+    """"covers 71% (stated 90%)" when the serving forecaster's live interval coverage over at
+    least ``min_actuals`` actuals is off its stated level by more than 5 points, else ""."""
+    live = acc.serving
+    if live is None or live.coverage is None or live.count < acc.min_actuals:
+        return ""
+    stated = level or 0.9
+    if abs(live.coverage - stated) <= COVERAGE_TOLERANCE:
+        return ""
+    return f"interval covers {100 * live.coverage:.0f}% (stated {100 * stated:.0f}%)"
 
 
 def _beats_baselines(metrics: dict[str, Any]) -> bool:
@@ -59,6 +83,9 @@ def environment() -> jinja2.Environment:
         forecaster=method_name,
         block_mase=_block_mase,
         interval_coverage=_interval_coverage,
+        served=_served,
+        served_mase=_served_mase,
+        coverage_flag=_coverage_flag,
     )
     env.globals.update(version=__version__, subtitle="dashboard")
     return env
@@ -78,6 +105,7 @@ def index_html(rows: list[SeriesRow], settings: Settings) -> str:
         beating=sum(r.beats_baselines for r in rows),
         by_baseline=sum(r.champion_version is None and bool(r.serving) for r in rows),
         drifting=sum(r.accuracy.drifting for r in rows),
+        miscalibrated=sum(bool(_coverage_flag(r.accuracy, None)) for r in rows),
     )
 
 

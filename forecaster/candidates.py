@@ -1,0 +1,261 @@
+"""Statistical candidates that compete with the recurrent model: naive, seasonal naive,
+statsforecast's AutoETS / AutoTheta / AutoARIMA.
+
+Each statistical candidate is fitted once on the values before the validation
+stretch (at most ``MAX_FIT`` of the most recent ones) and then run forward as a
+one-step filter with its fitted parameters frozen: the forecast of step t uses the
+true values before t and nothing fitted after the fit range. That is what the
+service serves too: the fitted state is stored as JSON (``encode_state``; numpy
+arrays as tagged lists, never pickled) and replayed over the values since the fit
+started at each refresh.
+
+statsforecast is JIT-compiled with numba: it is imported here, lazily, only when a
+candidate is fitted or served (never on the API's GET path), and its compiled code
+is cached in ``NUMBA_CACHE_DIR`` (default: ``~/.cache/forecaster/numba``) so that
+only the first fit on a machine pays the compile time.
+
+A candidate that fails (a numerical error, a series too short for its season,
+statsforecast missing) is reported with its reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_FIT = 2000  # most recent values a statistical candidate is fitted on (fit time ~ linear)
+MAX_SEASON = 52  # seasonal statistical models only up to this season length
+
+LABELS = {
+    "model": "recurrent model",
+    "naive": "naive",
+    "seasonal_naive": "seasonal naive",
+    "ets": "AutoETS",
+    "ets_seasonal": "seasonal AutoETS",
+    "theta": "AutoTheta",
+    "arima": "AutoARIMA",
+}
+STATISTICAL = ("ets", "ets_seasonal", "theta", "arima")
+
+
+def _numba_cache() -> None:
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "forecaster" / "numba"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            os.environ["NUMBA_CACHE_DIR"] = str(path)
+        except OSError:  # a read-only home: numba compiles in memory, each process anew
+            pass
+
+
+def _model(name: str, season: int) -> Any:
+    """A fresh, unfitted statsforecast model for candidate ``name``."""
+    _numba_cache()
+    from statsforecast.models import AutoARIMA, AutoETS, AutoTheta  # numba: only here
+
+    if name == "ets":
+        return AutoETS(season_length=1)
+    if name == "ets_seasonal":
+        return AutoETS(season_length=season)
+    if name == "theta":
+        return AutoTheta(season_length=season if 1 < season <= MAX_SEASON else 1)
+    if name == "arima":  # seasonal ARIMA search only for short seasons (monthly): too slow at 24+
+        if 1 < season <= 12:  # the stepwise search with exact likelihoods took 50 s on 586 monthly values
+            return AutoARIMA(season_length=season, approximation=True)
+        return AutoARIMA(season_length=1)
+    raise ValueError(f"unknown candidate {name!r}")
+
+
+def names_for(season: int | None) -> tuple[str, ...]:
+    """Statistical candidates that apply to a series with this season (None: no season)."""
+    s = season or 1
+    return ("ets",) + (("ets_seasonal",) if 1 < s <= MAX_SEASON else ()) + ("theta", "arima")
+
+
+# ---------------------------------------------------------------- JSON state (no pickle)
+
+
+def encode_state(obj: Any) -> Any:
+    """A statsforecast fitted-model dict as plain JSON: arrays, tuples and non-finite
+    floats are tagged. Raises TypeError on anything else (a function, an object)."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if np.isfinite(f) else {"__float__": repr(f)}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            if obj.dtype.kind in "OU" and all(isinstance(x, str) for x in obj.ravel()):
+                return {"__strarray__": obj.tolist()}
+            raise TypeError(f"cannot store an array of {obj.dtype}")
+        return {"__nd__": [encode_state(float(x)) for x in obj.ravel()], "shape": list(obj.shape),
+                "dtype": obj.dtype.str}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [encode_state(x) for x in obj]}
+    if isinstance(obj, list):
+        return [encode_state(x) for x in obj]
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError("cannot store a dict with non-string keys")
+        return {"__dict__": {k: encode_state(v) for k, v in obj.items()}}
+    raise TypeError(f"cannot store a {type(obj).__name__}")
+
+
+def decode_state(obj: Any) -> Any:
+    """Inverse of ``encode_state``."""
+    if isinstance(obj, list):
+        return [decode_state(x) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__float__" in obj:
+        return float(obj["__float__"])
+    if "__nd__" in obj:
+        flat = [decode_state(x) for x in obj["__nd__"]]
+        return np.asarray(flat, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+    if "__strarray__" in obj:
+        return np.asarray(obj["__strarray__"])
+    if "__tuple__" in obj:
+        return tuple(decode_state(x) for x in obj["__tuple__"])
+    if "__dict__" in obj:
+        return {k: decode_state(v) for k, v in obj["__dict__"].items()}
+    raise ValueError(f"not an encoded state: keys {sorted(obj)[:5]}")
+
+
+# ---------------------------------------------------------------- fitting and running
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted statistical candidate: what to store, and how it was chosen."""
+
+    name: str
+    season: int
+    fit_start: int  # position of the first value it was fitted on (its filter starts there)
+    fit_stop: int  # one past the last
+    state: dict[str, Any]  # encode_state(model_)
+    form: str  # the form statsforecast selected, e.g. "ETS(A,N,N)", "ARIMA(2,1,1)"
+    fit_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "season": self.season, "fit_start": self.fit_start,
+                "fit_stop": self.fit_stop, "state": self.state, "form": self.form,
+                "fit_s": round(self.fit_s, 3)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fitted:
+        return cls(d["name"], int(d["season"]), int(d["fit_start"]), int(d["fit_stop"]), d["state"],
+                   d.get("form", ""), float(d.get("fit_s", 0.0)))
+
+
+def _form(model: Any) -> str:
+    m = getattr(model, "model_", None) or {}
+    if "method" in m:  # ETS: "ETS(A,N,N)"
+        return str(m["method"])
+    if "arma" in m:
+        from statsforecast.arima import arima_string
+
+        return " ".join(arima_string(m).split())
+    if "modeltype" in m:
+        return f"Theta({m['modeltype']})"
+    return type(model).__name__
+
+
+def fit_one(name: str, values: np.ndarray, stop: int, season: int | None) -> Fitted:
+    """Fit candidate ``name`` on ``values[max(0, stop - MAX_FIT):stop]``.
+
+    Raises:
+        Exception: whatever statsforecast raises; callers record it and go on.
+    """
+    start = max(0, stop - MAX_FIT)
+    y = np.asarray(values[start:stop], dtype=np.float64)
+    t0 = time.perf_counter()
+    model = _model(name, season or 1)
+    model.fit(y)
+    # Per-step arrays (residuals, fitted values, states, the series itself) are not
+    # needed to run the fitted filter forward: dropping them keeps a version small.
+    state = {k: x for k, x in model.model_.items() if not (isinstance(x, np.ndarray) and x.size >= 100)}
+    return Fitted(name, season or 1, start, stop, encode_state(state), _form(model), time.perf_counter() - t0)
+
+
+def _restore(f: Fitted) -> Any:
+    model = _model(f.name, f.season)
+    model.model_ = decode_state(f.state)
+    return model
+
+
+def run(f: Fitted, values: np.ndarray, start: int) -> tuple[np.ndarray, float]:
+    """One-step forecasts of ``values[start:]`` and of the step after the end, frozen.
+
+    The fitted filter is run over ``values[f.fit_start:]`` (the fit range, then
+    everything after it); ``start`` must be at least ``f.fit_start + 1``.
+
+    Returns:
+        (forecasts (len(values) - start,), next-step forecast).
+    """
+    if start <= f.fit_start:
+        raise ValueError(f"candidate {f.name} was fitted from position {f.fit_start}; cannot forecast {start}")
+    y = np.asarray(values[f.fit_start :], dtype=np.float64)
+    out = _restore(f).forward(y=y, h=1, fitted=True)
+    fitted = np.asarray(out["fitted"], dtype=np.float64)
+    return fitted[start - f.fit_start :], float(np.asarray(out["mean"])[0])
+
+
+@dataclass
+class Pool:
+    """Every candidate's one-step forecasts over the same positions, and what failed."""
+
+    start: int  # position of the first forecast
+    forecasts: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n - start,)
+    next_values: dict[str, float] = field(default_factory=dict)
+    fitted: dict[str, Fitted] = field(default_factory=dict)
+    forms: dict[str, str] = field(default_factory=dict)
+    fit_s: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> reason
+
+
+def baseline_pool(values: np.ndarray, start: int, season: int | None) -> Pool:
+    """Naive and (where a season applies and fits) seasonal naive over ``values[start:]``."""
+    v = np.asarray(values, dtype=np.float64)
+    pool = Pool(start)
+    pool.forecasts["naive"], pool.next_values["naive"] = v[start - 1 : -1], float(v[-1])
+    if season and season > 1 and start >= season:
+        pool.forecasts["seasonal_naive"] = v[start - season : len(v) - season]
+        pool.next_values["seasonal_naive"] = float(v[-season])
+    return pool
+
+
+def add_statistical(
+    pool: Pool, values: np.ndarray, fit_stop: int, season: int | None,
+    names: tuple[str, ...] | None = None, *, fit: Callable[..., Fitted] | None = None,
+) -> Pool:
+    """Fit each statistical candidate on values before ``fit_stop`` and run it over
+    ``values[pool.start:]``; a failure is recorded in ``pool.failed``, never raised."""
+    for name in names if names is not None else names_for(season):
+        try:
+            f = (fit or fit_one)(name, values, fit_stop, season)
+            fc, nxt = run(f, values, pool.start)
+            if len(fc) != len(values) - pool.start or not (np.isfinite(fc).all() and np.isfinite(nxt)):
+                raise ValueError("forecasts are not finite")
+        except Exception as exc:  # noqa: BLE001 - one candidate must never stop the others
+            pool.failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        pool.forecasts[name], pool.next_values[name] = fc, nxt
+        pool.fitted[name], pool.forms[name], pool.fit_s[name] = f, f.form, f.fit_s
+    return pool
+
+
+def serve_next(stored: dict[str, Any], values_since_fit: np.ndarray) -> float:
+    """Next-step forecast of a stored candidate from the values since its fit started."""
+    f = Fitted.from_dict(stored)
+    return run(Fitted(f.name, f.season, 0, f.fit_stop - f.fit_start, f.state, f.form, f.fit_s),
+               values_since_fit, len(values_since_fit))[1]

@@ -1,0 +1,164 @@
+"""The ladder on real bundled data: statistical candidates, the choice on validation,
+what a forecast says made it, the live ACI interval, and failures that stay contained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from forecaster import candidates
+from forecaster.config import ModelSpec, load_settings
+from forecaster.db import Forecast, ModelVersion, write_session
+from forecaster.evaluate import conformal_halfwidth
+from forecaster.forecasting import get_forecast, live_interval, refresh_forecast
+from forecaster.ingest import find_series, ingest_series
+from forecaster.intervals import ACIState, coverage_of, walk
+from forecaster.modelling import gate, train_series
+from forecaster.selection import choose, ladder
+from forecaster.usecases.retrain import retrain_series
+
+SNAPSHOTS = Path(__file__).parents[1] / "forecaster" / "snapshots"
+TINY = dict(hidden_size=8, epochs=2, batch_size=64, device="cpu")
+FAST_CANDIDATES = ("ets_seasonal", "theta")  # the two quickest to fit (~1 s together)
+
+
+def snapshot(name: str) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    df = pd.read_csv(SNAPSHOTS / f"{name}.csv")
+    return pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True)), df["value"].to_numpy(np.float64)
+
+
+def test_a_statistical_candidate_that_wins_on_validation_serves_and_the_holdout_did_not_choose() -> None:
+    ts, v = snapshot("nino12_sst_monthly")  # monthly sea temperature: a strong yearly cycle
+    out = train_series(ts, v, frequency="1MS", spec=ModelSpec(candidates=FAST_CANDIDATES, **TINY))
+    m = out.metrics
+    tried = m["selection"]["tried_val_mae"]
+    assert m["served"]["label"] == min(tried, key=tried.get)  # the lowest validation MAE serves
+    # Two epochs leave the network far behind the seasonal models: one of them serves.
+    assert set(m["served"]["members"]) & set(FAST_CANDIDATES), m["served"]
+    assert m["served"]["mase"] < m["naive"]["mase"] and m["served"]["mase"] < m["model"]["mase"]
+    assert gate(m)[0] and gate(m)[1].startswith(m["served"]["label"])
+    # Every candidate is reported on validation and holdout, with its own ACI interval.
+    for name in ("model", "naive", "seasonal_naive", *FAST_CANDIDATES):
+        block = m["candidates"][name]
+        assert block["val"]["mase"] > 0 and block["holdout"]["mase"] > 0 and 0 <= block["interval"]["coverage"] <= 1
+    # The stored state is plain JSON and serves the same forecasts it was chosen with.
+    stored = json.loads(json.dumps(out.hyperparameters["serving"]["fitted"]))
+    for name, d in stored.items():
+        fc, _ = candidates.run(candidates.Fitted.from_dict(d), v, len(v) - 12)
+        p_hold = len(v) - out.hyperparameters["holdout"]
+        again, _ = candidates.run(candidates.Fitted.from_dict(d), v, p_hold)
+        assert np.allclose(fc, again[-12:]) and np.isfinite(fc).all()
+        assert m["candidates"][name]["form"] == d["form"]  # e.g. "ETS(M,N,A)"
+
+
+def test_choose_uses_only_validation_and_prefers_a_combination_only_when_it_wins() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    a, b = y + np.array([1, -1, 1, -1]), y - np.array([1, -1, 1, -1])  # errors cancel in the mean
+    choice, tried = choose({"ets": a, "theta": b, "naive": y + 3}, y)
+    assert choice.members == ("ets", "theta") and choice.method == "combination" and choice.val_mae == 0
+    assert choice.label == "mean of AutoETS + AutoTheta" and tried["naive"] == 3
+    choice, _ = choose({"ets": y + 0.1, "naive": y + 3}, y)
+    assert choice.members == ("ets",) and choice.label == "AutoETS"
+
+
+def test_a_failed_candidate_never_stops_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    ts, v = snapshot("greensboro_temp_hourly")
+    ts, v = ts[-1500:], v[-1500:]
+    real = candidates.fit_one
+
+    def flaky(name: str, values: np.ndarray, stop: int, season: int | None) -> candidates.Fitted:
+        if name == "theta":
+            raise FloatingPointError("singular matrix")
+        return real(name, values, stop, season)
+
+    monkeypatch.setattr(candidates, "fit_one", flaky)
+    lad = ladder(ts, v, p_val=1000, p_hold=1250, season=24, model_forecasts=None, level=0.9,
+                 scale=float(np.mean(np.abs(np.diff(v[:1000])))), statistical=("ets", "theta"))
+    blocks = lad.metrics["candidates"]
+    assert blocks["theta"]["failed"] == "FloatingPointError: singular matrix"
+    assert blocks["ets"]["form"].startswith("ETS(") and "naive" in blocks and "seasonal_naive" in blocks
+    assert "theta" not in lad.choice.members and len(lad.hold_forecasts) == 250
+
+
+def test_the_interval_widens_after_a_volatility_shift_and_keeps_its_coverage() -> None:
+    ts, v = snapshot("sp500_daily_close")
+    steps, t = np.diff(v), ts[1:]  # naive one-step errors of the S&P 500 close
+    calm = steps[(t >= "2005-01-01") & (t < "2007-01-01")]  # two quiet years calibrate it
+    storm = steps[(t >= "2008-09-01") & (t < "2009-01-01")]  # then the autumn of 2008
+    start = ACIState.start(calm, 0.9)
+    widths, end = walk(start, storm)
+    assert end.halfwidth > 3 * start.halfwidth  # ~13 points before, ~50 after
+    static = float(np.mean(np.abs(storm) <= conformal_halfwidth(calm, 0.9)))
+    assert static < 0.5 < 0.85 <= coverage_of(storm, widths)  # 33 % frozen, 88 % adaptive
+    calm_widths, _ = walk(start, calm)
+    assert 0.87 <= coverage_of(calm, calm_widths) <= 0.93  # and no over-widening when nothing shifts
+    assert ACIState.from_dict(json.loads(json.dumps(end.to_dict()))) == end
+
+
+def test_a_served_forecast_names_what_made_it_and_its_interval_follows_live_errors(
+    tmp_path: Path, sm: sessionmaker[Session]
+) -> None:
+    path = tmp_path / "forecaster.toml"
+    path.write_text(
+        '[[series]]\nkey = "csv:nino12"\nsource = "csv"\nfrequency = "1MS"\nunit = "°C"\n'
+        f'params = {{ path = "{SNAPSHOTS / "nino12_sst_monthly.csv"}" }}\n'
+        f'model = {{ epochs = 2, hidden_size = 8, candidates = {json.dumps(list(FAST_CANDIDATES))} }}\n')
+    s = load_settings(path)
+    ingest_series(sm, s, s.series[0])
+    report = retrain_series(sm, s, s.series[0])
+    assert report.status == "promoted", report.reason
+    with sm() as session:
+        f = get_forecast(session, series_key="csv:nino12")
+        mv = session.get(ModelVersion, report.model_version_id)
+        assert mv is not None
+        serving = mv.hyperparameters["serving"]
+        assert (f.method, f.served_by) == (serving["method"], serving["label"])
+        assert f.served_by != "recurrent model" and f.mase == mv.metrics["served"]["mase"]
+        assert f.model_mase == mv.metrics["model"]["mase"] and f.model_mase != f.mase  # the model's figure beside
+        half0 = (f.upper - f.lower) / 2  # type: ignore[operator]
+        assert half0 == pytest.approx(mv.metrics["served_interval"]["halfwidth"])
+    # Actuals far outside the stated interval arrive: the next interval is wider.
+    with write_session(sm) as session:
+        series = find_series(session, "csv:nino12")
+        assert series is not None
+        target = pd.Timestamp(f.target_ts)
+        for i in range(12):
+            session.add(Forecast(series_id=series.id, model_version_id=mv.id, method=f.method,
+                                 target_ts=(target + pd.DateOffset(months=i)).to_pydatetime(), value=f.value,
+                                 lower=f.lower, upper=f.upper, level=f.level, actual=f.value + 5 * half0))
+        session.flush()
+        half, level = live_interval(session, session.get(ModelVersion, mv.id))  # type: ignore[arg-type]
+        assert level == 0.9 and half is not None and half > 1.5 * half0
+        row = refresh_forecast(session, series)
+        assert row is not None and row.upper - row.value == pytest.approx(half)
+
+
+def test_statsforecast_loads_only_where_candidates_are_fitted_or_served() -> None:
+    import subprocess
+    import sys
+
+    code = ("import pkgutil, importlib, sys, forecaster, api.app, api.dashboard.render\n"
+            "for m in pkgutil.walk_packages(forecaster.__path__, 'forecaster.'): importlib.import_module(m.name)\n"
+            "print('statsforecast' in sys.modules, 'statsmodels' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_dashboard_flags_a_live_coverage_off_its_stated_level() -> None:
+    from api.dashboard.render import _coverage_flag
+    from forecaster.accuracy import AccuracyRow, SeriesAccuracy
+
+    def acc(coverage: float, count: int) -> SeriesAccuracy:
+        row = AccuracyRow("ets", 3, 7, count, 1.0, 0.9, coverage, None, None, None)
+        return SeriesAccuracy("k", 100, 10, [row], 3, row, False, "")
+
+    assert _coverage_flag(acc(0.71, 40), 0.9) == "interval covers 71% (stated 90%)"
+    assert _coverage_flag(acc(0.99, 40), None) == "interval covers 99% (stated 90%)"
+    assert _coverage_flag(acc(0.88, 40), 0.9) == ""  # within 5 points: calibrated
+    assert _coverage_flag(acc(0.5, 9), 0.9) == ""  # too few actuals to judge
