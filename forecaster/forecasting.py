@@ -130,7 +130,7 @@ LIVE_ERRORS = 2000  # newest actuals replayed through the served candidate's ACI
 
 
 def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.DatetimeIndex,
-                 values: np.ndarray) -> tuple[str, float]:
+                 values: np.ndarray, in_hand: Any = None) -> tuple[str, float]:
     """(method, value): the next step as the version's serving candidate makes it.
 
     Versions from before the ladder serve their model. Torch loads only when the
@@ -142,7 +142,7 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
         if member == "model":
             from forecaster.modelling import Predictor  # torch: only here, never on a GET
 
-            predictor = Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
+            predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
             parts.append(float(predictor.predict_next(ts, values)))
         elif member == "naive":
             parts.append(float(values[-1]))
@@ -185,12 +185,14 @@ def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, flo
     return state.halfwidth, state.level
 
 
-def refresh_forecast(session: Session, series: Series) -> Forecast | None:
+def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, Any] | None = None) -> Forecast | None:
     """Compute the champion's (or the better baseline's) next-step forecast and store it.
 
     The champion version serves what its ladder chose (the model, a statistical
     candidate or a combination), with its live ACI interval. Runs inside the
     caller's transaction. Returns None when the series has no observations yet.
+    ``in_hand`` = (model_version_id, Predictor): a retrain passes the model it just
+    trained, so the new champion is not reloaded from its stored bytes.
     """
     from forecaster.registry import champion_of
 
@@ -203,7 +205,8 @@ def refresh_forecast(session: Session, series: Series) -> Forecast | None:
     row = None
     if mv is not None and values.size >= window:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite value, handled below
-            method, value = _served_next(session, series, mv, ts, values)
+            method, value = _served_next(session, series, mv, ts, values,
+                                         in_hand[1] if in_hand is not None and in_hand[0] == mv.id else None)
         row = _store_served(session, series, mv, target, method, value)
     if row is None:
         with np.errstate(over="ignore", invalid="ignore"):

@@ -129,7 +129,7 @@ def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int 
                 )
                 if promote:
                     registry.make_champion(session, series, mv, reason)
-                refresh_forecast(session, series)
+                refresh_forecast(session, series, in_hand=(mv.id, outcome.predictor))  # no reload of the bytes
                 version, mv_id = mv.version, mv.id
             break
         except IntegrityError:
