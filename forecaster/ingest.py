@@ -107,6 +107,10 @@ class Attempts:
         self.given_up: set[str] = set()
 
 
+class RetryStopped(SourceError):
+    """A retry cut short because the run is stopping: the series failed, with no verdict on the source."""
+
+
 def retrying_fetch(policy: RetryPolicy, stop: threading.Event, attempts: Attempts | None = None) -> FetchFn:
     """Wrap ``sources.fetch`` so that ``SourceUnavailable`` is retried with backoff.
 
@@ -131,7 +135,7 @@ def retrying_fetch(policy: RetryPolicy, stop: threading.Event, attempts: Attempt
                 if stop.wait(wait_s):
                     if attempts is not None:
                         attempts.given_up.add(spec.key)
-                    raise SourceUnavailable(
+                    raise RetryStopped(
                         f"{exc} (retry given up after {attempt} attempts: the run is stopping)"
                     ) from None
 
@@ -338,7 +342,7 @@ def ingest_series(
         try:
             result = fetch(spec, settings, since=since)
         except SourceError as exc:
-            if not (snapshot_fallback and spec.snapshot and since is None):
+            if isinstance(exc, RetryStopped) or not (snapshot_fallback and spec.snapshot and since is None):
                 if not isinstance(exc, SourceUnavailable):
                     raise  # the upstream answered, without data: a failure
                 error = unavailable_message(exc)
