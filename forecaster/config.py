@@ -6,6 +6,8 @@ down; nothing here builds an engine or reads a file at import time.
 
 from __future__ import annotations
 
+import warnings
+
 import json
 import os
 import re
@@ -104,8 +106,10 @@ CronExpr = Annotated[str, Field(description="five-field crontab expression")]
 def check_frequency(freq: str) -> str:
     """Return ``freq`` if pandas knows it as an offset alias, else raise ValueError."""
     try:
-        offset = pd.tseries.frequencies.to_offset(freq)
-    except (ValueError, TypeError):
+        with warnings.catch_warnings():  # a deprecated alias ('5 mins', 'H') is refused, as pandas 3 does
+            warnings.simplefilter("error", FutureWarning)
+            offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError, FutureWarning):
         raise ValueError(f"is not a frequency (examples: {FREQUENCY_EXAMPLES})") from None
     if offset is None or getattr(offset, "n", 1) <= 0:
         raise ValueError(f"is not a frequency (examples: {FREQUENCY_EXAMPLES})")

@@ -80,8 +80,18 @@ def load_values(session: Session, series_id: int, *, tail: int | None = None,
         rows = list(session.execute(q).all())[::-1]
     else:
         rows = list(session.execute(q.order_by(Observation.ts)).all())
-    ts = pd.DatetimeIndex([r[0] for r in rows], tz="UTC") if rows else pd.DatetimeIndex([], tz="UTC")
-    return ts, np.asarray([r[1] for r in rows], dtype=np.float64)
+    return _index([r[0] for r in rows]), np.asarray([r[1] for r in rows], dtype=np.float64)
+
+
+def _index(stamps: list[dt.datetime]) -> pd.DatetimeIndex:
+    """A UTC index of stored timestamps: nanosecond resolution, or microseconds when a stamp lies past
+    what nanoseconds hold (years before 1677 or after 2262: a row stored before validation existed),
+    so that reading a damaged series never fails and its repair stays possible."""
+    try:
+        return pd.DatetimeIndex(stamps, tz="UTC") if stamps else pd.DatetimeIndex([], tz="UTC")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        naive = np.array([s.astimezone(dt.timezone.utc).replace(tzinfo=None) for s in stamps], dtype="datetime64[us]")
+        return pd.DatetimeIndex(naive).tz_localize("UTC")
 
 
 def _baseline_halfwidth(residuals: np.ndarray, level: float) -> float | None:

@@ -95,7 +95,7 @@ YF = '[[series]]\nkey = "y"\nsource = "yfinance"\nfrequency = "1B"\n'
     ("text", "named"),
     [
         ('snapshot_fallback = true\n' + YF + 'snapshot = "sp500_daly_close"\nparams = { ticker = "^GSPC" }\n',
-         "series[0].snapshot = 'sp500_daly_close': is not a bundled snapshot (bundled: sf_temp_hourly, sp500_daily_close)"),
+         "series[0].snapshot = 'sp500_daly_close': is not a bundled snapshot (bundled: greensboro_temp_hourly, nino12_sst_monthly, sf_temp_hourly, sp500_daily_close)"),
         ('[schedule]\nretrain = "0 3 31 2 *"\n',
          "schedule.retrain = '0 3 31 2 *': never fires: day of month '31' does not occur in month '2'"),
         (YF + 'retrain = "0 3 30,31 2 *"\nparams = { ticker = "^GSPC" }\n', "never fires"),
