@@ -149,7 +149,7 @@ class ModelVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     hyperparameters: Mapped[dict[str, Any]]
     scaler: Mapped[dict[str, Any]]
-    weights: Mapped[bytes] = mapped_column(LargeBinary)
+    weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # read only when a model is loaded
     metrics: Mapped[dict[str, Any]]
     lineage: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default="candidate")  # candidate/rejected/champion/retired

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from forecaster.config import season_length
 from forecaster.db import Forecast, ModelVersion, Observation, Series
@@ -369,7 +369,11 @@ BASELINE_LABELS = {"model": "recurrent model", "naive": "naive", "seasonal_naive
 
 def served_label(mv: ModelVersion | None, method: str) -> str:
     """What made a forecast, for people."""
-    serving = ((mv.hyperparameters or {}).get("serving") or {}) if mv is not None else {}
+    if mv is None:
+        return BASELINE_LABELS.get(method, method)
+    serving = (mv.metrics or {}).get("served") or {}  # small: the hyperparameters may carry candidate states
+    if not serving.get("label"):
+        serving = (mv.hyperparameters or {}).get("serving") or {}
     if serving.get("method") == method and serving.get("label"):
         return str(serving["label"])
     return BASELINE_LABELS.get(method, method)
@@ -412,10 +416,11 @@ def get_forecast(session: Session, *, series_key: str) -> ForecastView:
     )
     if f is None:
         raise SeriesNotFound(f"series {series_key!r} has no forecast yet: ingest it first")
-    mv = session.get(ModelVersion, f.model_version_id) if f.model_version_id else None
+    small = load_only(ModelVersion.id, ModelVersion.series_id, ModelVersion.version, ModelVersion.metrics)
+    mv = session.get(ModelVersion, f.model_version_id, options=[small]) if f.model_version_id else None
     latest = None
     if mv is None:
-        latest = session.scalar(select(ModelVersion).where(ModelVersion.series_id == series.id)
+        latest = session.scalar(select(ModelVersion).options(small).where(ModelVersion.series_id == series.id)
                                 .order_by(ModelVersion.version.desc()).limit(1))
     return _view(series, f, mv, latest)
 
