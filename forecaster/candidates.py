@@ -20,14 +20,18 @@ statsforecast missing) is reported with its reason and never stops the others.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from forecaster.logs import log_event
 
 MAX_FIT = 2000  # most recent values a statistical candidate is fitted on (fit time ~ linear)
 MAX_SEASON = 52  # seasonal statistical models only up to this season length
@@ -180,7 +184,12 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None) -> Fit
     y = np.asarray(values[start:stop], dtype=np.float64)
     t0 = time.perf_counter()
     model = _model(name, season or 1)
-    model.fit(y)
+    with warnings.catch_warnings(record=True) as caught:  # statsforecast's optimiser notes stay off the terminal
+        warnings.simplefilter("always")
+        model.fit(y)
+    if caught:
+        log_event("candidate.fit_warnings", level=logging.DEBUG, candidate=name, count=len(caught),
+                  first=str(caught[0].message))
     # Per-step arrays (residuals, fitted values, states, the series itself) are not
     # needed to run the fitted filter forward: dropping them keeps a version small.
     state = {k: x for k, x in model.model_.items() if not (isinstance(x, np.ndarray) and x.size >= 100)}
@@ -205,7 +214,9 @@ def run(f: Fitted, values: np.ndarray, start: int) -> tuple[np.ndarray, float]:
     if start <= f.fit_start:
         raise ValueError(f"candidate {f.name} was fitted from position {f.fit_start}; cannot forecast {start}")
     y = np.asarray(values[f.fit_start :], dtype=np.float64)
-    out = _restore(f).forward(y=y, h=1, fitted=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = _restore(f).forward(y=y, h=1, fitted=True)
     fitted = np.asarray(out["fitted"], dtype=np.float64)
     return fitted[start - f.fit_start :], float(np.asarray(out["mean"])[0])
 
