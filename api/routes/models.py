@@ -76,17 +76,23 @@ def _fast_windows(raw: bytes) -> np.ndarray | None:
     return values
 
 
+def _model_for(state: AppState, model_version_id: int, batch: int) -> Any:
+    """The loaded model for a batch of ``batch`` windows (refused past api.max_predict_batch)."""
+    limit = state.settings.api.max_predict_batch
+    if batch > limit:
+        raise BatchTooLarge(f"{batch} windows in one request; at most {limit} (api.max_predict_batch): "
+                            "split the batch")
+    with state.sm() as session:  # opens a connection only when the model is not cached yet
+        return state.predictors.get(session, model_version_id)
+
+
 def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
     fast = _fast_windows(raw)
     if fast is not None:
         return _run_predict(state, model_version_id, fast, None)
     body = parse_json(_predict_in, raw)
-    batch, limit = len(body.windows), state.settings.api.max_predict_batch
-    if batch > limit:
-        raise BatchTooLarge(f"{batch} windows in one request; at most {limit} (api.max_predict_batch): "
-                            "split the batch")
-    with state.sm() as session:  # opens a connection only when the model is not cached yet
-        model = state.predictors.get(session, model_version_id)
+    batch = len(body.windows)
+    model = _model_for(state, model_version_id, batch)
     window = model.window
     bad = next((i for i, w in enumerate(body.windows) if len(w) != window), None)
     if bad is not None:
@@ -112,12 +118,8 @@ def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
 
 def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, last_ts: Any) -> PredictOut:
     """Check the batch against the model and run it: values (batch, window), finite."""
-    batch, limit = values.shape[0], state.settings.api.max_predict_batch
-    if batch > limit:
-        raise BatchTooLarge(f"{batch} windows in one request; at most {limit} (api.max_predict_batch): "
-                            "split the batch")
-    with state.sm() as session:  # opens a connection only when the model is not cached yet
-        model = state.predictors.get(session, model_version_id)
+    batch = values.shape[0]
+    model = _model_for(state, model_version_id, batch)
     window = model.window
     if values.shape[1] != window:
         raise InvalidInput(
