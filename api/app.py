@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await run_in_threadpool(state.runner.shutdown)  # in process: a running job finishes its current series
             await run_in_threadpool(state.predictors.close)
-            state.forecasts.close()
+            await state.forecasts.aclose()
             engine.dispose()
             log_event("api.stop")
 

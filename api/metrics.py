@@ -59,6 +59,10 @@ class ApiMetrics:
             "forecaster_forecasts_served", "Stored forecasts returned to clients, by series and method.",
             ("series", "method"), registry=self.registry,
         )
+        self.forecast_reads = Counter(
+            "forecaster_forecast_reads", "Forecast GETs answered from the response cache (the database provably "
+            "unchanged since) or by reading the database.", ("source",), registry=self.registry,
+        )
         self.predictions = Counter(
             "forecaster_predictions", "Windows predicted through POST /v1/models/{id}/predict.",
             registry=self.registry,

@@ -3,32 +3,47 @@ body's fast parse answers exactly what the full validation answers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from api.routes.models import _fast_windows
 from forecaster import registry
-from forecaster.db import make_engine, make_sessionmaker, write_session
+from forecaster.db import Forecast, Series, make_engine, make_sessionmaker, write_session
 from forecaster.forecasting import refresh_forecast
 from forecaster.ingest import series_by_key
-from tests.api_server import TRAINED, api_template, make_settings, running_api, sqlite_api_db  # noqa: F401
+from tests.api_server import (  # noqa: F401
+    BASELINE, TRAINED, api_db, api_template, copy_database, make_settings, running_api, sqlite_api_db,
+)
 
 PROBLEM = "application/problem+json"
 
 
-def test_a_change_by_any_process_is_on_the_next_get_of_every_replica(sqlite_api_db: str) -> None:  # noqa: F811
-    settings = make_settings(sqlite_api_db)
+def _reads(api: Any) -> dict[str, float]:
+    """forecaster_forecast_reads_total by source, from the replica's /metrics."""
+    out = {"cache": 0.0, "database": 0.0}
+    for line in api.client.get("/metrics").text.splitlines():
+        if line.startswith("forecaster_forecast_reads_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('source="')[1].split('"')[0]] = float(value)
+    return out
+
+
+def test_a_change_by_any_process_is_on_the_next_get_of_every_replica(api_db: str) -> None:  # noqa: F811
+    settings = make_settings(api_db)
     path = f"/v1/series/{TRAINED}/forecast"
     with running_api(settings) as a, running_api(settings) as b:  # two API replicas on one database
         for replica in (a, b):
             for _ in range(3):  # served from each replica's cache after the first
                 assert replica.client.get(path).json()["model_version"] == 2
-        # A third writer (here: this test's own connection, as the scheduler would) moves the champion.
-        engine = make_engine(sqlite_api_db)
+            assert _reads(replica) == {"cache": 2, "database": 1}, "the cache served nothing"
+        # A third writer (here: this test's own connection, as a worker would) moves the champion.
+        engine = make_engine(api_db)
         with write_session(make_sessionmaker(engine)) as session:
             registry.promote(session, series_key=TRAINED, version=1)
             refresh_forecast(session, series_by_key(session, TRAINED))
-        engine.dispose()
         assert a.client.get(path).json()["model_version"] == 1
         assert b.client.get(path).json()["model_version"] == 1
         # A promotion through one replica is on the next GET of the other.
@@ -36,6 +51,30 @@ def test_a_change_by_any_process_is_on_the_next_get_of_every_replica(sqlite_api_
         assert r.status_code == 200, r.text
         assert b.client.get(path).json()["model_version"] == 2
         assert a.client.get(path).json()["model_version"] == 2
+        # An update in place of a row the read uses is seen too (no new row, no new id).
+        with write_session(make_sessionmaker(engine)) as session:
+            f = session.scalar(select(Forecast).join(Series).where(Series.key == TRAINED)
+                               .order_by(Forecast.id.desc()).limit(1))
+            f.value = 123.5
+        assert b.client.get(path).json()["value"] == 123.5
+        assert a.client.get(path).json()["value"] == 123.5
+        engine.dispose()
+        before = _reads(b)
+        b.client.get(path)
+        assert _reads(b)["cache"] == before["cache"] + 1, "an unchanged forecast was read again"
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_write_to_one_series_leaves_the_others_cached(pg_url: str, api_template: Any) -> None:  # noqa: F811
+    copy_database(api_template, pg_url)
+    with running_api(make_settings(pg_url)) as api:
+        other = f"/v1/series/{BASELINE}/forecast"
+        first = api.client.get(other).json()
+        r = api.client.post(f"/v1/series/{TRAINED}/promote", json={"version": 1}, headers=api.admin)
+        assert r.status_code == 200, r.text
+        before = _reads(api)
+        assert api.client.get(other).json() == first
+        assert _reads(api)["cache"] == before["cache"] + 1
 
 
 def test_the_fast_predict_parse_takes_the_common_body_and_leaves_the_rest_to_validation() -> None:

@@ -40,8 +40,9 @@ async def read_forecast(key: str, request: Request) -> Response:
     """
     # The app state straight from the request (no dependency to solve: this is the hot path).
     state: AppState = request.app.state.forecaster
-    token = state.forecasts.token()  # taken before reading, so a change during the read is never masked
+    token = await state.forecasts.token(key)  # taken before reading, so a change during the read is never masked
     cached = state.forecasts.get(key, token)
+    state.metrics.forecast_reads.labels("cache" if cached is not None else "database").inc()
     if cached is None:
         cached = state.forecasts.put(key, token, await run_in_threadpool(_read_one, state, key))
     state.metrics.forecasts_served.labels(key, cached.method).inc()

@@ -1,0 +1,162 @@
+"""Change tokens: a cheap proof that what a series' forecast read returned has not changed since.
+
+A token is taken *before* a read; a later token equal to it means no commit has
+touched what the read saw, so its result can be served again. Nothing here is
+time-based, and any process's writes count (scheduler, workers, other API replicas).
+
+- SQLite: ``PRAGMA data_version`` of the database file — an integer that changes
+  whenever any other connection commits. A few microseconds, never waits for a
+  writer. One token for the whole database.
+- PostgreSQL: the row versions (``xmin``, the id of the transaction that wrote a
+  row) of exactly the rows a forecast read uses: the series, its latest stored
+  forecast, that forecast's model version and the series' latest model version.
+  Any insert, update or delete of one of them changes the tuple; a write to any
+  other series does not. One indexed statement on a dedicated autocommit
+  connection (MVCC: it never waits for a writer), no trigger and no shared
+  counter row for writers to queue on.
+
+``probe_for(url)`` picks the probe; a database with neither (in-memory SQLite)
+has none, and callers then read every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Hashable
+from typing import Protocol
+from urllib.request import pathname2url
+
+from sqlalchemy.engine import URL, make_url
+
+from forecaster.logs import log_event
+
+# The rows ``forecasting.get_forecast`` reads, and the version of each (None where absent).
+FORECAST_ROWS_SQL = """
+SELECT s.id, s.xmin::text, f.id, f.xmin::text, m.xmin::text, l.id, l.xmin::text
+FROM series s
+LEFT JOIN LATERAL (SELECT id, xmin, model_version_id FROM forecasts
+                   WHERE series_id = s.id ORDER BY id DESC LIMIT 1) f ON true
+LEFT JOIN model_versions m ON m.id = f.model_version_id
+LEFT JOIN LATERAL (SELECT id, xmin FROM model_versions
+                   WHERE series_id = s.id ORDER BY version DESC LIMIT 1) l ON true
+WHERE s.key = %s
+"""
+
+
+class ChangeProbe(Protocol):
+    async def token(self, key: str) -> Hashable | None:
+        """A token for ``key``'s forecast read now, or None (then read, and cache nothing)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SQLiteProbe:
+    """``PRAGMA data_version`` of one SQLite file, on a connection of its own."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def token(self, key: str) -> Hashable | None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    # timeout=0: never wait for a lock on the event loop; a busy database means "no token".
+                    # mode=rw: never create the file (a missing database is the slow path's 503 to report).
+                    self._conn = sqlite3.connect(f"file:{pathname2url(self._path)}?mode=rw", uri=True, timeout=0,
+                                                 isolation_level=None, check_same_thread=False)
+                row = self._conn.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error:
+                self._close()
+                return None
+        return int(row[0])
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class PostgresProbe:
+    """The row versions behind a series' forecast, read on one autocommit psycopg connection.
+
+    A failure (database down, statement over ``timeout_s``, schema not migrated)
+    answers None — the caller reads the database and reports what is wrong — and
+    the probe stays quiet for ``retry_s`` before it connects again.
+    """
+
+    def __init__(self, url: URL, *, timeout_s: float = 1.0, retry_s: float = 1.0) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._timeout_s, self._retry_s = timeout_s, retry_s
+        self._conn: object | None = None  # psycopg.AsyncConnection, bound to the loop that opened it
+        self._lock: asyncio.Lock | None = None
+        self._quiet_until = 0.0
+        self._failing = False
+
+    async def token(self, key: str) -> Hashable | None:
+        import psycopg
+
+        if time.monotonic() < self._quiet_until:
+            return None
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = await asyncio.wait_for(
+                        psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                                                        application_name="forecaster-api-probe"),
+                        self._timeout_s)
+                cursor = await asyncio.wait_for(
+                    self._conn.execute(FORECAST_ROWS_SQL, (key,), prepare=True),  # type: ignore[attr-defined]
+                    self._timeout_s)
+                row = await cursor.fetchone()
+            except (psycopg.Error, OSError, asyncio.TimeoutError) as exc:
+                await self._drop()
+                self._quiet_until = time.monotonic() + self._retry_s
+                if not self._failing:
+                    self._failing = True
+                    log_event("api.change_probe_unavailable", level=logging.WARNING,
+                              error=f"{type(exc).__name__}: {str(exc).strip() or 'timed out'}",
+                              detail="forecast GETs read the database until the probe works again")
+                return None
+        if self._failing:
+            self._failing = False
+            log_event("api.change_probe_restored")
+        if row is None or row[2] is None:
+            return None  # no such series, or no forecast yet: the read says which, uncached
+        return tuple(row)
+
+    async def aclose(self) -> None:
+        await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - a broken connection is being discarded anyway
+                pass
+
+
+def probe_for(url: str | URL) -> ChangeProbe | None:
+    """The change probe of a database, or None where there is no cheap one (in-memory SQLite)."""
+    url = make_url(url)
+    database = url.database
+    if url.get_backend_name() == "sqlite":
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return SQLiteProbe(database)
+        return None
+    if url.get_backend_name() == "postgresql":
+        return PostgresProbe(url)
+    return None
