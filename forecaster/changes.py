@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Hashable
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.request import pathname2url
 
 from sqlalchemy.engine import URL, make_url
@@ -36,14 +36,14 @@ from forecaster.logs import log_event
 
 # The rows ``forecasting.get_forecast`` reads, and the version of each (None where absent).
 FORECAST_ROWS_SQL = """
-SELECT s.id, s.xmin::text, f.id, f.xmin::text, m.xmin::text, l.id, l.xmin::text
+SELECT s.key, s.id, s.xmin::text, f.id, f.xmin::text, m.xmin::text, l.id, l.xmin::text
 FROM series s
 LEFT JOIN LATERAL (SELECT id, xmin, model_version_id FROM forecasts
                    WHERE series_id = s.id ORDER BY id DESC LIMIT 1) f ON true
 LEFT JOIN model_versions m ON m.id = f.model_version_id
 LEFT JOIN LATERAL (SELECT id, xmin FROM model_versions
                    WHERE series_id = s.id ORDER BY version DESC LIMIT 1) l ON true
-WHERE s.key = %s
+WHERE s.key = ANY(%s)
 """
 
 
@@ -88,7 +88,12 @@ class SQLiteProbe:
 
 
 class PostgresProbe:
-    """The row versions behind a series' forecast, read on one autocommit psycopg connection.
+    """The row versions behind series' forecasts, read on one autocommit psycopg connection.
+
+    Requests that arrive while a probe statement is in flight wait for the *next*
+    one, which then answers all of them at once (``WHERE key = ANY(...)``): a token
+    is never older than the request that asked for it, and eight concurrent GETs
+    cost one or two round trips, not eight queued ones.
 
     A failure (database down, statement over ``timeout_s``, schema not migrated)
     answers None — the caller reads the database and reports what is wrong — and
@@ -98,53 +103,70 @@ class PostgresProbe:
     def __init__(self, url: URL, *, timeout_s: float = 1.0, retry_s: float = 1.0) -> None:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._timeout_s, self._retry_s = timeout_s, retry_s
-        self._conn: object | None = None  # psycopg.AsyncConnection, bound to the loop that opened it
-        self._lock: asyncio.Lock | None = None
+        self._conn: Any = None  # psycopg.AsyncConnection, bound to the loop that opened it
+        self._waiting: dict[str, list[asyncio.Future[Hashable | None]]] = {}
+        self._runner: asyncio.Task[None] | None = None
         self._quiet_until = 0.0
         self._failing = False
 
     async def token(self, key: str) -> Hashable | None:
-        import psycopg
-
         if time.monotonic() < self._quiet_until:
             return None
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        future: asyncio.Future[Hashable | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}  # later arrivals wait for the next statement
+            tokens: dict[str, Hashable] = {}
             try:
-                if self._conn is None:
-                    self._conn = await asyncio.wait_for(
-                        psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
-                                                        application_name="forecaster-api-probe"),
-                        self._timeout_s)
-                cursor = await asyncio.wait_for(
-                    self._conn.execute(FORECAST_ROWS_SQL, (key,), prepare=True),  # type: ignore[attr-defined]
+                tokens = await self._read(list(batch))
+            finally:  # whatever happened (even cancellation at shutdown), nobody waits forever
+                for key, futures in batch.items():
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(tokens.get(key))
+
+    async def _read(self, keys: list[str]) -> dict[str, Hashable]:
+        import psycopg
+
+        try:
+            if self._conn is None:
+                self._conn = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                                                    application_name="forecaster-api-probe"),
                     self._timeout_s)
-                row = await cursor.fetchone()
-            except (psycopg.Error, OSError, asyncio.TimeoutError) as exc:
-                await self._drop()
-                self._quiet_until = time.monotonic() + self._retry_s
-                if not self._failing:
-                    self._failing = True
-                    log_event("api.change_probe_unavailable", level=logging.WARNING,
-                              error=f"{type(exc).__name__}: {str(exc).strip() or 'timed out'}",
-                              detail="forecast GETs read the database until the probe works again")
-                return None
+            cursor = await asyncio.wait_for(self._conn.execute(FORECAST_ROWS_SQL, (keys,), prepare=True),
+                                            self._timeout_s)
+            rows = await cursor.fetchall()
+        except (psycopg.Error, OSError, asyncio.TimeoutError) as exc:
+            await self._drop()
+            self._quiet_until = time.monotonic() + self._retry_s
+            if not self._failing:
+                self._failing = True
+                log_event("api.change_probe_unavailable", level=logging.WARNING,
+                          error=f"{type(exc).__name__}: {str(exc).strip() or 'timed out'}",
+                          detail="forecast GETs read the database until the probe works again")
+            return {}
         if self._failing:
             self._failing = False
             log_event("api.change_probe_restored")
-        if row is None or row[2] is None:
-            return None  # no such series, or no forecast yet: the read says which, uncached
-        return tuple(row)
+        # No such series, or no forecast yet: no token (the read says which, uncached).
+        return {row[0]: tuple(row[1:]) for row in rows if row[3] is not None}
 
     async def aclose(self) -> None:
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
         await self._drop()
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await conn.close()  # type: ignore[attr-defined]
+                await conn.close()
             except Exception:  # noqa: BLE001 - a broken connection is being discarded anyway
                 pass
 

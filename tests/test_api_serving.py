@@ -108,3 +108,32 @@ def test_predict_bodies_the_fast_parse_declines_get_the_full_validations_422(
         r = api.client.post(f"/v1/models/{mv}/predict", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM), r.text
         assert needle in r.text, r.text
+
+
+@pytest.mark.postgres
+def test_concurrent_gets_never_see_a_value_older_than_their_request(pg_url: str, api_template: Any) -> None:  # noqa: F811
+    """The probe answers requests that arrive during a probe statement with the *next* statement:
+    every GET sent after a commit sees it, however many GETs are in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    copy_database(api_template, pg_url)
+    engine = make_engine(pg_url)
+    sm = make_sessionmaker(engine)
+    path = f"/v1/series/{TRAINED}/forecast"
+    with running_api(make_settings(pg_url)) as api, ThreadPoolExecutor(16) as pool, \
+            httpx.Client(base_url=api.url, limits=httpx.Limits(max_connections=16)) as client:
+        def hammer(n: int) -> list[float]:
+            return list(pool.map(lambda _: client.get(path).json()["value"], range(n)))
+
+        hammer(32)
+        for i in range(6):
+            with write_session(sm) as session:
+                f = session.scalar(select(Forecast).join(Series).where(Series.key == TRAINED)
+                                   .order_by(Forecast.id.desc()).limit(1))
+                f.value = 1000.0 + i
+            assert set(hammer(48)) == {1000.0 + i}, f"a GET after write {i} saw an older value"
+        reads = _reads(api)
+        assert reads["cache"] > reads["database"], reads  # and the cache did the serving
+    engine.dispose()
