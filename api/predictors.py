@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.orm import Session
 
 from forecaster import registry
-from forecaster.db import ModelVersion, Series
 from forecaster.errors import ModelNotFound
 
 if TYPE_CHECKING:
@@ -122,12 +121,8 @@ class PredictorCache:
 
     @staticmethod
     def _load(session: Session, model_version_id: int) -> LoadedModel:
-        hyperparameters, scaler, weights = registry.load_artifact(session, model_version_id=model_version_id)
-        mv = session.get(ModelVersion, model_version_id)
-        series = session.get(Series, mv.series_id) if mv is not None else None
-        if mv is None or series is None:  # deleted between the two reads
-            raise ModelNotFound(f"no model version with id {model_version_id}")
+        artifact = registry.load_artifact(session, model_version_id=model_version_id)
         from forecaster.modelling import Predictor  # torch: only when a model is loaded
 
-        predictor = Predictor.from_artifact(hyperparameters, scaler, weights)
-        return LoadedModel(model_version_id, series.key, mv.version, series.frequency, predictor)
+        predictor = Predictor.from_artifact(*artifact.parts())
+        return LoadedModel(model_version_id, artifact.series_key, artifact.version, artifact.frequency, predictor)

@@ -262,7 +262,7 @@ def in_process_predict(url: str, model_version_id: int, windows: Any, repeats: i
     torch.set_num_threads(min(torch.get_num_threads(), TORCH_THREADS))
     engine = make_engine(url)
     with Session(engine) as session:
-        predictor = Predictor.from_artifact(*registry.load_artifact(session, model_version_id=model_version_id))
+        predictor = Predictor.from_artifact(*registry.load_artifact(session, model_version_id=model_version_id).parts())
     engine.dispose()
     w = np.asarray(windows, dtype=np.float64)
     for _ in range(20):

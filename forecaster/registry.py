@@ -314,13 +314,33 @@ def get_version(session: Session, *, model_version_id: int) -> VersionView:
     return _view(series, mv, champ.id if champ else None)
 
 
-def load_artifact(session: Session, *, model_version_id: int) -> tuple[dict[str, Any], dict[str, Any], bytes]:
-    """(hyperparameters, scaler, safetensors weights) of a version, for prediction.
+@dataclass(frozen=True)
+class Artifact:
+    """What prediction needs of a version: its stored artifact, and whose it is."""
+
+    hyperparameters: dict[str, Any]
+    scaler: dict[str, Any]
+    weights: bytes  # safetensors
+    series_key: str
+    frequency: str
+    version: int
+
+    def parts(self) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+        """(hyperparameters, scaler, weights), as ``Predictor.from_artifact`` takes them."""
+        return self.hyperparameters, self.scaler, self.weights
+
+
+def load_artifact(session: Session, *, model_version_id: int) -> Artifact:
+    """The stored artifact of a version and its series, in one read.
 
     Raises:
         ModelNotFound: naming the id.
     """
-    mv = session.get(ModelVersion, model_version_id)
-    if mv is None:
+    row = session.execute(
+        select(ModelVersion.hyperparameters, ModelVersion.scaler, ModelVersion.weights, Series.key,
+               Series.frequency, ModelVersion.version)
+        .join(Series, Series.id == ModelVersion.series_id).where(ModelVersion.id == model_version_id)
+    ).one_or_none()
+    if row is None:
         raise ModelNotFound(f"no model version with id {model_version_id}")
-    return mv.hyperparameters, mv.scaler, mv.weights
+    return Artifact(*row)

@@ -173,7 +173,7 @@ def _predictor(url: str, model_version_id: int) -> Predictor:
     engine = make_engine(url)
     try:
         with Session(engine) as session:
-            return Predictor.from_artifact(*registry.load_artifact(session, model_version_id=model_version_id))
+            return Predictor.from_artifact(*registry.load_artifact(session, model_version_id=model_version_id).parts())
     finally:
         engine.dispose()
 

@@ -28,3 +28,23 @@ def test_the_core_never_imports_fastapi_apscheduler_api_or_jobs() -> None:
     assert loaded_after_importing(modules) == ["torch"]
     # torch loads only with the modules that train or predict, not with the CLI, ingest, registry, ...
     assert loaded_after_importing([m for m in modules if m not in TORCH_MODULES]) == []
+
+
+def test_no_sql_in_the_api_package() -> None:
+    """Routes call the use-case layer: no query builders imported, no session queried, in api/."""
+    import ast
+    from pathlib import Path
+
+    api = Path(__file__).resolve().parents[1] / "api"
+    found = []
+    for path in sorted(api.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+                bad = {a.name for a in node.names} & {"select", "text", "insert", "update", "delete", "func"}
+                found += [f"{path.name}:{node.lineno} imports {name}" for name in sorted(bad)]
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in {"execute", "scalar", "scalars", "get", "query"} \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "session":
+                found.append(f"{path.name}:{node.lineno} session.{node.func.attr}(...)")
+    assert found == [], found
