@@ -17,8 +17,11 @@ and dropped), with ``--series`` small sine series (length 300, a 16-unit LSTM,
    the time the task then took (``started`` to ``succeeded``): the training of a
    small series.
 3. ``wrk -c8`` on ``GET /v1/series/{key}/forecast`` of `forecaster serve` at rest,
-   then while a retrain of every series runs on 2 workers (the API only enqueues);
-   and, for comparison, the same on SQLite with the retrain inside the API process.
+   then while a retrain of every series runs on 2 workers (the API only enqueues):
+   workers as started by default, at nice 19, and confined to the last CPU (one
+   torch thread each: the nearest this one box comes to workers on another
+   machine); and, for comparison, the same on SQLite with the retrain inside the
+   API process.
 
 Writes bench/results/workers.json and prints a table. Only loopback traffic.
 """
@@ -75,12 +78,21 @@ def write_config(path: Path, url: str, specs: list[dict[str, Any]]) -> Path:
 class Child:
     """A forecaster command as a child process, its output kept."""
 
-    def __init__(self, config: Path, *args: str, nice: int = 0) -> None:
+    def __init__(self, config: Path, *args: str, nice: int = 0, cpus: set[int] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORECASTER_")}
+        if cpus:
+            env["OMP_NUM_THREADS"] = str(len(cpus))  # torch's intra-op threads: one per CPU it may use
+
+        def confine() -> None:
+            if nice:
+                os.nice(nice)
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         self.lines: list[str] = []
         self.popen = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "--config", str(config), *args],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                      preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                      preexec_fn=confine if nice or cpus else None)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -208,18 +220,19 @@ def overhead(cfg: Path, settings: Any, sm: Any, tasks: int) -> dict[str, Any]:
 
 
 def api_under_retrain(cfg: Path, settings: Any, sm: Any, duration_s: float, workers: int,
-                      worker_nice: int = 0) -> dict[str, Any]:
+                      worker_nice: int = 0, worker_cpus: set[int] | None = None) -> dict[str, Any]:
     """wrk on the forecast GET at rest, then while a retrain runs on ``workers`` worker processes.
 
     On this one machine the workers share the API's two cores; ``worker_nice`` runs them at a
     lower CPU priority, which is what a box hosting both should do (on separate machines, as
-    in production, they take nothing from the API at all)."""
+    in production, they take nothing from the API at all); ``worker_cpus`` confines them to those
+    CPUs (one torch thread per CPU), the closest this box comes to workers on another machine."""
     from forecaster.queue import TaskQueue
     from forecaster.usecases.jobs import start_run
 
     port = free_port()
     api = Child(cfg, "serve", "--port", str(port))
-    children = [Child(cfg, "worker", nice=worker_nice) for _ in range(workers)]
+    children = [Child(cfg, "worker", nice=worker_nice, cpus=worker_cpus) for _ in range(workers)]
     queue = TaskQueue(sm, settings)
     url = f"http://127.0.0.1:{port}/v1/series/{KEY}/forecast"
     try:
@@ -237,7 +250,7 @@ def api_under_retrain(cfg: Path, settings: Any, sm: Any, duration_s: float, work
             c.stop()
         queue.shutdown()
     return {"at_rest": rest, "during_retrain": busy, "workers": workers, "worker_nice": worker_nice,
-            "overlapped": training_overlapped,
+            "worker_cpus": sorted(worker_cpus) if worker_cpus else None, "overlapped": training_overlapped,
             "p99_ratio": round(busy["p99_ms"] / rest["p99_ms"], 2), "rps_ratio": round(busy["rps"] / rest["rps"], 2)}
 
 
@@ -322,6 +335,11 @@ def main() -> None:
         result["forecast_get_workers_niced"] = api_under_retrain(cfg, settings, sm, args.duration, workers=2,
                                                                  worker_nice=19)
         print(json.dumps(result["forecast_get_workers_niced"]), flush=True)
+        if (os.cpu_count() or 1) >= 2:
+            last = (os.cpu_count() or 2) - 1
+            result["forecast_get_workers_own_cpu"] = api_under_retrain(cfg, settings, sm, args.duration, workers=2,
+                                                                       worker_cpus={last})
+            print(json.dumps(result["forecast_get_workers_own_cpu"]), flush=True)
         engine.dispose()
         result["forecast_get_in_process_sqlite"] = api_in_process_retrain(tmp, specs, args.duration)
         print(json.dumps(result["forecast_get_in_process_sqlite"]), flush=True)
@@ -339,7 +357,10 @@ def main() -> None:
           f"({t['workers_2']['vs_in_process']}x)")
     q = result["queue_overhead"]
     print(f"queue overhead: enqueue->start median {q['enqueue_to_start_ms_median']} ms vs task {q['task_ms_median']} ms")
-    for k in ("forecast_get_workers", "forecast_get_workers_niced", "forecast_get_in_process_sqlite"):
+    for k in ("forecast_get_workers", "forecast_get_workers_niced", "forecast_get_workers_own_cpu",
+              "forecast_get_in_process_sqlite"):
+        if k not in result:
+            continue
         r = result[k]
         print(f"{k}: p99 at rest {r['at_rest']['p99_ms']:.2f} ms, during retrain {r['during_retrain']['p99_ms']:.2f} ms; "
               f"req/s {r['at_rest']['rps']:.0f} -> {r['during_retrain']['rps']:.0f}")
