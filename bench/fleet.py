@@ -154,7 +154,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--max-one-by-one", type=int, default=64, help="largest K measured one by one")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--amp", action="store_true",
+                    help="ModelSpec.amp: CUDA bf16 autocast; CPU: bf16 products in the fleet's LSTM/RNN "
+                         "recurrence (the per-series path ignores amp on the CPU)")
     ap.add_argument("--quick", action="store_true", help="K = 1, 8; 1 epoch")
     ap.add_argument("--out", default=None)
     ap.add_argument("--e2e", type=int, default=0, metavar="N",

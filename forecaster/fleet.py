@@ -60,6 +60,9 @@ _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _LOSSES = {"mae": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as trainer.fit uses them
 CPU_BUDGET_BYTES = 2 * 1024**3  # per fleet on the CPU (data + activations)
+# Per model a CPU fleet step costs the same from 32 to 128 members and ~15 % more at 256 (its buffers,
+# ~3 MB per member, no longer fit the caches): larger groups train as consecutive fleets of this size.
+CPU_MAX_MEMBERS = 64
 # Measured (bench/results/fleet-cpu.json): on the CPU, nn.LSTM's fused oneDNN kernels at batch 64
 # are compute-bound, not overhead-bound, and beat this eager batched cell per model; fleets pay on
 # a GPU, where one small model leaves the device idle. Retraining uses fleets only where they pay.
@@ -438,6 +441,19 @@ def _pad(arrays: Sequence, device: torch.device, tail: tuple[int, ...]) -> tuple
     return out.to(device), lengths.to(device)
 
 
+def cpu_bf16(device: torch.device, amp: bool, cell: str) -> torch.dtype | None:
+    """bfloat16 for the recurrence's products of an LSTM/RNN fleet training on the CPU with ``amp``
+    (opt-in, ``ModelSpec.amp``), where the CPU multiplies bfloat16 natively (oneDNN: AVX512-BF16 or AMX;
+    emulated it is slower than float32); else None (float32)."""
+    if not amp or device.type != "cpu" or cell not in ("lstm", "rnn"):
+        return None
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        native = False
+    return torch.bfloat16 if native else None
+
+
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if not amp or device.type != "cuda":
         return None
@@ -487,6 +503,8 @@ def fit_fleet(config: ModelConfig, members: Sequence[Member], *, max_size: int |
     most = max(len(m.splits.y_train) + len(m.splits.y_val) for m in members)
     size = fleet_capacity(device, member_bytes(config, L, Fin, most, first.config.batch_size))
     size = min(size, max_size or size)
+    if device.type == "cpu":
+        size = min(size, CPU_MAX_MEMBERS)
     results: list[MemberResult] = []
     for i in range(0, len(members), size):
         results += _fit_one_fleet(config, members[i : i + size], device)
@@ -498,7 +516,8 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
     K = len(members)
     cfgs = [m.config for m in members]
     B, loss_name = cfgs[0].batch_size, cfgs[0].loss
-    amp = _amp_dtype(device, cfgs[0].amp)
+    amp = _amp_dtype(device, cfgs[0].amp)  # CUDA: autocast
+    lowp = cpu_bf16(device, cfgs[0].amp, config.cell)  # CPU: bfloat16 products in the recurrence
     L, Fin = members[0].splits.x_train.shape[1:]
     xt, mt = _pad([m.splits.x_train for m in members], device, (L, Fin))
     yt, _ = _pad([m.splits.y_train for m in members], device, ())
@@ -559,7 +578,8 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
             active = None if s < least else nb > s  # members that still have a batch this epoch (None: all)
             count = bm.sum(dim=1)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                pred = forward(config, leaves, xt[rows, bi], training=True, workspace=workspace).float()
+                pred = forward(config, leaves, xt[rows, bi], training=True, workspace=workspace,
+                               lowp=lowp).float()
             elem = _LOSSES[loss_name](pred, yt[rows, bi], reduction="none")  # (n_live, B)
             per = torch.where(bm, elem, 0.0).sum(dim=1) / count.clamp(min=1)  # (n_live,)
             if active is not None:

@@ -17,7 +17,7 @@ import torch
 from forecaster import modelling
 from forecaster.config import ModelSpec, load_settings
 from forecaster.db import Series, make_engine, make_sessionmaker
-from forecaster.fleet import Member, fit_fleet, forward, stack_states
+from forecaster.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
 from forecaster.forecasting import load_values
 from forecaster.ingest import find_series, ingest_series
 from forecaster.model import ModelConfig, RecurrentForecaster
@@ -258,3 +258,47 @@ def test_train_has_a_one_by_one_flag(tmp_path: Path):
     out = subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), "train", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--one-by-one" in out.stdout
+
+
+def test_the_recurrence_backward_runs_once_and_says_so():
+    """The backward writes the gate gradients over the saved factors: a second pass must fail, not lie."""
+    config = ModelConfig("lstm", input_size=1, hidden_size=4)
+    torch.manual_seed(0)
+    params = [p.requires_grad_(True) for p in stack_states(config, [RecurrentForecaster(config).state_dict()] * 2,
+                                                           torch.device("cpu"))]
+    out = forward(config, params, torch.randn(2, 3, 5, 1), training=True).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        out.backward()
+
+
+needs_bf16 = pytest.mark.skipif(cpu_bf16(torch.device("cpu"), True, "lstm") is None,
+                                reason="this CPU has no native bfloat16 products")
+
+
+@needs_bf16
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_amp_on_the_cpu_runs_the_recurrence_products_in_bf16_to_bf16_accuracy(cell):
+    """ModelSpec.amp on the CPU (opt-in): the fleet's products take bfloat16 operands. The gradients
+    differ from float32 by bf16 rounding only, and the trained model is as good as the float32 one."""
+    config = ModelConfig(cell, input_size=1, hidden_size=16)
+    torch.manual_seed(0)
+    states = [RecurrentForecaster(config).state_dict() for _ in range(3)]
+    x, y = torch.randn(3, 32, 24, 1), torch.randn(3, 32)
+    grads = {}
+    for lowp in (None, torch.bfloat16):
+        params = [p.requires_grad_(True) for p in stack_states(config, states, torch.device("cpu"))]
+        pred = forward(config, params, x, training=True, lowp=lowp)
+        grads[lowp] = torch.autograd.grad(((pred - y) ** 2).mean(), params)
+    for g32, g16 in zip(grads[None], grads[torch.bfloat16]):
+        rel = ((g16 - g32).norm() / g32.norm()).item()
+        assert 1e-6 < rel < 0.03  # really bf16 (not float32), and only bf16 rounding apart
+
+    prep = prepared(cell=cell, amp=True, epochs=6)
+    [(model, result, error)] = modelling.fit_many([prep])
+    alone, alone_result = modelling.fit_one(prep)  # the per-series path: amp does nothing on the CPU
+    assert error is None
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())  # the artifact is unchanged
+    assert list(state(model)) == list(state(alone))
+    assert max((a - b).abs().max().item() for a, b in zip(state(model).values(), state(alone).values())) > 1e-5
+    assert result.best_val_loss == pytest.approx(alone_result.best_val_loss, rel=0.05)
