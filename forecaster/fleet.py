@@ -1,9 +1,10 @@
 """Fleet training: K separate recurrent models of one shape, advanced together in one batched pass.
 
-Training one small LSTM per series spends most of its time on per-step overhead
-of tiny matrices (CPU) or leaves most of the device idle (GPU). A fleet stacks
-the parameters of K models along a leading axis and runs the recurrence with
-batched matrix products (``torch.baddbmm`` over (K, B, ·) stacks), so one step
+Training one small LSTM per series leaves most of a GPU idle and, on the CPU,
+runs its products at about half the CPU's float32 matrix peak (~55 of ~114
+GFLOP/s here). A fleet stacks the parameters of K models along a leading axis
+and runs the recurrence with batched matrix products (``torch.bmm`` over K
+stacked matrices), so one step
 advances every model. ``nn.LSTM`` has no batched-weights (vmap) rule, so the
 cell maths is written out here, gate for gate as torch documents it:
 
@@ -23,18 +24,48 @@ weights are exported as exactly the ``state_dict`` of
 was trained. Extra input channels (calendar or other features) are just a wider
 last axis: the fleet is generic over the input size.
 
-LSTM and RNN run the recurrence in ``_Recurrence`` (a hand-written backward over
-time-major buffers); GRU runs autograd over the step loop.
+LSTM and RNN run the recurrence in ``_Recurrence``: a hand-written backward over
+time-major buffers, one product per step over [x; 1; h], tanh as 2·sigmoid(2a) - 1
+(torch's CPU tanh costs ~10x its sigmoid), the backward's factors formed in the
+forward while they are in cache, buffers reused between training steps (a
+``Workspace``), and Adam plus clipping on one (K, P) row per member. GRU runs
+autograd over the step loop.
 
 Equivalence: the same maths as ``trainer.fit`` with nn.LSTM/GRU/RNN, but not the
 same kernels, so a fleet of one matches the per-series path to float32 rounding
-(max 1.4e-6 after 25 epochs; tests/test_fleet.py states the tolerance), not bit for bit.
+(max 3.2e-6 after 25 epochs; tests/test_fleet.py states the tolerance), not bit for bit.
+``ModelSpec.amp`` on the CPU (opt-in; the per-series path ignores it there) gives the
+LSTM/RNN recurrence bfloat16 operands in its products where the CPU multiplies bf16
+natively (``cpu_bf16``): gradients within bf16 rounding of float32, holdout MASE
+0.97-1.03x of training alone on the 18 bundled real slices (median 1.000).
 
-Where it pays: on a GPU, where one small model leaves the device idle. On the
-2-core CPU of this project nn.LSTM's fused kernels at batch 64 are compute-bound
-(B=1 1.7 ms, B=64 10 ms, B=512 80 ms per forward+backward) and the eager batched
-cell costs more per model, so retraining keeps the per-series loop on the CPU
-(``FLEET_ON_CPU``; bench/results/fleet-cpu.json).
+Where it pays, measured on this project's 2-core AMD EPYC (Zen 5, AVX-512 + BF16),
+torch 2.13, 1 thread, another session's tests running alongside (load ~3):
+
+- One training step (forward, backward, clipping, Adam; batch 64, window 48,
+  hidden 32) per model against nn.LSTM + Adam alone (1.43-1.45 ms), two runs of
+  ``bench/fleet.py --micro 16,64,256`` (bench/results/fleet-step-cpu.json):
+  float32 K=16 0.92-0.95x, K=64 1.01-1.02x, K=256 0.85-0.88x;
+  bf16 products K=16 1.28-1.29x, K=64 1.66-1.68x, K=256 1.27-1.49x.
+- End to end, 2 epochs of K series of 2,000 points (``bench/fleet.py --ks 1,16,64,256
+  --epochs 2 --max-one-by-one 64``, two runs; K=256 one by one extrapolated):
+  float32 K=1 0.37-0.43x, K=16 1.02-1.12x, K=64 1.02-1.12x, K=256 1.04-1.07x
+  (bench/results/fleet-cpu.json); with ``--amp`` K=1 0.30-0.31x, K=16 1.24-1.49x,
+  K=64 1.47-1.54x, K=256 1.52-1.65x (bench/results/fleet-cpu-amp.json).
+- The bound: a step's products are ~78 MFLOP per model (per time step 2·B·(F+1+H)·4H
+  forward, 2·B·4H·H for dh, 2·B·(F+1+H)·4H for the weight gradients); the batched
+  float32 products run at ~90-100 GFLOP/s here (sgemm peak ~114), so float32 products
+  alone take ~0.8 ms per model against 1.44 ms for the whole per-series step: at most
+  ~1.8x with free elementwise work, ~1.0x with eager torch's (~0.5 ms per model).
+  bf16 products run at ~290-350 GFLOP/s (~0.25 ms per model); the eager elementwise
+  work and the bf16 conversions then bound it (~0.85 ms per model at K=64).
+  The issue's 5x at K=64 would need ≤0.29 ms per model: not reachable in float32 at
+  all, and in bf16 only with the elementwise work fused (torch.compile of the cell
+  alone took 13 s to compile here, too slow for this project's tests and CLI).
+
+So retraining keeps the per-series loop on the CPU (``FLEET_ON_CPU`` off): in float32
+the fleet is no faster, and with amp it is 1.5x from 64 members but not reliably
+1.3x at 16, and it is slower for small groups (0.3-0.4x for one member).
 
 Memory: ``fleet_capacity`` sizes a fleet to a byte budget (CUDA: a share of the
 free device memory; CPU: a fixed budget), and ``fit_fleet`` splits larger
@@ -63,9 +94,10 @@ CPU_BUDGET_BYTES = 2 * 1024**3  # per fleet on the CPU (data + activations)
 # Per model a CPU fleet step costs the same from 32 to 128 members and ~15 % more at 256 (its buffers,
 # ~3 MB per member, no longer fit the caches): larger groups train as consecutive fleets of this size.
 CPU_MAX_MEMBERS = 64
-# Measured (bench/results/fleet-cpu.json): on the CPU, nn.LSTM's fused oneDNN kernels at batch 64
-# are compute-bound, not overhead-bound, and beat this eager batched cell per model; fleets pay on
-# a GPU, where one small model leaves the device idle. Retraining uses fleets only where they pay.
+# Measured (module docstring; bench/results/fleet-cpu*.json): on the CPU a float32 fleet is ~1.0x the
+# per-series loop (its products alone cost ~0.8 of the 1.44 ms per-series step), bf16 products (amp)
+# 1.2-1.5x at 16 members and 1.5x from 64, 0.3x for one; fleets pay on a GPU, where one small model
+# leaves the device idle. Retraining uses fleets only where they pay.
 FLEET_ON_CPU = False
 CUDA_SHARE = 0.6  # of the device's free memory per fleet
 
