@@ -265,6 +265,13 @@ class _Recurrence(torch.autograd.Function):
             a_low = take("a_low", (K, G, B), x, lowp)
         h32 = x.new_empty(K, H, B) if lowp is not None else None  # h in float32 (the buffer holds bf16)
         one = x.new_ones(())
+        E = Fk = None
+        if lstm:
+            c2 = x.new_zeros(K, H, B)  # 2·c
+            gi2, fc2, tc = (x.new_empty(K, H, B) for _ in range(3))
+            if train:
+                E = take("e", (L, K, H, B), x)  # o·(1 - tanh²c)
+                Fk = take("f", (L, K, H, B), x)  # f
         for t in range(L):
             a = A[t if train else 0]
             if lowp is None:
@@ -275,11 +282,6 @@ class _Recurrence(torch.autograd.Function):
             a.sigmoid_()
             h = hs[t + 1] if h32 is None else h32
             if lstm:
-                if t == 0:
-                    c2 = x.new_zeros(K, H, B)  # 2·c
-                    gi2, fc2, tc = (x.new_empty(K, H, B) for _ in range(3))
-                    E = take("e", (L, K, H, B), x) if train else None  # o·(1 - tanh²c)
-                    Fk = take("f", (L, K, H, B), x) if train else None  # f
                 o, i, f, g2 = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
                 g2.mul_(4).sub_(2)  # 2·g = 2·tanh(a_g)
                 torch.mul(g2, i, out=gi2)  # 2·i·g
