@@ -303,3 +303,32 @@ def test_amp_on_the_cpu_runs_the_recurrence_products_in_bf16_to_bf16_accuracy(ce
     assert list(state(model)) == list(state(alone))
     assert max((a - b).abs().max().item() for a, b in zip(state(model).values(), state(alone).values())) > 1e-5
     assert result.best_val_loss == pytest.approx(alone_result.best_val_loss, rel=0.05)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("full", [True, False])
+def test_the_recurrence_backward_is_the_derivative_of_its_forward(cell, full):
+    """In float64, the hand-written backward (inputs, weights, both biases) against central differences
+    of the forward along random directions: the maths, independent of nn.LSTM/nn.RNN."""
+    from forecaster.fleet import _Recurrence
+
+    gen = torch.Generator().manual_seed(3)
+    L, K, Fi, B, H = 6, 2, 3, 4, 5
+    G = 4 * H if cell == "lstm" else H
+    shapes = [(L, K, Fi, B), (K, G, Fi), (K, G, H), (K, G), (K, G)]
+    inputs = [(0.5 * torch.randn(s, generator=gen, dtype=torch.float64)).requires_grad_(True) for s in shapes]
+    weight = torch.randn((L, K, H, B) if full else (K, H, B), generator=gen, dtype=torch.float64)
+
+    def loss(*xs: torch.Tensor) -> torch.Tensor:
+        return (_Recurrence.apply(*xs, cell, full, torch.is_grad_enabled(), None, None) * weight).sum()
+
+    grads = torch.autograd.grad(loss(*inputs), inputs)
+    eps = 1e-6
+    for _ in range(3):
+        v = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        with torch.no_grad():
+            up = loss(*[x + eps * d for x, d in zip(inputs, v)])
+            down = loss(*[x - eps * d for x, d in zip(inputs, v)])
+        numeric = ((up - down) / (2 * eps)).item()
+        analytic = sum((g * d).sum() for g, d in zip(grads, v)).item()
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
