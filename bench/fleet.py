@@ -3,6 +3,7 @@
     .venv/bin/python bench/fleet.py [--ks 1,16,64,256] [--epochs 4] [--max-one-by-one 64]
                                     [--device cpu|cuda] [--amp] [--quick] [--threads 1] [--out NAME]
     .venv/bin/python bench/fleet.py --e2e 1000 --device cuda [--amp]   # the GPU goal, end to end
+    .venv/bin/python bench/fleet.py --micro 16,64,256                  # one training step per model (CPU)
 
 Series of ~2,000 points: non-overlapping slices of the bundled real series
 (forecaster/snapshots/, and /work/shared/data/ when present: hourly temperatures
@@ -148,21 +149,101 @@ def end_to_end(n: int, epochs: int, device: str, amp: bool) -> dict[str, Any]:
             "met": n >= 1000 and wall < 300 and device == "cuda"}
 
 
+def step_micro(ks: list[int], cell: str = "lstm", repeats: int = 3) -> list[dict[str, Any]]:
+    """One training step (forward, backward, clipping, Adam) on a batch of 64 windows of 48 steps,
+    hidden 32: the per-series path (nn.LSTM + torch.optim.Adam) against a fleet of K, per model, in
+    float32 and (where the CPU multiplies bf16 natively) with bf16 products (``amp``). The fastest of
+    ``repeats`` timings of each, so a busy neighbour on a shared host counts less."""
+    import torch.nn.functional as F
+
+    from forecaster import fleet
+    from forecaster.model import ModelConfig, RecurrentForecaster
+
+    H, L, B = 32, 48, 64
+    cfg = ModelConfig(cell=cell, hidden_size=H, input_size=1)
+    torch.manual_seed(0)
+
+    def one(n: int = 40) -> float:
+        m = RecurrentForecaster(cfg)
+        opt = torch.optim.Adam(m.parameters(), 1e-3)
+        x, y = torch.randn(B, L, 1), torch.randn(B)
+        best = float("inf")
+        for _ in range(repeats):
+            for i in range(n + 5):
+                if i == 5:
+                    t = time.perf_counter()
+                opt.zero_grad()
+                F.l1_loss(m(x), y).backward()
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+                opt.step()
+            best = min(best, (time.perf_counter() - t) / n)
+        return best
+
+    def fleet_step(K: int, lowp: torch.dtype | None, n: int = 5) -> float:
+        stacked = fleet.stack_states(cfg, [RecurrentForecaster(cfg).state_dict() for _ in range(K)],
+                                     torch.device("cpu"))
+        shapes = [p.shape[1:] for p in stacked]
+        work = torch.cat([p.reshape(K, -1) for p in stacked], 1)
+        leaves = [v.detach().requires_grad_(True) for v in fleet._split(work, shapes)]
+        m1, m2, steps = torch.zeros_like(work), torch.zeros_like(work), torch.zeros(K, dtype=torch.float64)
+        lr, clip = torch.full((K,), 1e-3, dtype=torch.float64), torch.ones(K)
+        x, y, ws = torch.randn(K, B, L, 1), torch.randn(K, B), fleet.Workspace()
+        best = float("inf")
+        for _ in range(repeats):
+            for i in range(n + 1):
+                if i == 1:
+                    t = time.perf_counter()
+                pred = fleet.forward(cfg, leaves, x, training=True, workspace=ws, lowp=lowp)
+                grads = torch.autograd.grad(F.l1_loss(pred, y, reduction="none").mean(1).sum(), leaves)
+                with torch.no_grad():
+                    grad = torch.cat([g.reshape(K, -1) for g in grads], 1)
+                    fleet._adam_step(work, grad, m1, m2, steps, None, lr, clip)
+            best = min(best, (time.perf_counter() - t) / n)
+        return best
+
+    alone = one()
+    bf16 = fleet.cpu_bf16(torch.device("cpu"), True, cell)
+    rows = []
+    for K in ks:
+        for lowp in (None, bf16) if bf16 is not None else (None,):
+            s = fleet_step(K, lowp)
+            rows.append({"K": K, "products": "bf16" if lowp else "fp32", "one_by_one_step_ms": alone * 1e3,
+                         "fleet_step_ms": s * 1e3, "fleet_ms_per_model": s / K * 1e3, "ratio": alone / (s / K)})
+            print(f"step micro K={K:4d} {rows[-1]['products']}: fleet {s * 1e3:7.1f} ms = {s / K * 1e3:.2f} ms "
+                  f"per model; alone {alone * 1e3:.2f} ms; ratio {alone / (s / K):.2f}x", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ks", default="1,16,64,256")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--max-one-by-one", type=int, default=64, help="largest K measured one by one")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--amp", action="store_true",
+                    help="ModelSpec.amp: CUDA bf16 autocast; CPU: bf16 products in the fleet's LSTM/RNN "
+                         "recurrence (the per-series path ignores amp on the CPU)")
     ap.add_argument("--quick", action="store_true", help="K = 1, 8; 1 epoch")
     ap.add_argument("--out", default=None)
     ap.add_argument("--e2e", type=int, default=0, metavar="N",
                     help="only: N series retrained, gated and stored end to end (the GPU goal: 1000 in < 5 min)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads for both paths (1: on a shared 2-core host more spin and lose)")
+    ap.add_argument("--micro", default=None, metavar="KS",
+                    help="only: one training step per model, fleet of K (e.g. 16,64,256) vs the per-series path, "
+                         "fp32 and bf16 products (the CPU's products' bound, without data handling or validation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.micro:
+        rows = step_micro([int(k) for k in args.micro.split(",")])
+        out = ROOT / "bench" / "results" / f"{args.out or 'fleet-step-' + args.device}.json"
+        out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                               "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                                               "load_avg_at_end": os.getloadavg()},
+                                   "settings": {"cell": "lstm", "window": 48, "hidden_size": 32, "batch_size": 64},
+                                   "step_micro": rows}, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+        return
     if args.e2e:
         e2e = end_to_end(args.e2e, args.epochs, args.device, args.amp)
         print(json.dumps(e2e, indent=2))

@@ -1,9 +1,10 @@
 """Fleet training: K separate recurrent models of one shape, advanced together in one batched pass.
 
-Training one small LSTM per series spends most of its time on per-step overhead
-of tiny matrices (CPU) or leaves most of the device idle (GPU). A fleet stacks
-the parameters of K models along a leading axis and runs the recurrence with
-batched matrix products (``torch.baddbmm`` over (K, B, ·) stacks), so one step
+Training one small LSTM per series leaves most of a GPU idle and, on the CPU,
+runs its products at about half the CPU's float32 matrix peak (~55 of ~114
+GFLOP/s here). A fleet stacks the parameters of K models along a leading axis
+and runs the recurrence with batched matrix products (``torch.bmm`` over K
+stacked matrices), so one step
 advances every model. ``nn.LSTM`` has no batched-weights (vmap) rule, so the
 cell maths is written out here, gate for gate as torch documents it:
 
@@ -23,22 +24,57 @@ weights are exported as exactly the ``state_dict`` of
 was trained. Extra input channels (calendar or other features) are just a wider
 last axis: the fleet is generic over the input size.
 
-LSTM and RNN run the recurrence in ``_Recurrence`` (a hand-written backward over
-time-major buffers); GRU runs autograd over the step loop.
+LSTM and RNN run the recurrence in ``_Recurrence``: a hand-written backward over
+time-major buffers, one product per step over [x; 1; h], tanh as 2·sigmoid(2a) - 1
+(torch's CPU tanh costs ~10x its sigmoid), the backward's factors formed in the
+forward while they are in cache, buffers reused between training steps (a
+``Workspace``), and Adam plus clipping on one (K, P) row per member. GRU runs
+autograd over the step loop.
 
 Equivalence: the same maths as ``trainer.fit`` with nn.LSTM/GRU/RNN, but not the
 same kernels, so a fleet of one matches the per-series path to float32 rounding
-(max 1.4e-6 after 25 epochs; tests/test_fleet.py states the tolerance), not bit for bit.
+(tests/test_fleet.py states the tolerance), not bit for bit: after 4 epochs at most
+7e-7; after 25 at most 1.1e-6 for LSTM and GRU, 2e-5 for a one-layer RNN, whose
+training amplifies rounding (3e-7, 9e-7, 4e-6, 2e-5 after 4, 8, 15, 25 epochs; the
+previous kernels' rounding grew to 2.3e-6).
+``ModelSpec.amp`` on the CPU (opt-in; the per-series path ignores it there) gives the
+LSTM/RNN recurrence bfloat16 operands in its products where the CPU multiplies bf16
+natively (``cpu_bf16``): gradients within bf16 rounding of float32, holdout MASE
+0.97-1.03x of training alone on the 18 bundled real slices (median 1.000).
 
-Where it pays: on a GPU, where one small model leaves the device idle. On the
-2-core CPU of this project nn.LSTM's fused kernels at batch 64 are compute-bound
-(B=1 1.7 ms, B=64 10 ms, B=512 80 ms per forward+backward) and the eager batched
-cell costs more per model, so retraining keeps the per-series loop on the CPU
-(``FLEET_ON_CPU``; bench/results/fleet-cpu.json).
+Where it pays, measured on this project's 2-core AMD EPYC (Zen 5, AVX-512 + BF16),
+torch 2.13, 1 thread, another session's tests running alongside (load ~3):
+
+- One training step (forward, backward, clipping, Adam; batch 64, window 48,
+  hidden 32) per model against nn.LSTM + Adam alone (1.43-1.45 ms), two runs of
+  ``bench/fleet.py --micro 16,64,256`` (bench/results/fleet-step-cpu.json):
+  float32 K=16 0.92-0.95x, K=64 1.01-1.02x, K=256 0.85-0.88x;
+  bf16 products K=16 1.28-1.29x, K=64 1.66-1.68x, K=256 1.27-1.49x (one fleet of 256).
+- End to end, 2 epochs of K series of 2,000 points (``bench/fleet.py --ks 1,16,64,256
+  --epochs 2 --max-one-by-one 64``, two runs; K=256 one by one extrapolated):
+  float32 K=1 0.37-0.43x, K=16 1.02-1.12x, K=64 1.02-1.12x, K=256 1.04-1.07x
+  (bench/results/fleet-cpu.json); with ``--amp`` K=1 0.30-0.31x, K=16 1.24-1.49x,
+  K=64 1.47-1.54x, K=256 1.52-1.65x (bench/results/fleet-cpu-amp.json).
+- The bound: a step's products are ~78 MFLOP per model (per time step 2·B·(F+1+H)·4H
+  forward, 2·B·4H·H for dh, 2·B·(F+1+H)·4H for the weight gradients); the batched
+  float32 products run at ~90-100 GFLOP/s here (sgemm peak ~114), so float32 products
+  alone take ~0.8 ms per model against 1.44 ms for the whole per-series step: at most
+  ~1.8x with free elementwise work, ~1.0x with eager torch's (~0.5 ms per model).
+  bf16 products run at ~290-350 GFLOP/s (~0.25 ms per model); the eager elementwise
+  work and the bf16 conversions then bound it (~0.85 ms per model at K=64).
+  The issue's 5x at K=64 would need ≤0.29 ms per model: not reachable in float32 at
+  all, and in bf16 only with the elementwise work fused (torch.compile of the cell
+  alone took 13 s to compile here, too slow for this project's tests and CLI).
+
+So retraining keeps the per-series loop on the CPU (``FLEET_ON_CPU`` off): in float32
+the fleet is no faster, and with amp it is 1.5x from 64 members but not reliably
+1.3x at 16, and it is slower for small groups (0.3-0.4x for one member).
 
 Memory: ``fleet_capacity`` sizes a fleet to a byte budget (CUDA: a share of the
-free device memory; CPU: a fixed budget), and ``fit_fleet`` splits larger
-groups into consecutive fleets.
+free device memory; CPU: a fixed budget, and at most ``CPU_MAX_MEMBERS``), and
+``fit_fleet`` splits larger groups into consecutive fleets (so the end-to-end K=256
+above is four fleets of 64; the step micro's K=256 is one fleet). Peak RSS of the
+benchmark process: fleet 955 MB at K=64 against 740 MB one by one.
 """
 
 from __future__ import annotations
@@ -60,9 +96,13 @@ _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _LOSSES = {"mae": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as trainer.fit uses them
 CPU_BUDGET_BYTES = 2 * 1024**3  # per fleet on the CPU (data + activations)
-# Measured (bench/results/fleet-cpu.json): on the CPU, nn.LSTM's fused oneDNN kernels at batch 64
-# are compute-bound, not overhead-bound, and beat this eager batched cell per model; fleets pay on
-# a GPU, where one small model leaves the device idle. Retraining uses fleets only where they pay.
+# Per model a CPU fleet step costs the same from 32 to 128 members and ~15 % more at 256 (its buffers,
+# ~3 MB per member, no longer fit the caches): larger groups train as consecutive fleets of this size.
+CPU_MAX_MEMBERS = 64
+# Measured (module docstring; bench/results/fleet-cpu*.json): on the CPU a float32 fleet is ~1.0x the
+# per-series loop (its products alone cost ~0.8 of the 1.44 ms per-series step), bf16 products (amp)
+# 1.2-1.5x at 16 members and 1.5x from 64, 0.3x for one; fleets pay on a GPU, where one small model
+# leaves the device idle. Retraining uses fleets only where they pay.
 FLEET_ON_CPU = False
 CUDA_SHARE = 0.6  # of the device's free memory per fleet
 
@@ -131,105 +171,243 @@ def unstack_state(config: ModelConfig, params: Sequence[torch.Tensor], k: int) -
     return {name: p[k].detach().to("cpu").clone().contiguous() for name, p in zip(_names(config), params)}
 
 
+_PERM: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+
+
+def _gate_perm(cell: str, H: int, device: torch.device) -> torch.Tensor:
+    """Row order of the recurrence's internal gate layout: LSTM (o, i, f, g) from torch's (i, f, g, o),
+    so the three sigmoid gates are one block and the input-side gates (i, f, g) a contiguous tail."""
+    key = (cell, H, device)
+    if key not in _PERM:
+        blocks = (3, 0, 1, 2) if cell == "lstm" else (0,)
+        _PERM[key] = torch.cat([torch.arange(b * H, (b + 1) * H) for b in blocks]).to(device)
+    return _PERM[key]
+
+
+class _Workspace:
+    """Buffers of one layer's recurrence, kept from one training step to the next."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], like: torch.Tensor,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or like.dtype
+        b = self.bufs.get(name)
+        if b is None or b.shape != shape or b.dtype != dtype or b.device != like.device:
+            b = self.bufs[name] = like.new_empty(shape, dtype=dtype)
+        return b
+
+
+class Workspace:
+    """The recurrence buffers of a training loop (one per layer); one forward and its backward at a time."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, _Workspace] = {}
+
+    def layer(self, i: int) -> _Workspace:
+        return self.layers.setdefault(i, _Workspace())
+
+
 class _Recurrence(torch.autograd.Function):
-    """The LSTM or tanh-RNN recurrence over all steps with a hand-written backward (K stacked models).
+    """The LSTM or tanh-RNN recurrence of K stacked models over all steps, with a hand-written backward.
 
-    Autograd over the step loop records ~15 small ops per step and, for the gate
-    split, concatenates gradients back per step; this runs the loop over
-    preallocated time-major buffers, keeps only the activations the backward
-    needs, and computes the recurrent weight gradient with one batched product
-    over every step at the end (as cuDNN does). Same maths as nn.LSTM / nn.RNN.
+    forward(x (L, K, F, B) time-major and feature-major, w_ih (K, G, F), w_hh (K, G, H), b_ih, b_hh (K, G),
+            cell, full, train, ws, lowp) -> every step's h (L, K, H, B) when ``full``, else the last (K, H, B).
 
-    forward(xp (K, L, B, G): input projections with both biases, time-major; w_hh (K, G, H); cell; full)
-      -> every step's h (K, L, B, H) when ``full``, else the last h (K, B, H).
+    Layout: time-major, then member, then feature, then batch: a step's slice is contiguous and each
+    gate of a member is one contiguous run of H·B values, so every elementwise op runs over long
+    contiguous runs (feature-last, runs of H = 32, cost ~1.5x; broadcasts over gates ~4x).
+
+    Built for the CPU, where per-op overhead and memory traffic decide; the same code runs on CUDA:
+
+    - One product per step: [W_ih, b_ih + b_hh, W_hh] times [x_t; 1; h_{t-1}] (a buffer whose h rows
+      each step writes) gives the pre-activations with both biases; the backward gets
+      dW_ih, the bias gradient and dW_hh from one accumulated product per step over the same buffer.
+    - Every step's slice of every buffer is contiguous (time-major); nothing is cloned per step, and
+      with a workspace (``ws``) the buffers are reused from one training step to the next.
+    - tanh is computed as 2·sigmoid(2a) - 1 (torch's CPU tanh costs ~10x its sigmoid): the g rows of
+      the stacked weights are doubled (exact in binary floating point) so one sigmoid covers all four
+      gates, and the cell state is carried doubled (2c, exact too).
+    - Training (``train``): right after a step the forward turns the activated gates, in place, into
+      the factors the backward multiplies by (o·(1-o)·tanh c; 2·g·i·(1-i), 2·c_prev·f·(1-f),
+      2·i·(1-g²)), keeps o·(1-tanh²c) and f, and drops c and tanh c; the backward per step is then one
+      product for dh, two ops for dc, two for the gate gradients and one product for the weight
+      gradients. It writes the gate gradients over the factors, so it runs once (autograd.grad or
+      backward without retain_graph, as training does).
+    - ``lowp`` (torch.bfloat16, opt-in): the three products per step take bfloat16 operands (the
+      [x; 1; h] buffer is kept in bfloat16, the gate gradients are rounded to it once per step);
+      everything else, the cell state and the weight-gradient sums stay float32.
+    Same maths as nn.LSTM / nn.RNN (float32: to rounding, tests/test_fleet.py).
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # under CUDA autocast: all bf16
-    def forward(ctx: Any, xp: torch.Tensor, w_hh: torch.Tensor, cell: str, full: bool) -> torch.Tensor:
-        K, L, B, G = xp.shape
-        H = w_hh.shape[2]
-        w_t = w_hh.transpose(1, 2).contiguous()  # (K, H, G)
-        acts = xp.clone()  # step t: pre-activations, then (in place) the activated gates (lstm) or h (rnn)
-        hs = torch.empty(K, L + 1, B, H, dtype=xp.dtype, device=xp.device)  # hs[:, t + 1]: h after step t
-        hs[:, 0].zero_()
+    def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                b_hh: torch.Tensor, cell: str, full: bool, train: bool, ws: _Workspace | None,
+                lowp: torch.dtype | None) -> torch.Tensor:
+        L, K, Fi, B = x.shape
+        take = ws.take if ws is not None else (lambda _name, shape, like, dtype=None: like.new_empty(
+            shape, dtype=dtype or like.dtype))
+        G, H = w_hh.shape[1], w_hh.shape[2]
+        C = Fi + 1 + H  # rows of the step input [x_t; 1; h_{t-1}]
         lstm = cell == "lstm"
-        cs = torch.empty_like(hs) if lstm else None
-        tcs = torch.empty(K, L, B, H, dtype=xp.dtype, device=xp.device) if lstm else None
-        if cs is not None:
-            cs[:, 0].zero_()
+        perm = _gate_perm(cell, H, x.device)
+        w_ih_p, w_hh_p = w_ih[:, perm], w_hh[:, perm]
+        W = torch.cat([w_ih_p, (b_ih + b_hh)[:, perm].unsqueeze(2), w_hh_p], dim=2)  # (K, G, C)
+        if lstm:
+            W[:, 3 * H :] *= 2  # g: tanh(a) = 2·sigmoid(2a) - 1
+        else:
+            W *= 2
+        XH = take("xh", (L + 1, K, C, B), x, lowp)
+        XH[:L, :, :Fi] = x
+        XH[:, :, Fi] = 1.0
+        XH[0, :, Fi + 1 :] = 0.0
+        hs = XH[:, :, Fi + 1 :]  # hs[t + 1]: h after step t
+        A = take("gates", (L if train else 1, K, G, B), x)  # training: every step's gates (then factors)
+        if lowp is not None:
+            W = W.to(lowp)
+            a_low = take("a_low", (K, G, B), x, lowp)
+        h32 = x.new_empty(K, H, B) if lowp is not None else None  # h in float32 (the buffer holds bf16)
+        one = x.new_ones(())
+        E = Fk = None
+        if lstm:
+            c2 = x.new_zeros(K, H, B)  # 2·c
+            gi2, fc2, tc = (x.new_empty(K, H, B) for _ in range(3))
+            if train:
+                E = take("e", (L, K, H, B), x)  # o·(1 - tanh²c)
+                Fk = take("f", (L, K, H, B), x)  # f
         for t in range(L):
-            a = acts[:, t]
-            a.baddbmm_(hs[:, t], w_t)
-            if cs is not None and tcs is not None:
-                a[..., : 2 * H].sigmoid_()
-                a[..., 2 * H : 3 * H].tanh_()
-                a[..., 3 * H :].sigmoid_()
-                i, f, g, o = a.split(H, dim=-1)
-                c = cs[:, t + 1]
-                torch.mul(f, cs[:, t], out=c)
-                c.addcmul_(i, g)
-                torch.tanh(c, out=tcs[:, t])
-                torch.mul(o, tcs[:, t], out=hs[:, t + 1])
+            a = A[t if train else 0]
+            if lowp is None:
+                torch.bmm(W, XH[t], out=a)
             else:
-                a.tanh_()
-                hs[:, t + 1].copy_(a)
-        ctx.cell, ctx.full = cell, full
-        ctx.bufs = (w_hh, hs, acts, cs, tcs)
-        return hs[:, 1:] if full else hs[:, L]
+                torch.bmm(W, XH[t], out=a_low)
+                a.copy_(a_low)
+            a.sigmoid_()
+            h = hs[t + 1] if h32 is None else h32
+            if lstm:
+                o, i, f, g2 = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+                g2.mul_(4).sub_(2)  # 2·g = 2·tanh(a_g)
+                torch.mul(g2, i, out=gi2)  # 2·i·g
+                torch.mul(f, c2, out=fc2)  # 2·f·c_prev
+                torch.add(fc2, gi2, out=c2)  # 2·c
+                torch.sigmoid(c2, out=tc)
+                tc.mul_(2).sub_(1)  # tanh c
+                torch.mul(o, tc, out=h)
+                if h32 is not None:
+                    hs[t + 1].copy_(h32)
+                if E is not None and Fk is not None:
+                    torch.addcmul(o, h, tc, value=-1, out=E[t])  # o·(1 - tanh²c)
+                    Fk[t].copy_(f)
+                    torch.addcmul(fc2, fc2, f, value=-1, out=f)  # 2·c_prev·f·(1-f)
+                    torch.addcmul(i, gi2, g2, value=-0.25, out=g2)  # i·(1-g²) ...
+                    g2.mul_(2)  # ... doubled
+                    torch.addcmul(gi2, gi2, i, value=-1, out=i)  # 2·g·i·(1-i)
+                    torch.addcmul(o, o, o, value=-1, out=o)  # o·(1-o) ...
+                    o.mul_(tc)  # ... ·tanh c
+            else:
+                torch.mul(a, 2, out=h)
+                h.sub_(1)  # tanh
+                if h32 is not None:
+                    hs[t + 1].copy_(h32)
+                if train:
+                    torch.addcmul(one, h, h, value=-1, out=a)  # 1 - h²
+        if train:
+            ctx.cell, ctx.full, ctx.shape, ctx.lowp = cell, full, (L, K, B, Fi, H), lowp
+            ctx.bufs = (XH, A, w_ih_p, w_hh_p, perm, *((E, Fk) if lstm else ()))
+            ctx.take = take
+        if h32 is not None:
+            return hs[1:].float() if full else h32
+        return hs[1:] if full else hs[L]
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        w_hh, hs, acts, cs, tcs = ctx.bufs
-        d_out = d_out.to(acts.dtype)
-        K, L, B, G = acts.shape
-        H = w_hh.shape[2]
-        dgates = torch.empty_like(acts)
-        dh = d_out.new_zeros(K, B, H) if ctx.full else d_out.clone()
-        dc = d_out.new_zeros(K, B, H)
-        for t in range(L - 1, -1, -1):
-            if ctx.full:
-                dh = dh + d_out[:, t]
-            dg_t = dgates[:, t]
-            if ctx.cell == "lstm":
-                i, f, g, o = acts[:, t].split(H, dim=-1)
-                di, df, dgg, do = dg_t.split(H, dim=-1)
-                tc = tcs[:, t]
-                dc = dc + dh * o * (1 - tc * tc)
-                torch.mul(dh * tc, o * (1 - o), out=do)
-                torch.mul(dc * g, i * (1 - i), out=di)
-                torch.mul(dc * cs[:, t], f * (1 - f), out=df)
-                torch.mul(dc * i, 1 - g * g, out=dgg)
-                dc = dc * f
-            else:
-                a = acts[:, t]
-                torch.mul(dh, 1 - a * a, out=dg_t)
-            dh = torch.bmm(dg_t, w_hh)  # (K, B, G) @ (K, G, H)
-        # dW_hh = sum over steps of dgates_t' h_{t-1}: one product over all steps.
-        d_w = torch.bmm(dgates.view(K, L * B, G).transpose(1, 2), hs[:, :L].reshape(K, L * B, H))
+        if ctx.bufs is None:
+            raise RuntimeError("the fleet recurrence's backward runs once (it reuses its buffers)")
+        XH, A, w_ih_p, w_hh_p, perm, *saved = ctx.bufs
         ctx.bufs = None
-        return dgates, d_w, None, None
+        L, K, B, Fi, H = ctx.shape
+        G = A.shape[2]
+        lowp = ctx.lowp
+        d_out = d_out.to(A.dtype)
+        lstm = ctx.cell == "lstm"
+        dW = A.new_zeros(K, Fi + 1 + H, G)  # transposed: XH[t] @ dA[t]' is the faster product here
+        dh = A.new_empty(K, H, B)
+        dx = A.new_empty(L, K, Fi, B) if ctx.needs_input_grad[0] else None
+        if lowp is not None:
+            w_hh_p, w_ih_p = w_hh_p.to(lowp), w_ih_p.to(lowp)
+            d_low = ctx.take("d_low", (K, G, B), A, lowp)  # the last step's gate gradients, bf16
+            dh_low = A.new_empty(K, H, B, dtype=lowp)
+            dW_low = A.new_empty(K, Fi + 1 + H, G, dtype=lowp)
+            dx_low = A.new_empty(K, Fi, B, dtype=lowp) if dx is not None else None
+        w_hh_t, w_ih_t = w_hh_p.transpose(1, 2), w_ih_p.transpose(1, 2)  # (K, H, G), (K, F, G)
+        if lstm:
+            E, Fk = saved
+            dch = A.new_zeros(K, H, B)  # dL/dc / 2 (the stored i, f, g factors are doubled)
+        for t in range(L - 1, -1, -1):
+            if t == L - 1:
+                dh.copy_(d_out[t] if ctx.full else d_out)
+            elif lowp is not None:
+                torch.bmm(w_hh_t, d_low, out=dh_low)
+                torch.add(d_out[t], dh_low, out=dh) if ctx.full else dh.copy_(dh_low)
+            elif ctx.full:
+                torch.baddbmm(d_out[t], w_hh_t, A[t + 1], out=dh)
+            else:
+                torch.bmm(w_hh_t, A[t + 1], out=dh)  # A[t + 1] holds step t+1's gate gradients by now
+            da = A[t]  # the factors in, the gate gradients out (in place)
+            if lstm:
+                if t < L - 1:
+                    dch.mul_(Fk[t + 1])
+                dch.addcmul_(dh, E[t], value=0.5)
+                da[:, :H].mul_(dh)  # do
+                da[:, H:].view(K, 3, H * B).mul_(dch.view(K, 1, H * B))  # di, df, dg
+            else:
+                da.mul_(dh)
+            if lowp is None:
+                dW.baddbmm_(XH[t], da.transpose(1, 2))
+                if dx is not None:
+                    torch.bmm(w_ih_t, da, out=dx[t])
+            else:
+                d_low.copy_(da)
+                torch.bmm(XH[t], d_low.transpose(1, 2), out=dW_low)
+                dW.add_(dW_low)  # the sum over steps in float32
+                if dx is not None and dx_low is not None:
+                    torch.bmm(w_ih_t, d_low, out=dx_low)
+                    dx[t].copy_(dx_low)
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(len(perm), device=perm.device)
+        dWt = dW.transpose(1, 2)[:, inv]  # (K, G, C) in torch's gate order
+        d_ih, db, d_hh = dWt[:, :, :Fi], dWt[:, :, Fi], dWt[:, :, Fi + 1 :]
+        return dx, d_ih.contiguous(), d_hh.contiguous(), db.contiguous(), db.clone(), None, None, None, None, None
+
 
 
 def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor,
-            training: bool = False) -> torch.Tensor:
+            training: bool = False, workspace: Workspace | None = None,
+            lowp: torch.dtype | None = None) -> torch.Tensor:
     """x (K, B, L, F) -> next-step outputs (K, B): member k's model applied to its own batch x[k].
 
-    The same function as ``RecurrentForecaster.forward`` for each k.
+    The same function as ``RecurrentForecaster.forward`` for each k. ``workspace``: the recurrence's
+    buffers are reused from one training step to the next (a forward, then its one backward, then
+    the next forward) instead of allocated afresh (on the CPU a fresh 100 MB buffer is page-faulted
+    in, zeroed by the kernel, on every touch). ``lowp`` (torch.bfloat16): LSTM/RNN training steps
+    take bfloat16 operands in the recurrence's products (``ModelSpec.amp`` on the CPU; see
+    ``_Recurrence``); inference stays float32.
     """
     K, B, L, _ = x.shape
     H = config.hidden_size
     h = x.new_zeros(K, B, H)
     if config.cell in ("lstm", "rnn"):
-        seq = x.transpose(1, 2)  # time-major (K, L, B, F)
+        seq = x.permute(2, 0, 3, 1)  # (L, K, F, B): a view, copied once into the recurrence's buffer
+        train = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         for layer in range(config.num_layers):
             w_ih, w_hh, b_ih, b_hh = params[4 * layer : 4 * layer + 4]
             last = layer == config.num_layers - 1
-            # Input projections of every step at once, both biases added: (K, L*B, F) @ (K, F, G).
-            xp = torch.baddbmm((b_ih + b_hh).unsqueeze(1), seq.reshape(K, L * B, seq.shape[-1]),
-                               w_ih.transpose(1, 2)).view(K, L, B, w_ih.shape[1])
-            out = _Recurrence.apply(xp, w_hh, config.cell, not last)
+            ws = workspace.layer(layer) if workspace is not None and train else None
+            out = _Recurrence.apply(seq, w_ih, w_hh, b_ih, b_hh, config.cell, not last, train, ws,
+                                    lowp if train else None)
             if last:
                 h = out
             else:
@@ -237,7 +415,7 @@ def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor
                 if training and config.dropout > 0:
                     seq = F.dropout(seq, config.dropout, training=True)
         head_w, head_b = params[-2], params[-1]  # (K, 1, H), (K, 1)
-        return torch.baddbmm(head_b.unsqueeze(1), h, head_w.transpose(1, 2)).squeeze(-1)  # (K, B)
+        return torch.baddbmm(head_b.unsqueeze(2), head_w, h).squeeze(1)  # (K, 1, H) @ (K, H, B) -> (K, B)
     seq = x
     for layer in range(config.num_layers):  # GRU: autograd over the step loop
         w_ih, w_hh, b_ih, b_hh = params[4 * layer : 4 * layer + 4]
@@ -302,6 +480,19 @@ def _pad(arrays: Sequence, device: torch.device, tail: tuple[int, ...]) -> tuple
     return out.to(device), lengths.to(device)
 
 
+def cpu_bf16(device: torch.device, amp: bool, cell: str) -> torch.dtype | None:
+    """bfloat16 for the recurrence's products of an LSTM/RNN fleet training on the CPU with ``amp``
+    (opt-in, ``ModelSpec.amp``), where the CPU multiplies bfloat16 natively (oneDNN: AVX512-BF16 or AMX;
+    emulated it is slower than float32); else None (float32)."""
+    if not amp or device.type != "cpu" or cell not in ("lstm", "rnn"):
+        return None
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        native = False
+    return torch.bfloat16 if native else None
+
+
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if not amp or device.type != "cuda":
         return None
@@ -351,6 +542,8 @@ def fit_fleet(config: ModelConfig, members: Sequence[Member], *, max_size: int |
     most = max(len(m.splits.y_train) + len(m.splits.y_val) for m in members)
     size = fleet_capacity(device, member_bytes(config, L, Fin, most, first.config.batch_size))
     size = min(size, max_size or size)
+    if device.type == "cpu":
+        size = min(size, CPU_MAX_MEMBERS)
     results: list[MemberResult] = []
     for i in range(0, len(members), size):
         results += _fit_one_fleet(config, members[i : i + size], device)
@@ -362,7 +555,8 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
     K = len(members)
     cfgs = [m.config for m in members]
     B, loss_name = cfgs[0].batch_size, cfgs[0].loss
-    amp = _amp_dtype(device, cfgs[0].amp)
+    amp = _amp_dtype(device, cfgs[0].amp)  # CUDA: autocast
+    lowp = cpu_bf16(device, cfgs[0].amp, config.cell)  # CPU: bfloat16 products in the recurrence
     L, Fin = members[0].splits.x_train.shape[1:]
     xt, mt = _pad([m.splits.x_train for m in members], device, (L, Fin))
     yt, _ = _pad([m.splits.y_train for m in members], device, ())
@@ -372,12 +566,16 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
     n_batches = [math.ceil(n / B) for n in m_train]
 
     states = [m.init if m.init is not None else initial_state(config, c.seed) for m, c in zip(members, cfgs)]
-    params = stack_states(config, states, device)  # master copies: (K, ...)
-    exp_avg = [torch.zeros_like(p) for p in params]
-    exp_avg_sq = [torch.zeros_like(p) for p in params]
-    steps = torch.zeros(K, device=device)
-    best_params = [p.clone() for p in params]
-    lr = torch.tensor([c.lr for c in cfgs], device=device)
+    stacked = stack_states(config, states, device)
+    shapes = [p.shape[1:] for p in stacked]
+    # Master copies, every parameter of a member in one row (K, P): Adam and clipping are a few ops per step.
+    params = torch.cat([p.reshape(K, -1) for p in stacked], dim=1)
+    exp_avg = torch.zeros_like(params)
+    exp_avg_sq = torch.zeros_like(params)
+    steps = torch.zeros(K, dtype=torch.float64, device=device)
+    best_params = params.clone()
+    workspace = Workspace()
+    lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64, device=device)  # Python floats, as Adam's
     clip = torch.tensor([c.grad_clip for c in cfgs], device=device)
     gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
     set_seed(cfgs[0].seed)  # dropout draws (the only other randomness)
@@ -397,10 +595,11 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
             break
         live = torch.tensor(live_list, device=device)
         n_live = len(live_list)
-        # Working leaves for this epoch: the live members' rows (stopped members cost nothing).
-        work = [p[live].clone().requires_grad_(True) for p in params]
-        m1 = [s[live] for s in exp_avg]
-        m2 = [s[live] for s in exp_avg_sq]
+        # This epoch's working copies: the live members' rows (stopped members cost nothing); the
+        # leaves autograd differentiates are views of ``work``, which Adam updates in place.
+        work = params[live]
+        leaves = [v.detach().requires_grad_(True) for v in _split(work, shapes)]
+        m1, m2 = exp_avg[live], exp_avg_sq[live]
         st = steps[live]
         lr_l, clip_l = lr[live], clip[live]
         S = max(n_batches[k] for k in live_list)
@@ -412,21 +611,25 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
         nb = torch.tensor([n_batches[k] for k in live_list], device=device)
         total = torch.zeros(n_live, device=device)
         rows = live[:, None]
+        least = min(n_batches[k] for k in live_list)
         for s in range(S):
             bi, bm = idx[:, s], valid[:, s]  # (n_live, B)
-            active = nb > s  # members that still have a batch this epoch
+            active = None if s < least else nb > s  # members that still have a batch this epoch (None: all)
             count = bm.sum(dim=1)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                pred = forward(config, work, xt[rows, bi], training=True).float()  # (n_live, B)
-            elem = _LOSSES[loss_name](pred, yt[rows, bi], reduction="none")
+                pred = forward(config, leaves, xt[rows, bi], training=True, workspace=workspace,
+                               lowp=lowp).float()
+            elem = _LOSSES[loss_name](pred, yt[rows, bi], reduction="none")  # (n_live, B)
             per = torch.where(bm, elem, 0.0).sum(dim=1) / count.clamp(min=1)  # (n_live,)
-            per = torch.where(active, per, 0.0)
-            grads = torch.autograd.grad(per.sum(), work)
+            if active is not None:
+                per = torch.where(active, per, 0.0)
+            grads = torch.autograd.grad(per.sum(), leaves)
             with torch.no_grad():
-                _adam_step(work, grads, m1, m2, st, active, lr_l, clip_l)
+                grad = torch.cat([g.reshape(n_live, -1) for g in grads], dim=1)
+                _adam_step(work, grad, m1, m2, st, active, lr_l, clip_l)
                 total += per.detach() * count
         with torch.no_grad():
-            val = _member_losses(config, work, xv[live], yv[live], mv[live], loss_name, amp)
+            val = _member_losses(config, _split(work, shapes), xv[live], yv[live], mv[live], loss_name, amp)
             train_loss = total / mt[live].clamp(min=1)
             tl, vl = torch.stack([train_loss, val]).tolist()  # one sync per epoch
             improved = []
@@ -450,17 +653,10 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
                     stale[k] += 1
                     if stale[k] >= cfgs[k].patience:
                         running[k] = False  # frozen: its best weights stay; the fleet goes on
-            for p, w in zip(params, work):
-                p[live] = w.detach()
-            for s_all, s_live in zip(exp_avg, m1):
-                s_all[live] = s_live
-            for s_all, s_live in zip(exp_avg_sq, m2):
-                s_all[live] = s_live
-            steps[live] = st
+            params[live], exp_avg[live], exp_avg_sq[live], steps[live] = work, m1, m2, st
             if improved:
                 sel = torch.tensor(improved, device=device)
-                for b_all, w in zip(best_params, work):
-                    b_all[live[sel]] = w.detach()[sel]
+                best_params[live[sel]] = work[sel]
     duration = time.perf_counter() - t0
     out = []
     for k in range(K):
@@ -469,32 +665,43 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
             continue
         result = TrainResult(best_val_loss=best[k], epochs_run=epochs_run[k], best_epoch=best_epoch[k],
                              device=str(device), duration_s=duration / K)
-        out.append(MemberResult(unstack_state(config, best_params, k), result, None, fleet_size=K,
+        out.append(MemberResult(unstack_state(config, _split(best_params, shapes), k), result, None, fleet_size=K,
                                 extra={"fleet_duration_s": duration}))
     return out
 
 
-def _adam_step(params: list[torch.Tensor], grads: Sequence[torch.Tensor], exp_avg: list[torch.Tensor],
-               exp_avg_sq: list[torch.Tensor], steps: torch.Tensor, active: torch.Tensor,
-               lr: torch.Tensor, clip: torch.Tensor) -> None:
-    """Per-member gradient-norm clipping and Adam (torch.optim.Adam's update), only where ``active``."""
-    K = active.shape[0]
-    norms = torch.zeros(K, device=active.device)
-    for g in grads:
-        norms += g.reshape(K, -1).float().pow(2).sum(dim=1)
-    norms = norms.sqrt()
+def _split(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
+    """Views of the (K, P) rows as the stacked parameters (K, *shape), in ``_names`` order."""
+    out, at = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        out.append(flat[:, at : at + n].view(flat.shape[0], *shape))
+        at += n
+    return out
+
+
+def _adam_step(params: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+               steps: torch.Tensor, active: torch.Tensor | None, lr: torch.Tensor, clip: torch.Tensor) -> None:
+    """Per-member gradient-norm clipping and Adam (torch.optim.Adam's update) on (K, P) rows, in place.
+
+    ``active`` (K,) bool: only those members step (the others' rows stay as they are); None: all do.
+    """
+    norms = grad.square().sum(dim=1).sqrt()
     coef = torch.where(clip > 0, (clip / (norms + 1e-6)).clamp(max=1.0), 1.0)  # as clip_grad_norm_
-    steps += active.to(steps.dtype)
-    step = steps.clamp(min=1).double()  # bias corrections in float64, as Adam's Python scalars
-    step_size = (lr.double() / (1 - _BETA1**step)).float()
-    bc2_sqrt = (1 - _BETA2**step).sqrt().float()
-    for i, (p, g) in enumerate(zip(params, grads)):
-        shape = (K,) + (1,) * (p.dim() - 1)
-        g = g * coef.view(shape)
-        act = active.view(shape)
-        m = torch.where(act, exp_avg[i].lerp(g, 1 - _BETA1), exp_avg[i])
-        v = torch.where(act, exp_avg_sq[i] * _BETA2 + (1 - _BETA2) * g * g, exp_avg_sq[i])
-        exp_avg[i], exp_avg_sq[i] = m, v
-        denom = v.sqrt() / bc2_sqrt.view(shape) + _EPS
-        update = (m / denom) * step_size.view(shape)
-        p.sub_(torch.where(act, update, 0.0))
+    grad.mul_(coef[:, None])
+    if active is None:
+        steps += 1
+    else:
+        steps += active.to(steps.dtype)
+        old = params.clone(), exp_avg.clone(), exp_avg_sq.clone()
+    step = steps.clamp(min=1)  # bias corrections in float64, as Adam's Python scalars
+    step_size = (lr / (1 - _BETA1**step)).float()[:, None]
+    bc2_sqrt = (1 - _BETA2**step).sqrt().float()[:, None]
+    exp_avg.lerp_(grad, 1 - _BETA1)
+    exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
+    denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(_EPS)
+    params.sub_((exp_avg / denom).mul_(step_size))
+    if active is not None:
+        keep = ~active[:, None]
+        for now, before in zip((params, exp_avg, exp_avg_sq), old):
+            now.copy_(torch.where(keep, before, now))
