@@ -240,7 +240,7 @@ class ModelSpec(_Strict):
     normalise: Literal["window", "global"] = "window"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    amp: bool = False  # CUDA only: bf16 autocast (not verified on a GPU yet; off by default)
+    amp: bool = False  # bf16: CUDA autocast (unmeasured on a GPU); CPU fleets of LSTM/RNN, native bf16 only
     interval_level: float = Field(default=0.9, gt=0, lt=1)
     max_train_points: int | None = Field(default=None, ge=10)
     # Statistical candidates that compete with the model (README "Candidates"); [] = none.

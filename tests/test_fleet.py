@@ -332,3 +332,41 @@ def test_the_recurrence_backward_is_the_derivative_of_its_forward(cell, full):
         numeric = ((up - down) / (2 * eps)).item()
         analytic = sum((g * d).sum() for g, d in zip(grads, v)).item()
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path):
+    """A float32 CPU fleet is no faster than the per-series loop, and a small bf16 one is slower:
+    those groups train member by member, even on the grouped path."""
+    import torch
+
+    from forecaster import fleet
+    from forecaster.usecases.retrain import retrain_many
+
+    native = fleet.cpu_bf16(torch.device("cpu"), True, "lstm") is not None
+    assert fleet.fleet_pays("cpu", size=256) is False
+    assert fleet.fleet_pays("cpu", amp=True, cell="lstm", size=fleet.CPU_MIN_MEMBERS) is native
+    assert fleet.fleet_pays("cpu", amp=True, cell="rnn", size=64) is native
+    assert fleet.fleet_pays("cpu", amp=True, cell="lstm", size=fleet.CPU_MIN_MEMBERS - 1) is False
+    assert fleet.fleet_pays("cpu", amp=True, cell="gru", size=64) is False  # GRU: autograd cell, no bf16 path
+
+    model = "{ hidden_size = 8, window = 24, epochs = 3, batch_size = 32, lr = 0.01, device = 'cpu', amp = true }"
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
+    s = load_settings(cfg)
+    engine = make_engine(s.database_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    for spec in s.series:
+        assert ingest_series(sm, s, spec).ok
+    reports = {r.series_key: r for r in retrain_many(sm, s, s.series)}
+    assert reports["sine:flat"].status == "failed" and "constant" in reports["sine:flat"].reason
+    for key in ("sine:plain", "sine:long-and-big", "sine:small"):
+        assert reports[key].status in ("promoted", "rejected") and reports[key].version == 1, reports[key].reason
+    with sm() as session:
+        from sqlalchemy import select
+
+        from forecaster.db import ModelVersion
+
+        lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
+    assert len(lineages) == 3 and all("fleet_size" not in lin for lin in lineages)  # three: trained alone
+    engine.dispose()

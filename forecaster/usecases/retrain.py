@@ -201,9 +201,10 @@ def retrain_many(
     (``modelling.Prepared.fleet_key``: cell, window, input features, hidden size,
     layers, loss, batch size, device) and each group is trained as one fleet
     (``forecaster.fleet``); each series is then scored, gated and stored in its
-    own transaction, exactly as alone. Fleets are used where they are faster (on
-    a GPU; on the CPU only with ``fleet.FLEET_ON_CPU``, off because measured slower
-    there). ``one_by_one=True`` always trains each series in turn with the per-series loop. ``should_stop`` is checked before each series
+    own transaction, exactly as alone. Fleets are used where they are faster
+    (``fleet.fleet_pays``: on a GPU; on the CPU for LSTM/RNN groups of 16 or more
+    with ``amp`` where bfloat16 is native; a float32 CPU fleet is no faster, so
+    other groups train each member with the per-series loop). ``one_by_one=True`` always trains each series in turn with the per-series loop. ``should_stop`` is checked before each series
     (one by one) or each fleet. ``on_start(spec)`` is always followed by that
     series' ``on_done(report)`` before the next ``on_start``; in a fleet both come
     when the fleet is done, and the per-epoch progress callback is not called.
@@ -218,7 +219,8 @@ def _fleets_pay(specs: list[SeriesSpec]) -> bool:
     """Whether any series would train on a device where fleets are faster (a GPU; see fleet.FLEET_ON_CPU)."""
     from forecaster.fleet import fleet_pays  # torch lives behind this import
 
-    return any(fleet_pays(device) for device in {spec.model.device for spec in specs})
+    return any(fleet_pays(device, amp=amp, cell=cell)
+               for device, amp, cell in {(s.model.device, s.model.amp, s.model.cell) for s in specs})
 
 
 def _one_by_one(sm: sessionmaker[Session], settings: Settings, specs: list[SeriesSpec], job_run_id: int | None,
@@ -244,6 +246,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     from forecaster import modelling  # torch lives behind this import
+    from forecaster.fleet import fleet_pays
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
@@ -277,10 +280,15 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
         if should_stop is not None and should_stop():
             stopped = True
             break
-        log_event("train.fleet", run_id=job_run_id, size=len(members), cell=members[0][1].spec.cell,
-                  window=members[0][1].window, hidden_size=members[0][1].spec.hidden_size)
+        first = members[0][1].spec
+        as_fleet = fleet_pays(first.device, amp=first.amp, cell=first.cell, size=len(members))
         try:
-            fitted = modelling.fit_many([p for _, p in members])
+            if as_fleet:
+                log_event("train.fleet", run_id=job_run_id, size=len(members), cell=first.cell,
+                          window=members[0][1].window, hidden_size=first.hidden_size)
+                fitted = modelling.fit_many([p for _, p in members])
+            else:  # a group too small to pay as a fleet here (e.g. a few series on the CPU)
+                fitted = [_fit_alone(p) for _, p in members]
         except Exception as exc:  # noqa: BLE001 - the whole fleet failed (device, memory): each says so
             log_event("train.fleet_failed", run_id=job_run_id, size=len(members), error=repr(exc), exc_info=True)
             for i, _ in members:
@@ -294,12 +302,23 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 if error is not None:
                     return _not_trained(d, error, job_run_id)
                 outcome = modelling.score(p, model, result, d.champion)
-                return _store(sm, d, outcome, job_run_id, {"fleet_size": len(members)})
+                return _store(sm, d, outcome, job_run_id, {"fleet_size": len(members)} if as_fleet else {})
 
             done(i, _guarded(d.spec, job_run_id, finish))
     if stopped:
         return [reports[i] for i in sorted(reports)]
     return [reports[i] for i in range(len(specs))]
+
+
+def _fit_alone(p: Any) -> tuple[Any, Any, Exception | None]:
+    """One prepared series through the per-series loop, as ``fit_many`` answers: (model, result, error)."""
+    from forecaster import modelling
+
+    try:
+        model, result = modelling.fit_one(p)
+    except Exception as exc:  # noqa: BLE001 - this series' own failure, recorded for it alone
+        return None, None, exc
+    return model, result, None
 
 
 def needs_training(sm: sessionmaker[Session], settings: Settings) -> list[str]:
