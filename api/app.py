@@ -95,13 +95,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/redoc", _redoc_page(app), include_in_schema=False)
     app.state.forecaster = state
     problems.install(app)
-    app.add_middleware(problems.BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
-    app.add_middleware(problems.CatchAllMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
     for module in (forecasts, series, observations, models, jobs, health):
         app.include_router(module.router)
     app.include_router(accuracy.router)
     app.include_router(dashboard.router)
+    # Innermost first: the forecast GET's cache hits are answered before routing, inside the error
+    # and metrics layers (so they are caught and counted like any request).
+    app.add_middleware(forecasts.ForecastFastPath, state=state)
+    app.add_middleware(problems.BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(problems.CatchAllMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
     return app
 
 

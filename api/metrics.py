@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -63,6 +64,7 @@ class ApiMetrics:
             "forecaster_forecast_reads", "Forecast GETs answered from the response cache (the database provably "
             "unchanged since) or by reading the database.", ("source",), registry=self.registry,
         )
+        self._children: dict[tuple[object, ...], object] = {}
         self.predictions = Counter(
             "forecaster_predictions", "Windows predicted through POST /v1/models/{id}/predict.",
             registry=self.registry,
@@ -153,6 +155,15 @@ def _as_utc(ts: object) -> dt.datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
 
 
+def child(metrics: ApiMetrics, instrument: Counter | Histogram, *labels: str) -> Any:
+    """``instrument.labels(*labels)``, remembered: the hot path pays a dict lookup, not the label checks."""
+    key = (id(instrument), *labels)
+    found = metrics._children.get(key)
+    if found is None:
+        found = metrics._children[key] = instrument.labels(*labels)
+    return found
+
+
 class MetricsMiddleware:
     """Count every HTTP request and time it, labelled by the route template it matched."""
 
@@ -179,5 +190,5 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            child(self.metrics, self.metrics.requests, method, template, str(status)).inc()
+            child(self.metrics, self.metrics.latency, method, template).observe(time.perf_counter() - started)

@@ -137,3 +137,26 @@ def test_concurrent_gets_never_see_a_value_older_than_their_request(pg_url: str,
         reads = _reads(api)
         assert reads["cache"] > reads["database"], reads  # and the cache did the serving
     engine.dispose()
+
+
+def test_a_cache_hit_answers_exactly_what_the_route_answers_and_is_counted_under_its_template(
+    sqlite_api_db: str,  # noqa: F811
+) -> None:
+    path = f"/v1/series/{TRAINED}/forecast"
+    with running_api(make_settings(sqlite_api_db)) as api:
+        first = api.client.get(path)  # a miss: routed, read, cached
+        second = api.client.get(path)  # a hit: answered before routing
+        assert _reads(api) == {"cache": 1, "database": 1}
+        assert second.status_code == first.status_code == 200
+        assert second.content == first.content
+        assert second.headers["content-type"] == first.headers["content-type"] == "application/json"
+        assert second.headers["content-length"] == first.headers["content-length"]
+        metrics = api.client.get("/metrics").text
+        assert 'forecaster_http_requests_total{method="GET",route="/v1/series/{key}/forecast",status="200"} 2.0' \
+            in metrics
+        method = first.json()["method"]
+        assert f'forecaster_forecasts_served_total{{method="{method}",series="{TRAINED}"}} 2.0' in metrics
+        # What the route would not match still goes to the app: unknown keys, nested paths, HEAD.
+        assert api.client.get("/v1/series/nope/forecast").status_code == 404
+        assert api.client.get(f"/v1/series/{TRAINED}/x/forecast").status_code == 404
+        assert api.client.post(path).status_code == 405
