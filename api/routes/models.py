@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 import numpy as np
-import orjson
+import simdjson
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
@@ -57,21 +57,26 @@ async def predict(model_version_id: IdPath, request: Request, state: StateDep) -
 
 
 def _fast_windows(raw: bytes) -> np.ndarray | None:
-    """The (batch, window) array of the common body ``{"windows": [[...], ...]}``, parsed by orjson and
-    converted by numpy in C (faster than model validation on 256 windows), or None when the body is
-    anything else (last_ts, ragged, non-finite, odd types, invalid JSON): the full validation then
-    answers, with its exact messages."""
+    """The (batch, window) array of the common body ``{"windows": [[...], ...]}``, parsed by simdjson
+    straight into doubles (no Python float per value: ~2x faster than orjson + numpy on 256 windows),
+    or None when the body is anything else (last_ts, ragged, nested deeper, non-finite, odd types,
+    invalid JSON): the full validation then answers, with its exact messages."""
     try:
-        body = orjson.loads(raw)
-        if not isinstance(body, dict) or body.keys() - {"windows", "last_ts"} or body.get("last_ts") is not None:
+        doc = simdjson.Parser().parse(raw)  # a parser per body: one holds only its latest document
+        if not isinstance(doc, simdjson.Object) or set(doc.keys()) - {"windows", "last_ts"} \
+                or doc.get("last_ts") is not None:
             return None
-        windows = body["windows"]
-        if not isinstance(windows, list) or not windows:
+        windows = doc["windows"]
+        if not isinstance(windows, simdjson.Array) or len(windows) == 0:
             return None
-        values = np.array(windows, dtype=np.float64)
-    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, OverflowError):
+        rows = len(windows)
+        lengths = {len(row) for row in windows}  # a number in place of a row: TypeError
+        if len(lengths) != 1 or raw.count(b"[") != rows + 1:  # ragged, or an array nested in a row
+            return None
+        values = np.frombuffer(windows.as_buffer(of_type="d"), dtype=np.float64).reshape(rows, lengths.pop())
+    except (ValueError, TypeError, RuntimeError, KeyError):  # simdjson: NUMBER_ERROR, INCORRECT_TYPE, ...
         return None
-    if values.ndim != 2 or values.shape[1] == 0 or not np.isfinite(values).all():
+    if values.shape[1] == 0 or not np.isfinite(values).all():
         return None
     return values
 
