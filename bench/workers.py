@@ -10,8 +10,9 @@ and dropped), with ``--series`` small sine series (length 300, a 16-unit LSTM,
 
 1. Throughput, series trained per minute, for the same series: ``retrain_many``
    in this process (torch already imported), then a job run on 1 worker, then on
-   2 workers (each started and warmed before the clock starts). Ratios are taken
-   against the in-process rate of the same run.
+   2 workers as started by default (torch takes every core in each), then on 2
+   workers with ``--torch-threads cores/2`` (each started and warmed before the
+   clock starts). Ratios are taken against the in-process rate of the same run.
 2. Queue overhead per task: one task at a time to an idle worker, the time from
    enqueue (procrastinate's ``deferred`` event) to start (``started``), against
    the time the task then took (``started`` to ``succeeded``): the training of a
@@ -166,8 +167,13 @@ def throughput(cfg: Path, settings: Any, sm: Any, n: int) -> dict[str, Any]:
                                           "series_per_min": round(n / in_process_s * 60, 1)}}
     queue = TaskQueue(sm, settings)
     try:
-        for workers in (1, 2):
-            children = [Child(cfg, "worker") for _ in range(workers)]
+        cpus = os.cpu_count() or 1
+        # (label, workers, torch threads each): the defaults (torch takes every core in each worker),
+        # then two workers sharing the cores as README advises (--torch-threads cores / workers).
+        for label, workers, threads in (("workers_1", 1, None), ("workers_2", 2, None),
+                                        ("workers_2_shared_cores", 2, max(1, cpus // 2))):
+            extra = ("--torch-threads", str(threads)) if threads else ()
+            children = [Child(cfg, "worker", *extra) for _ in range(workers)]
             try:
                 for c in children:
                     c.wait_for(r"worker\.start")
@@ -175,9 +181,8 @@ def throughput(cfg: Path, settings: Any, sm: Any, n: int) -> dict[str, Any]:
                 run = wait_run(sm, start_run(sm, settings, queue, kind="train", trigger="manual").id)
                 seconds = time.perf_counter() - started
                 assert run.status == "ok" and run.series_done == n, run
-                out[f"workers_{workers}"] = {"seconds": round(seconds, 2),
-                                             "series_per_min": round(n / seconds * 60, 1),
-                                             "vs_in_process": round(in_process_s / seconds, 2)}
+                out[label] = {"seconds": round(seconds, 2), "series_per_min": round(n / seconds * 60, 1),
+                              "vs_in_process": round(in_process_s / seconds, 2), "torch_threads": threads or cpus}
             finally:
                 for c in children:
                     c.stop()
@@ -354,7 +359,9 @@ def main() -> None:
     t = result["throughput"]
     print(f"\nseries/min: in process {t['in_process']['series_per_min']}, 1 worker {t['workers_1']['series_per_min']} "
           f"({t['workers_1']['vs_in_process']}x), 2 workers {t['workers_2']['series_per_min']} "
-          f"({t['workers_2']['vs_in_process']}x)")
+          f"({t['workers_2']['vs_in_process']}x), 2 workers with --torch-threads "
+          f"{t['workers_2_shared_cores']['torch_threads']} {t['workers_2_shared_cores']['series_per_min']} "
+          f"({t['workers_2_shared_cores']['vs_in_process']}x)")
     q = result["queue_overhead"]
     print(f"queue overhead: enqueue->start median {q['enqueue_to_start_ms_median']} ms vs task {q['task_ms_median']} ms")
     for k in ("forecast_get_workers", "forecast_get_workers_niced", "forecast_get_workers_own_cpu",

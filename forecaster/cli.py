@@ -474,11 +474,14 @@ def scheduler() -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, max=64, help="Tasks run at once (default: workers.concurrency, 1).")] = None,
     queues: Annotated[str | None, typer.Option(help="Comma-separated queues to take tasks from: train, ingest (default: both).")] = None,
+    torch_threads: Annotated[int | None, typer.Option(min=1, max=1024, help="torch threads for training (default: workers.torch_threads, else every core); several workers on one machine: cores / workers.")] = None,
 ) -> None:
     """Claim training and ingest tasks from the PostgreSQL queue and run them (any number, on any machine)."""
     from forecaster.worker import run_worker
 
     s = settings()
+    if torch_threads is not None:
+        s = s.model_copy(update={"workers": s.workers.model_copy(update={"torch_threads": torch_threads})})
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
     if names is not None and not names:
         fail(f"--queues {queues!r} names no queue (known: train, ingest)")

@@ -120,16 +120,21 @@ async def _database_ready(app: Any, settings: Settings, stop: asyncio.Event) -> 
     return False
 
 
-def _warm_up(queues: Sequence[str]) -> float:
+def _warm_up(queues: Sequence[str], torch_threads: int | None = None) -> float:
     """Import what training needs before claiming anything (torch and its optimiser machinery
-    take seconds to import): the first task then costs what every later one does."""
+    take seconds to import): the first task then costs what every later one does. Sets torch's
+    intra-op threads when ``torch_threads`` is given (several workers on one machine)."""
     import time
 
     started = time.perf_counter()
-    if "train" in queues:
+    if "train" in queues or torch_threads:
+        import torch
         import torch._dynamo  # noqa: F401 - pulled in by the first optimiser otherwise
 
         from forecaster import modelling  # noqa: F401
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
     return time.perf_counter() - started
 
 
@@ -164,9 +169,10 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
     for s in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(s, on_signal, s)
     w = settings.workers
-    warm_s = _warm_up(queues)
+    warm_s = _warm_up(queues, w.torch_threads)
     log_event("worker.start", pid=os.getpid(), name=name, concurrency=concurrency, queues=",".join(queues),
-              stalled_after_s=w.stalled_after_s, heartbeat_s=w.heartbeat_s, warm_up_s=round(warm_s, 2))
+              stalled_after_s=w.stalled_after_s, heartbeat_s=w.heartbeat_s, warm_up_s=round(warm_s, 2),
+              torch_threads=w.torch_threads or "all")
     try:
         while not stop.is_set():
             if not await _database_ready(app, settings, stop):

@@ -89,7 +89,8 @@ class Workers:
         self.settings: Settings = load_settings(self.config)
         self.engine = make_engine(url)
         self.sm: sessionmaker[Session] = make_sessionmaker(self.engine)
-        self.procs = [worker(procs, self.config, f"worker-{i}") for i in range(3)]
+        # Three workers on this machine's cores: one torch thread each, as README advises.
+        self.procs = [worker(procs, self.config, f"worker-{i}", "--torch-threads", "1") for i in range(3)]
         ingest.ingest_many(self.sm, self.settings, self.settings.series)
         self.queues: list[TaskQueue] = []
         for w in self.procs:
@@ -160,6 +161,8 @@ def test_three_workers_train_every_series_exactly_once_and_the_run_counts_add_up
     by_worker = [tasks_run_by(w, keys) for w in workers.procs]
     assert sorted(k for ks in by_worker for k in ks) == sorted(keys)  # each task ran once, somewhere
     assert sum(1 for ks in by_worker if ks) >= 2, by_worker  # the work spread over the workers
+    for w in workers.procs:  # --torch-threads took effect
+        w.wait_for(r"worker\.start .*torch_threads=1\b", timeout_s=1)
 
 
 def test_a_cron_firing_only_enqueues_and_the_workers_ingest_then_train(workers: Workers) -> None:
