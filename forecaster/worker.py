@@ -50,14 +50,14 @@ DB_TRIES = 10  # attempts of a task that fails because the database went away
 
 
 def build_app(sm: sessionmaker[Session], settings: Settings, stop: threading.Event,
-              queue: WorkQueue | None = None) -> Any:
+              queue: WorkQueue | None = None, gather: Any = None, concurrency: int | None = None) -> Any:
     """The procrastinate App with our two tasks, on an async psycopg pool."""
     import procrastinate
 
     dsn, kwargs = conninfo(settings.database_url)
     w = settings.workers
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=dsn, kwargs=kwargs, min_size=0, max_size=max(4, w.concurrency + 3), timeout=10))
+        conninfo=dsn, kwargs=kwargs, min_size=0, max_size=max(4, (concurrency or w.concurrency) + 3), timeout=10))
     # Only a lost database is worth another attempt: the series' own problems are
     # recorded as failed by run_series and the task succeeds.
     retry = procrastinate.RetryStrategy(max_attempts=DB_TRIES, wait=5, linear_wait=5,
@@ -70,7 +70,8 @@ def build_app(sm: sessionmaker[Session], settings: Settings, stop: threading.Eve
             log_event("worker.task", kind=kind, series=series_key, run_id=run_id, job=context.job.id,
                       attempt=context.job.attempts + 1, worker=context.worker_name)
             result = run_series(sm, settings, run_id=run_id, kind=kind, series_key=series_key,
-                                retry=ingest_retry, stop=stop, snapshot_fallback=snapshot_fallback, queue=queue)
+                                retry=ingest_retry, stop=stop, snapshot_fallback=snapshot_fallback, queue=queue,
+                                gather=gather if kind == "train" else None)
             return result.status
 
     for kind in QUEUES:
@@ -147,7 +148,17 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
     sm = make_sessionmaker(engine)
     thread_stop = threading.Event()  # cuts an ingest's retry backoff short on shutdown
     drift_queue = TaskQueue(sm, settings)  # where a drift retrain after an ingest run goes
-    app = build_app(sm, settings, thread_stop, drift_queue)
+    # procrastinate runs sync tasks on the loop's default executor, which asyncio sizes to
+    # min(32, cpus + 4): 6 threads on a 2-core machine, whatever --concurrency says.
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="forecaster-task"))
+    gather = None
+    if concurrency > 1 and "train" in queues and settings.workers.fleet_wait_s > 0:
+        from forecaster.usecases.retrain import FleetGatherer
+
+        gather = FleetGatherer(settings.workers.fleet_wait_s, max_size=concurrency)
+    app = build_app(sm, settings, thread_stop, drift_queue, gather, concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     current: dict[str, Worker] = {}

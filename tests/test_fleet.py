@@ -370,3 +370,75 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
         lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
     assert len(lineages) == 3 and all("fleet_size" not in lin for lin in lineages)  # three: trained alone
     engine.dispose()
+
+
+def _fleet_db(tmp_path: Path, model: str):
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
+    s = load_settings(cfg)
+    engine = make_engine(s.database_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    for spec in s.series:
+        assert ingest_series(sm, s, spec).ok
+    return s, engine, sm
+
+
+def _concurrently(fn, specs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        return {r.series_key: r for r in pool.map(fn, specs)}
+
+
+def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fleet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """What a worker with --concurrency does: one task per series on its own thread, gathered into a fleet."""
+    from forecaster import fleet
+    from forecaster.usecases.retrain import FleetGatherer, retrain_series
+
+    monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU
+    model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
+    s, engine, sm = _fleet_db(tmp_path, model)
+    good = ["sine:plain", "sine:long-and-big", "sine:small"]
+    gather = FleetGatherer(wait_s=60, max_size=len(good))  # full at three: no one waits the minute
+    specs = [s.series_by_key(k) for k in [*good, "sine:short", "sine:flat"]]
+    reports = _concurrently(lambda spec: retrain_series(sm, s, spec, gather=gather), specs)
+    assert reports["sine:short"].status == "skipped" and reports["sine:flat"].status == "failed"  # alone, at once
+    for key in good:
+        r = reports[key]
+        assert r.status in ("promoted", "rejected") and r.version == 1, r.reason
+        with sm() as session:
+            ts, v = load_values(session, find_series(session, key).id)
+        alone = modelling.train_series(ts, v, frequency="1h", spec=s.series_by_key(key).model)
+        assert r.metrics["model"]["mase"] == pytest.approx(alone.metrics["model"]["mase"], rel=MASE_RTOL), key
+    with sm() as session:
+        from sqlalchemy import select
+
+        from forecaster.db import ModelVersion
+
+        assert sorted(mv.lineage["fleet_size"] for mv in session.scalars(select(ModelVersion))) == [3, 3, 3]
+    engine.dispose()
+
+
+def test_train_tasks_whose_shape_cannot_fleet_here_never_wait(tmp_path: Path):
+    import time
+
+    from forecaster.usecases.retrain import FleetGatherer, retrain_series
+
+    model = "{ hidden_size = 8, window = 24, epochs = 2, batch_size = 32, lr = 0.01, device = 'cpu' }"  # float32
+    s, engine, sm = _fleet_db(tmp_path, model)
+    gather = FleetGatherer(wait_s=120, max_size=8)
+    specs = [s.series_by_key(k) for k in ("sine:plain", "sine:long-and-big", "sine:small")]
+    started = time.monotonic()
+    reports = _concurrently(lambda spec: retrain_series(sm, s, spec, gather=gather), specs)
+    assert time.monotonic() - started < 60, "a task waited for a fleet that cannot pay on this CPU"
+    assert all(r.version == 1 for r in reports.values()), reports
+    with sm() as session:
+        from sqlalchemy import select
+
+        from forecaster.db import ModelVersion
+
+        assert all("fleet_size" not in mv.lineage for mv in session.scalars(select(ModelVersion)))
+    engine.dispose()

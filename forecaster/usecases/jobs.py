@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -92,7 +93,8 @@ def _up_to_date(session: Session, series_id: int, run: JobRun) -> ModelVersion |
     return latest if (latest.lineage or {}).get("row_count_total") == count else None
 
 
-def _train(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_id: int) -> SeriesResult:
+def _train(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_id: int,
+           gather: Any = None) -> SeriesResult:
     from forecaster.usecases.retrain import retrain_series
 
     with sm() as session:
@@ -110,7 +112,7 @@ def _train(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_
                                     f"v{fresh.version} was trained on the same data after this run was queued"
                                     + (f" (by job run {by})" if by else ""))
     try:
-        r = retrain_series(sm, settings, spec, job_run_id=run_id)
+        r = retrain_series(sm, settings, spec, job_run_id=run_id, gather=gather)
     except ForecasterError as exc:  # the series' own problem: recorded, never retried
         return SeriesResult(spec.key, "failed", False, f"{spec.key}: {exc}")
     return SeriesResult(spec.key, r.status, r.ok, r.reason if r.version is None else f"v{r.version}: {r.reason}")
@@ -140,8 +142,12 @@ def run_series(
     stop: threading.Event | None = None,
     snapshot_fallback: bool = False,
     queue: WorkQueue | None = None,
+    gather: Any = None,
 ) -> SeriesResult:
     """Ingest or retrain one series of job run ``run_id`` and count the outcome into the run.
+
+    ``gather`` (a ``retrain.FleetGatherer``): this worker's concurrent train tasks of one
+    model shape train together as a fleet where fleets pay.
 
     The task that closes an ingest run also starts the drift retrain on ``queue``
     when ``monitoring.retrain_on_drift`` is set (as ``execute_run`` does in process).
@@ -165,7 +171,7 @@ def run_series(
         if kind == "ingest":
             result = _ingest(sm, settings, spec, run_id, retry, stop or threading.Event(), snapshot_fallback)
         else:
-            result = _train(sm, settings, spec, run_id)
+            result = _train(sm, settings, spec, run_id, gather)
     except DATABASE_LOST:
         raise
     except Exception as exc:  # noqa: BLE001 - one series must never stop the run: recorded as failed

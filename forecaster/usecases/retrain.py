@@ -9,9 +9,10 @@ leaves the registry exactly as it was.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -152,8 +153,13 @@ def retrain_series(
     *,
     progress: Progress | None = None,
     job_run_id: int | None = None,
+    gather: FleetGatherer | None = None,
 ) -> TrainReport:
     """Train a new version of one series, gate it, and store it with the forecast.
+
+    With ``gather`` (a worker running several train tasks at once), the fit meets
+    the other tasks' series of the same model shape and trains with them as one
+    fleet where fleets pay; scoring, the gate and the version stay this series' own.
 
     Never raises for a problem with this series' data or training: the report
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
@@ -163,12 +169,107 @@ def retrain_series(
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
         return d
+    if gather is None:
+        try:
+            outcome = modelling.train_series(d.ts, d.values, frequency=spec.frequency, spec=spec.model,
+                                            champion=d.champion, progress=progress)
+        except (TrainingError, InvalidInput) as exc:
+            return _not_trained(d, exc, job_run_id)
+        return _store(sm, d, outcome, job_run_id)
     try:
-        outcome = modelling.train_series(d.ts, d.values, frequency=spec.frequency, spec=spec.model,
-                                        champion=d.champion, progress=progress)
-    except (TrainingError, InvalidInput) as exc:
+        prep = modelling.prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+    except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
-    return _store(sm, d, outcome, job_run_id)
+    model, result, error, size = gather.fit(prep)
+    if error is not None:
+        return _not_trained(d, error, job_run_id)
+    outcome = modelling.score(prep, model, result, d.champion)
+    return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
+
+
+class FleetGatherer:
+    """Where a worker's concurrent train tasks (one series each) meet to train as one fleet.
+
+    A worker runs up to ``concurrency`` tasks at once on threads, each holding its
+    own series' queue lock, so nothing about the queue changes. A task whose model
+    shape could train as a fleet on this machine (``fleet.fleet_pays``: a GPU, or
+    amp on a native-bf16 CPU) opens a batch for its shape and waits up to
+    ``wait_s`` for others to join (at most ``max_size``); the tasks of that shape
+    that arrive meanwhile join it. The opener then trains the batch — a fleet
+    where it pays at that size, else member by member — and every task goes on
+    to score, gate and store its own series. A shape that cannot pay never waits.
+    """
+
+    def __init__(self, wait_s: float = 1.0, max_size: int = 256) -> None:
+        self.wait_s, self.max_size = wait_s, max_size
+        self._lock = threading.Lock()
+        self._open: dict[Any, _Batch] = {}
+
+    def fit(self, prep: Any) -> tuple[Any, Any, Exception | None, int]:
+        """(model, result, error, fleet size) for one prepared series; blocks until its batch is trained."""
+        from forecaster.fleet import fleet_pays
+
+        spec = prep.spec
+        if self.wait_s <= 0 or not fleet_pays(spec.device, amp=spec.amp, cell=spec.cell):
+            return (*_fit_alone(prep), 1)
+        with self._lock:
+            batch = self._open.get(prep.fleet_key)
+            opener = batch is None
+            if batch is None:
+                batch = self._open[prep.fleet_key] = _Batch()
+            i = len(batch.members)
+            batch.members.append(prep)
+            if len(batch.members) >= self.max_size:
+                self._open.pop(prep.fleet_key, None)
+                batch.full.set()
+        if not opener:
+            batch.done.wait()
+            return (*batch.results[i], batch.size)
+        batch.full.wait(self.wait_s)
+        with self._lock:  # closed: later tasks of this shape open the next batch
+            if self._open.get(prep.fleet_key) is batch:
+                del self._open[prep.fleet_key]
+        try:
+            batch.size = len(batch.members) if _as_fleet(batch.members) else 1
+            batch.results = _fit_group(batch.members)
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed (device, memory): each says so
+            log_event("train.fleet_failed", size=len(batch.members), error=repr(exc), exc_info=True)
+            failed = TrainingError(f"fleet training failed: {exc}")
+            batch.results = [(None, None, failed)] * len(batch.members)
+        finally:
+            if not batch.results:
+                batch.results = [(None, None, TrainingError("fleet training was interrupted"))] * len(batch.members)
+            batch.done.set()
+        return (*batch.results[0], batch.size)
+
+
+@dataclass
+class _Batch:
+    members: list[Any] = field(default_factory=list)
+    results: list[tuple[Any, Any, Exception | None]] = field(default_factory=list)
+    full: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    size: int = 1  # the fleet it trained as (1: member by member)
+
+
+def _as_fleet(preps: list[Any]) -> bool:
+    """Whether prepared series of one fleet key train as a fleet: more than one, where it pays at this size."""
+    from forecaster.fleet import fleet_pays
+
+    spec = preps[0].spec
+    return len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps))
+
+
+def _fit_group(preps: list[Any], job_run_id: int | None = None) -> list[tuple[Any, Any, Exception | None]]:
+    """Prepared series of one fleet key: as a fleet where it pays at this size (``_as_fleet``), else one by one."""
+    from forecaster import modelling
+
+    if _as_fleet(preps):
+        spec = preps[0].spec
+        log_event("train.fleet", run_id=job_run_id, size=len(preps), cell=spec.cell, window=preps[0].window,
+                  hidden_size=spec.hidden_size)
+        return modelling.fit_many(preps)
+    return [_fit_alone(p) for p in preps]
 
 
 def _guarded(spec: SeriesSpec, job_run_id: int | None, fn: Callable[[], TrainReport]) -> TrainReport:
@@ -246,7 +347,6 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     from forecaster import modelling  # torch lives behind this import
-    from forecaster.fleet import fleet_pays
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
@@ -280,15 +380,9 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
         if should_stop is not None and should_stop():
             stopped = True
             break
-        first = members[0][1].spec
-        as_fleet = fleet_pays(first.device, amp=first.amp, cell=first.cell, size=len(members))
+        as_fleet = _as_fleet([p for _, p in members])
         try:
-            if as_fleet:
-                log_event("train.fleet", run_id=job_run_id, size=len(members), cell=first.cell,
-                          window=members[0][1].window, hidden_size=first.hidden_size)
-                fitted = modelling.fit_many([p for _, p in members])
-            else:  # a group too small to pay as a fleet here (e.g. a few series on the CPU)
-                fitted = [_fit_alone(p) for _, p in members]
+            fitted = _fit_group([p for _, p in members], job_run_id)
         except Exception as exc:  # noqa: BLE001 - the whole fleet failed (device, memory): each says so
             log_event("train.fleet_failed", run_id=job_run_id, size=len(members), error=repr(exc), exc_info=True)
             for i, _ in members:
