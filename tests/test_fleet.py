@@ -156,6 +156,18 @@ model = {model}
 """
 
 
+def _fleet_db(tmp_path: Path, model: str):
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
+    s = load_settings(cfg)
+    engine = make_engine(s.database_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    for spec in s.series:
+        assert ingest_series(sm, s, spec).ok
+    return s, engine, sm
+
+
 def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -165,14 +177,7 @@ def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU: the grouped path, here on the CPU
 
     model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
-    cfg = tmp_path / "forecaster.toml"
-    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
-    s = load_settings(cfg)
-    engine = make_engine(s.database_url)
-    migrate.upgrade(engine)
-    sm = make_sessionmaker(engine)
-    for spec in s.series:
-        assert ingest_series(sm, s, spec).ok
+    s, engine, sm = _fleet_db(tmp_path, model)
     reports = {r.series_key: r for r in retrain_many(sm, s, s.series)}
     assert list(reports) == [spec.key for spec in s.series]  # every series, in order
     assert reports["sine:short"].status == "skipped" and "40 given" in reports["sine:short"].reason
@@ -350,14 +355,7 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
     assert fleet.fleet_pays("cpu", amp=True, cell="gru", size=64) is False  # GRU: autograd cell, no bf16 path
 
     model = "{ hidden_size = 8, window = 24, epochs = 3, batch_size = 32, lr = 0.01, device = 'cpu', amp = true }"
-    cfg = tmp_path / "forecaster.toml"
-    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
-    s = load_settings(cfg)
-    engine = make_engine(s.database_url)
-    migrate.upgrade(engine)
-    sm = make_sessionmaker(engine)
-    for spec in s.series:
-        assert ingest_series(sm, s, spec).ok
+    s, engine, sm = _fleet_db(tmp_path, model)
     reports = {r.series_key: r for r in retrain_many(sm, s, s.series)}
     assert reports["sine:flat"].status == "failed" and "constant" in reports["sine:flat"].reason
     for key in ("sine:plain", "sine:long-and-big", "sine:small"):
@@ -370,18 +368,6 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
         lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
     assert len(lineages) == 3 and all("fleet_size" not in lin for lin in lineages)  # three: trained alone
     engine.dispose()
-
-
-def _fleet_db(tmp_path: Path, model: str):
-    cfg = tmp_path / "forecaster.toml"
-    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + FLEET_TOML.format(model=model))
-    s = load_settings(cfg)
-    engine = make_engine(s.database_url)
-    migrate.upgrade(engine)
-    sm = make_sessionmaker(engine)
-    for spec in s.series:
-        assert ingest_series(sm, s, spec).ok
-    return s, engine, sm
 
 
 def _concurrently(fn, specs):
