@@ -300,12 +300,13 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, on
 def train(
     series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
     one_by_one: Annotated[bool, typer.Option(
-        "--one-by-one", help="Train each series alone in turn, never in fleets (fleets: on a GPU).")] = False,
+        "--one-by-one", help="Train each series alone in turn, never in fleets (fleets: on a GPU, or amp groups of 16+ on a bf16 CPU).")] = False,
 ) -> None:
     """Train a new model version per series, gate it against the baselines and the champion.
 
-    On a GPU, series of one model shape are trained together as a fleet (one batched pass per
-    step); each still gets its own data, seed, early stopping, metrics, gate and version.
+    Where it pays (a GPU; amp LSTM/RNN groups of 16+ on a CPU with native bfloat16), series of one
+    model shape are trained together as a fleet (one batched pass per step); each still gets its
+    own data, seed, early stopping, metrics, gate and version.
     """
     s = settings()
     sm = open_db(s)
