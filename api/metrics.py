@@ -64,13 +64,21 @@ class ApiMetrics:
             "forecaster_forecast_reads", "Forecast GETs answered from the response cache (the database provably "
             "unchanged since) or by reading the database.", ("source",), registry=self.registry,
         )
-        self._children: dict[tuple[object, ...], object] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         self.predictions = Counter(
             "forecaster_predictions", "Windows predicted through POST /v1/models/{id}/predict.",
             registry=self.registry,
         )
         if sm is not None:
             self.registry.register(DatabaseCollector(sm, monitoring or MonitoringSettings()))
+
+    def child(self, instrument: Counter | Histogram, *labels: str) -> Any:
+        """``instrument.labels(*labels)``, remembered: the hot paths pay a dict lookup, not the label checks."""
+        key = (id(instrument), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = instrument.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         """The exposition text of every metric (queries the database once)."""
@@ -155,15 +163,6 @@ def _as_utc(ts: object) -> dt.datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
 
 
-def child(metrics: ApiMetrics, instrument: Counter | Histogram, *labels: str) -> Any:
-    """``instrument.labels(*labels)``, remembered: the hot path pays a dict lookup, not the label checks."""
-    key = (id(instrument), *labels)
-    found = metrics._children.get(key)
-    if found is None:
-        found = metrics._children[key] = instrument.labels(*labels)
-    return found
-
-
 class MetricsMiddleware:
     """Count every HTTP request and time it, labelled by the route template it matched."""
 
@@ -190,5 +189,5 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")
-            child(self.metrics, self.metrics.requests, method, template, str(status)).inc()
-            child(self.metrics, self.metrics.latency, method, template).observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.requests, method, template, str(status)).inc()
+            self.metrics.child(self.metrics.latency, method, template).observe(time.perf_counter() - started)

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.orm import Session
 
 from forecaster import registry
-from forecaster.errors import ModelNotFound
 
 if TYPE_CHECKING:
     from forecaster.modelling import Predictor

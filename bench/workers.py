@@ -259,22 +259,28 @@ def api_under_retrain(cfg: Path, settings: Any, sm: Any, duration_s: float, work
             "p99_ratio": round(busy["p99_ms"] / rest["p99_ms"], 2), "rps_ratio": round(busy["rps"] / rest["rps"], 2)}
 
 
-def api_in_process_retrain(tmp: Path, specs: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
-    """The same wrk run on SQLite, where the admin-triggered retrain runs inside the API process."""
-    import httpx
-
+def ingested(config: Path, url: str, specs: list[dict[str, Any]]) -> tuple[Path, Any, Any, Any]:
+    """A config for ``url`` and ``specs``, the database migrated and every series ingested:
+    (config path, settings, engine, sessionmaker)."""
     from forecaster import ingest, migrate
     from forecaster.config import load_settings
     from forecaster.db import make_engine, make_sessionmaker
     from forecaster.forecasting import refresh_after_ingest
 
-    url = f"sqlite:///{tmp / 'bench.db'}"
-    cfg = write_config(tmp / "sqlite.toml", url, specs)
+    cfg = write_config(config, url, specs)
     settings = load_settings(cfg)
     engine = make_engine(url)
     migrate.upgrade(engine)
     sm = make_sessionmaker(engine)
     ingest.ingest_many(sm, settings, settings.series, after_write=refresh_after_ingest)
+    return cfg, settings, engine, sm
+
+
+def api_in_process_retrain(tmp: Path, specs: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """The same wrk run on SQLite, where the admin-triggered retrain runs inside the API process."""
+    import httpx
+
+    cfg, _, engine, _ = ingested(tmp / "sqlite.toml", f"sqlite:///{tmp / 'bench.db'}", specs)
     engine.dispose()
     port = free_port()
     api = Child(cfg, "serve", "--port", str(port))
@@ -304,11 +310,6 @@ def main() -> None:
 
     from sqlalchemy import create_engine
 
-    from forecaster import ingest, migrate
-    from forecaster.config import load_settings
-    from forecaster.db import make_engine, make_sessionmaker
-    from forecaster.forecasting import refresh_after_ingest
-
     name = f"fc_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -318,12 +319,7 @@ def main() -> None:
     specs = series(args.series)
     result: dict[str, Any] = {}
     try:
-        cfg = write_config(tmp / "forecaster.toml", url, specs)
-        settings = load_settings(cfg)
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        sm = make_sessionmaker(engine)
-        ingest.ingest_many(sm, settings, settings.series, after_write=refresh_after_ingest)
+        cfg, settings, engine, sm = ingested(tmp / "forecaster.toml", url, specs)
         import torch
 
         result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -152,7 +152,8 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
     # min(32, cpus + 4): 6 threads on a 2-core machine, whatever --concurrency says.
     from concurrent.futures import ThreadPoolExecutor
 
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="forecaster-task"))
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="forecaster-task"))
     gather = None
     if concurrency > 1 and "train" in queues and settings.workers.fleet_wait_s > 0:
         from forecaster.usecases.retrain import FleetGatherer

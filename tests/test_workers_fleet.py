@@ -15,7 +15,7 @@ from forecaster.db import ModelVersion, make_engine, make_sessionmaker
 from forecaster.queue import TaskQueue
 from forecaster.usecases.jobs import start_run
 from tests.test_jobs_processes import migrated, write_config
-from tests.test_workers import FAST, sine, wait_until, worker
+from tests.test_workers import sine, wait_until, worker
 
 pytestmark = pytest.mark.postgres
 

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import AppState, SessionDep, StateDep
-from api.metrics import child
 from api.routes import problems
 from api.schemas import ForecastManyIn, ForecastManyOut, ForecastOut, ForecastResult
 from forecaster.config import Settings
@@ -50,10 +49,10 @@ async def read_forecast(key: str, request: Request) -> Response:
     cached = state.forecasts.get(key, token)
     if cached is None:
         cached = state.forecasts.put(key, token, await run_in_threadpool(_read_one, state, key))
-        child(state.metrics, state.metrics.forecast_reads, "database").inc()
+        state.metrics.child(state.metrics.forecast_reads, "database").inc()
     else:
-        child(state.metrics, state.metrics.forecast_reads, "cache").inc()
-    child(state.metrics, state.metrics.forecasts_served, key, cached.method).inc()
+        state.metrics.child(state.metrics.forecast_reads, "cache").inc()
+    state.metrics.child(state.metrics.forecasts_served, key, cached.method).inc()
     return Response(cached.body, media_type="application/json")
 
 
@@ -92,8 +91,8 @@ class ForecastFastPath:
                     cached = state.forecasts.get(key, token)
                     if cached is not None:
                         scope["route"] = self.route  # the metrics' route label
-                        child(state.metrics, state.metrics.forecast_reads, "cache").inc()
-                        child(state.metrics, state.metrics.forecasts_served, key, cached.method).inc()
+                        state.metrics.child(state.metrics.forecast_reads, "cache").inc()
+                        state.metrics.child(state.metrics.forecasts_served, key, cached.method).inc()
                         await send({"type": "http.response.start", "status": 200, "headers": [
                             (b"content-length", str(len(cached.body)).encode()),
                             (b"content-type", b"application/json")]})
@@ -113,6 +112,6 @@ def read_forecasts(body: ForecastManyIn, session: SessionDep, state: StateDep) -
         except SeriesNotFound as exc:
             results.append(ForecastResult(series_key=key, status=404, detail=str(exc)))
             continue
-        child(state.metrics, state.metrics.forecasts_served, key, out.method).inc()
+        state.metrics.child(state.metrics.forecasts_served, key, out.method).inc()
         results.append(ForecastResult(series_key=key, status=200, forecast=out))
     return ForecastManyOut(results=results)

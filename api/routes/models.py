@@ -53,9 +53,12 @@ async def predict(model_version_id: IdPath, request: Request, state: StateDep) -
     """
     require_json(request)
     raw = await request.body()
-    fast = _fast_windows(raw) if len(raw) <= LOOP_PARSE_BYTES else None
-    if fast is not None:  # parsed here, while the body is in this core's cache; the forward on the torch thread
-        out = await state.predictors.submit(_run_predict, state, model_version_id, fast, None)
+    if len(raw) <= LOOP_PARSE_BYTES:  # parsed here, while the body is in this core's cache
+        fast = _fast_windows(raw)
+        if fast is not None:
+            out = await state.predictors.submit(_run_predict, state, model_version_id, fast, None)
+        else:  # not the common body: the full validation names what is wrong
+            out = await state.predictors.submit(_predict, state, model_version_id, raw, False)
     else:
         out = await state.predictors.submit(_predict, state, model_version_id, raw)
     return Response(out.model_dump_json(), media_type="application/json")  # built here: no second validation
@@ -99,8 +102,8 @@ def _model_for(state: AppState, model_version_id: int, batch: int) -> Any:
         return state.predictors.get(session, model_version_id)
 
 
-def _predict(state: AppState, model_version_id: int, raw: bytes) -> PredictOut:
-    fast = _fast_windows(raw)
+def _predict(state: AppState, model_version_id: int, raw: bytes, try_fast: bool = True) -> PredictOut:
+    fast = _fast_windows(raw) if try_fast else None
     if fast is not None:
         return _run_predict(state, model_version_id, fast, None)
     body = parse_json(_predict_in, raw)

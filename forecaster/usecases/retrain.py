@@ -230,8 +230,7 @@ class FleetGatherer:
             if self._open.get(prep.fleet_key) is batch:
                 del self._open[prep.fleet_key]
         try:
-            batch.size = len(batch.members) if _as_fleet(batch.members) else 1
-            batch.results = _fit_group(batch.members)
+            batch.results, batch.size = _fit_group(batch.members)
         except Exception as exc:  # noqa: BLE001 - the whole batch failed (device, memory): each says so
             log_event("train.fleet_failed", size=len(batch.members), error=repr(exc), exc_info=True)
             failed = TrainingError(f"fleet training failed: {exc}")
@@ -252,24 +251,19 @@ class _Batch:
     size: int = 1  # the fleet it trained as (1: member by member)
 
 
-def _as_fleet(preps: list[Any]) -> bool:
-    """Whether prepared series of one fleet key train as a fleet: more than one, where it pays at this size."""
+def _fit_group(preps: list[Any],
+               job_run_id: int | None = None) -> tuple[list[tuple[Any, Any, Exception | None]], int]:
+    """Prepared series of one fleet key, as a fleet where it pays at this size, else one by one:
+    each one's (model, result, error), and the fleet size they trained as (1: one by one)."""
+    from forecaster import modelling
     from forecaster.fleet import fleet_pays
 
     spec = preps[0].spec
-    return len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps))
-
-
-def _fit_group(preps: list[Any], job_run_id: int | None = None) -> list[tuple[Any, Any, Exception | None]]:
-    """Prepared series of one fleet key: as a fleet where it pays at this size (``_as_fleet``), else one by one."""
-    from forecaster import modelling
-
-    if _as_fleet(preps):
-        spec = preps[0].spec
+    if len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps)):
         log_event("train.fleet", run_id=job_run_id, size=len(preps), cell=spec.cell, window=preps[0].window,
                   hidden_size=spec.hidden_size)
-        return modelling.fit_many(preps)
-    return [_fit_alone(p) for p in preps]
+        return modelling.fit_many(preps), len(preps)
+    return [_fit_alone(p) for p in preps], 1
 
 
 def _guarded(spec: SeriesSpec, job_run_id: int | None, fn: Callable[[], TrainReport]) -> TrainReport:
@@ -317,7 +311,7 @@ def retrain_many(
 
 
 def _fleets_pay(specs: list[SeriesSpec]) -> bool:
-    """Whether any series would train on a device where fleets are faster (a GPU; see fleet.FLEET_ON_CPU)."""
+    """Whether any series could train as a fleet where it is faster (``fleet.fleet_pays``: a GPU, amp on a bf16 CPU)."""
     from forecaster.fleet import fleet_pays  # torch lives behind this import
 
     return any(fleet_pays(device, amp=amp, cell=cell)
@@ -380,9 +374,8 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
         if should_stop is not None and should_stop():
             stopped = True
             break
-        as_fleet = _as_fleet([p for _, p in members])
         try:
-            fitted = _fit_group([p for _, p in members], job_run_id)
+            fitted, size = _fit_group([p for _, p in members], job_run_id)
         except Exception as exc:  # noqa: BLE001 - the whole fleet failed (device, memory): each says so
             log_event("train.fleet_failed", run_id=job_run_id, size=len(members), error=repr(exc), exc_info=True)
             for i, _ in members:
@@ -396,7 +389,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 if error is not None:
                     return _not_trained(d, error, job_run_id)
                 outcome = modelling.score(p, model, result, d.champion)
-                return _store(sm, d, outcome, job_run_id, {"fleet_size": len(members)} if as_fleet else {})
+                return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
 
             done(i, _guarded(d.spec, job_run_id, finish))
     if stopped:
