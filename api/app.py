@@ -1,7 +1,7 @@
 """The FastAPI app factory: ``create_app(settings)``; ``app_from_env()`` for uvicorn workers.
 
 Nothing is built at import time. ``create_app`` makes the engine and
-sessionmaker (no connection yet), the work queue (forecaster/queue.py: tasks for
+sessionmaker (no connection yet), the work queue (forecaster/usecases/queue.py: tasks for
 workers on PostgreSQL, a thread of this process on SQLite) and the predictor cache, and
 the lifespan disposes of them on shutdown. Middleware, outermost first:
 metrics (sees every status, 500s included), the catch-all that turns escaped
@@ -31,10 +31,10 @@ from api.predictors import PredictorCache
 from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
 from api.routes import accuracy, dashboard, observations
 from forecaster import __version__
-from forecaster.config import Settings, load_settings
-from forecaster.db import make_engine, make_sessionmaker
+from forecaster.config.settings import Settings, load_settings
+from forecaster.store.tables import make_engine, make_sessionmaker
 from forecaster.logs import configure_logging, log_event, log_to_file
-from forecaster.queue import make_queue
+from forecaster.usecases.queue import make_queue
 
 DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI / ReDoc scripts, styles and favicon
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "

@@ -27,9 +27,9 @@ from api.forecast_cache import ForecastCache
 from api.metrics import ApiMetrics
 from api.predictors import PredictorCache
 from api.problems import NotAllowed, NotAuthenticated, UnsupportedMediaType
-from forecaster.config import Settings
+from forecaster.config.settings import Settings
 from forecaster.errors import InvalidInput
-from forecaster.queue import WorkQueue
+from forecaster.usecases.queue import WorkQueue
 
 API_KEY_HEADER = "X-API-Key"
 MAX_ID = 2**63 - 1  # the largest id a database integer (SQLite, PostgreSQL bigint) can hold

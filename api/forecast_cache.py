@@ -4,7 +4,7 @@
 threadpool hop and three queries per request; most requests would get the
 same bytes as the one before. This cache keeps the response body per series
 key together with a *change token* taken before the body was read
-(``forecaster.changes``: SQLite's ``PRAGMA data_version``; on PostgreSQL the row
+(``forecaster.store.change_tokens``: SQLite's ``PRAGMA data_version``; on PostgreSQL the row
 versions of the rows the read uses, in one indexed statement), and serves it
 only while the token is unchanged, so the next GET after a promotion, a
 rollback, an ingest or a retrain — by this process or any other, on any
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from api.schemas import ForecastOut
-from forecaster.changes import probe_for
+from forecaster.store.change_tokens import probe_for
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forecaster.accuracy import all_accuracy
-from forecaster.config import MonitoringSettings
-from forecaster.db import utcnow
+from forecaster.usecases.accuracy import all_accuracy
+from forecaster.config.settings import MonitoringSettings
+from forecaster.store.tables import utcnow
 from forecaster.logs import log_event
 from forecaster.usecases.figures import metrics_figures
 

@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from forecaster.forecasting import ForecastView
-from forecaster.jobruns import JobRunView
-from forecaster.registry import Champion, VersionView
+from forecaster.usecases.forecasting import ForecastView
+from forecaster.store.jobruns import JobRunView
+from forecaster.store.registry import Champion, VersionView
 
 SERIES_KEY_EXAMPLE = "sine:demo"
 

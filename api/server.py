@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from forecaster.config import Settings
+from forecaster.config.settings import Settings
 from forecaster.errors import InvalidInput
 from forecaster.logs import configure_logging, log_event, log_to_file, uvicorn_log_config
 

@@ -88,7 +88,7 @@ def serve_child(kind: str, fd: int, database_url: str | None) -> None:
 
 
 def _settings(database_url: str) -> Any:
-    from forecaster.config import Settings
+    from forecaster.config.settings import Settings
 
     return Settings(database_url=database_url, api_keys=["bench"], series=[{
         "key": KEY, "source": "sine", "frequency": "1h",
@@ -222,10 +222,11 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def build_database(path: Path) -> tuple[str, int]:
     """A SQLite file with the bench series ingested and a trained champion; (url, model_version_id)."""
-    from forecaster import migrate, registry
-    from forecaster.db import make_engine, make_sessionmaker, write_session
-    from forecaster.forecasting import refresh_after_ingest, refresh_forecast
-    from forecaster.ingest import ingest_series, series_by_key
+    from forecaster.store import migrate
+    from forecaster.store import registry
+    from forecaster.store.tables import make_engine, make_sessionmaker, write_session
+    from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
+    from forecaster.usecases.ingest import ingest_series, series_by_key
     from forecaster.usecases.retrain import retrain_series
 
     url = f"sqlite:///{path}"
@@ -255,9 +256,9 @@ def in_process_predict(url: str, model_version_id: int, windows: Any, repeats: i
     from sqlalchemy.orm import Session
 
     from api.predictors import TORCH_THREADS
-    from forecaster import registry
-    from forecaster.db import make_engine
-    from forecaster.modelling import Predictor
+    from forecaster.store import registry
+    from forecaster.store.tables import make_engine
+    from forecaster.modelling.fitting import Predictor
 
     torch.set_num_threads(min(torch.get_num_threads(), TORCH_THREADS))
     engine = make_engine(url)

@@ -13,7 +13,7 @@ same window 48, hidden 32, one LSTM layer, batch 64, MAE loss; ``epochs`` with
 patience = epochs, so every model runs the same number of epochs and both
 paths do the same work). Then, for each K:
 
-- fleet: ``modelling.fit_many`` (one batched pass per step, ``forecaster.fleet``);
+- fleet: ``modelling.fit_many`` (one batched pass per step, ``forecaster.modelling.fleet``);
 - one by one: ``modelling.fit_one`` per series (nn.LSTM + torch.optim.Adam, ``trainer.fit``),
   measured for K <= ``--max-one-by-one`` and otherwise extrapolated linearly from the
   largest measured K (labelled ``extrapolated``).
@@ -45,8 +45,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecaster import modelling  # noqa: E402
-from forecaster.config import ModelSpec  # noqa: E402
+from forecaster.modelling.fitting import fitting as modelling  # noqa: E402
+from forecaster.config.settings import ModelSpec  # noqa: E402
 
 LENGTH = 2000
 SHARED = Path("/work/shared/data")
@@ -119,10 +119,10 @@ def end_to_end(n: int, epochs: int, device: str, amp: bool) -> dict[str, Any]:
     import tempfile
     from collections import Counter
 
-    from forecaster import migrate
-    from forecaster.config import Settings
-    from forecaster.db import make_engine, make_sessionmaker, write_session
-    from forecaster.ingest import sync_series, upsert_observations
+    from forecaster.store import migrate
+    from forecaster.config.settings import Settings
+    from forecaster.store.tables import make_engine, make_sessionmaker, write_session
+    from forecaster.usecases.ingest import sync_series, upsert_observations
     from forecaster.usecases.retrain import retrain_many
 
     folder = Path(tempfile.mkdtemp(prefix="forecaster-bench-fleet-"))
@@ -156,8 +156,8 @@ def step_micro(ks: list[int], cell: str = "lstm", repeats: int = 3) -> list[dict
     ``repeats`` timings of each, so a busy neighbour on a shared host counts less."""
     import torch.nn.functional as F
 
-    from forecaster import fleet
-    from forecaster.model import ModelConfig, RecurrentForecaster
+    from forecaster.modelling.fitting import fleet
+    from forecaster.modelling.network import ModelConfig, RecurrentForecaster
 
     H, L, B = 32, 48, 64
     cfg = ModelConfig(cell=cell, hidden_size=H, input_size=1)

@@ -34,10 +34,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecaster import candidates as cands  # noqa: E402
-from forecaster.config import ModelSpec  # noqa: E402
-from forecaster.intervals import ACIState, coverage_of, walk  # noqa: E402
-from forecaster.modelling import train_series  # noqa: E402
+from forecaster.modelling.fitting import candidates as cands  # noqa: E402
+from forecaster.config.settings import ModelSpec  # noqa: E402
+from forecaster.modelling.intervals import ACIState, coverage_of, walk  # noqa: E402
+from forecaster.modelling.fitting import train_series  # noqa: E402
 
 # series -> (service frequency, best peer name, best peer MASE, naive MASE, seasonal?) from ANCHORS.md
 SERIES = {
@@ -58,7 +58,7 @@ def load(data: Path, name: str) -> tuple[pd.DatetimeIndex, np.ndarray]:
 
 def served_holdout(out: object, ts: pd.DatetimeIndex, v: np.ndarray, start: int, frequency: str) -> dict[str, np.ndarray]:
     """Each serving member's frozen one-step forecasts of v[start:]."""
-    from forecaster.config import season_length
+    from forecaster.config.settings import season_length
 
     serving = out.hyperparameters["serving"]  # type: ignore[attr-defined]
     parts = {}

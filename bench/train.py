@@ -4,7 +4,7 @@
 
 In one run, on the same windows, model shape, epochs and batch size:
 
-- ``forecaster.trainer.fit`` against a bare PyTorch loop written here (whole set on
+- ``forecaster.modelling.training.fit`` against a bare PyTorch loop written here (whole set on
   the device, seeded randperm, index batches, Adam, clipping, a no_grad
   validation pass per epoch: the loop you would write by hand) and, for
   reference, the textbook ``DataLoader(TensorDataset)`` loop. Windows/s of each
@@ -38,9 +38,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecaster.model import ModelConfig, RecurrentForecaster  # noqa: E402
-from forecaster.trainer import Splits, TrainConfig, fit, pick_device, set_seed  # noqa: E402
-from forecaster.windows import Scaler, make_windows, normalise, time_split  # noqa: E402
+from forecaster.modelling.network import ModelConfig, RecurrentForecaster  # noqa: E402
+from forecaster.modelling.training import Splits, TrainConfig, fit, pick_device, set_seed  # noqa: E402
+from forecaster.modelling.windows import Scaler, make_windows, normalise, time_split  # noqa: E402
 
 WINDOW, HOLD = 48, 168  # modelling's hourly defaults
 

@@ -128,7 +128,7 @@ def free_port() -> int:
 
 
 def wait_run(sm: Any, run_id: int, timeout_s: float = 900) -> Any:
-    from forecaster import jobruns
+    from forecaster.store import jobruns
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -154,7 +154,7 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 def throughput(cfg: Path, settings: Any, sm: Any, n: int) -> dict[str, Any]:
-    from forecaster.queue import TaskQueue
+    from forecaster.usecases.queue import TaskQueue
     from forecaster.usecases.jobs import start_run
     from forecaster.usecases.retrain import retrain_many, retrain_series
 
@@ -194,7 +194,7 @@ def throughput(cfg: Path, settings: Any, sm: Any, n: int) -> dict[str, Any]:
 def overhead(cfg: Path, settings: Any, sm: Any, tasks: int) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from forecaster.queue import TaskQueue
+    from forecaster.usecases.queue import TaskQueue
     from forecaster.usecases.jobs import start_run
 
     queue = TaskQueue(sm, settings)
@@ -232,7 +232,7 @@ def api_under_retrain(cfg: Path, settings: Any, sm: Any, duration_s: float, work
     lower CPU priority, which is what a box hosting both should do (on separate machines, as
     in production, they take nothing from the API at all); ``worker_cpus`` confines them to those
     CPUs (one torch thread per CPU), the closest this box comes to workers on another machine."""
-    from forecaster.queue import TaskQueue
+    from forecaster.usecases.queue import TaskQueue
     from forecaster.usecases.jobs import start_run
 
     port = free_port()
@@ -262,10 +262,11 @@ def api_under_retrain(cfg: Path, settings: Any, sm: Any, duration_s: float, work
 def ingested(config: Path, url: str, specs: list[dict[str, Any]]) -> tuple[Path, Any, Any, Any]:
     """A config for ``url`` and ``specs``, the database migrated and every series ingested:
     (config path, settings, engine, sessionmaker)."""
-    from forecaster import ingest, migrate
-    from forecaster.config import load_settings
-    from forecaster.db import make_engine, make_sessionmaker
-    from forecaster.forecasting import refresh_after_ingest
+    from forecaster.usecases import ingest
+    from forecaster.store import migrate
+    from forecaster.config.settings import load_settings
+    from forecaster.store.tables import make_engine, make_sessionmaker
+    from forecaster.usecases.forecasting import refresh_after_ingest
 
     cfg = write_config(config, url, specs)
     settings = load_settings(cfg)

@@ -21,7 +21,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.config import Settings, load_settings
+from forecaster.config.settings import Settings, load_settings
 from forecaster.errors import ForecasterError, StorageUnavailable
 
 app = typer.Typer(
@@ -93,8 +93,8 @@ def open_db(s: Settings, *, migrate: bool = False) -> sessionmaker[Session]:
     Raises:
         StorageUnavailable: the schema is not at head and ``migrate`` is false.
     """
-    from forecaster import migrate as mig
-    from forecaster.db import make_engine, make_sessionmaker
+    from forecaster.store import migrate as mig
+    from forecaster.store.tables import make_engine, make_sessionmaker
 
     engine = make_engine(s.database_url)
     if migrate:
@@ -129,8 +129,8 @@ def migrate(
     downgrade: Annotated[bool, typer.Option(help="Go down to REVISION instead (e.g. base).")] = False,
 ) -> None:
     """Bring the database schema to the head revision (or another one)."""
-    from forecaster import migrate as mig
-    from forecaster.db import make_engine
+    from forecaster.store import migrate as mig
+    from forecaster.store.tables import make_engine
 
     s = settings()
     engine = make_engine(s.database_url)
@@ -164,8 +164,8 @@ def ingest_table(outcomes: list[Any]) -> Table:
 
 
 def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *, snapshot_fallback: bool) -> list[Any]:
-    from forecaster import ingest
-    from forecaster.forecasting import BatchedRefresh, refresh_after_ingest
+    from forecaster.usecases import ingest
+    from forecaster.usecases.forecasting import BatchedRefresh, refresh_after_ingest
 
     specs = [sp for sp in ingest.select_specs(s, keys) if sp.source != "push"]
     # Many series: their stored forecasts are refreshed at the end, in batched passes per model shape.
@@ -266,7 +266,7 @@ def train_table(reports: list[Any]) -> Table:
 
 
 def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, one_by_one: bool = False) -> list[Any]:
-    from forecaster import ingest
+    from forecaster.usecases import ingest
     from forecaster.usecases import retrain as training
 
     specs = ingest.select_specs(s, keys)
@@ -323,7 +323,7 @@ app.add_typer(models_app, name="models")
 @handle_errors
 def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
     """Versions of a series with holdout metrics side by side with the baselines."""
-    from forecaster import registry
+    from forecaster.store import registry
 
     s = settings()
     sm = open_db(s)
@@ -437,7 +437,7 @@ def serve(
         fail(f"--workers {workers}: at least 1 worker process is needed")
 
     from forecaster import plugins
-    from forecaster.ingest import sync_all_series
+    from forecaster.usecases.ingest import sync_all_series
     from forecaster.logs import log_event
 
     s = settings()
@@ -478,7 +478,7 @@ def worker(
     torch_threads: Annotated[int | None, typer.Option(min=1, max=1024, help="torch threads for training (default: workers.torch_threads, else every core); several workers on one machine: cores / workers.")] = None,
 ) -> None:
     """Claim training and ingest tasks from the PostgreSQL queue and run them (any number, on any machine)."""
-    from forecaster.worker import run_worker
+    from forecaster import plugins
 
     s = settings()
     if torch_threads is not None:
@@ -486,7 +486,7 @@ def worker(
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues is not None else None
     if names is not None and not names:
         fail(f"--queues {queues!r} names no queue (known: train, ingest)")
-    raise typer.Exit(run_worker(s, concurrency=concurrency, queues=names))
+    raise typer.Exit(plugins.load("worker")(s, concurrency=concurrency, queues=names))
 
 
 @app.command()
@@ -499,7 +499,7 @@ def up(
     """All in one: migrate, ingest (bundled snapshot when offline), train, then serve
     the API with the scheduler in the same process. Ctrl-C stops cleanly."""
     from forecaster import plugins
-    from forecaster.ingest import sync_all_series
+    from forecaster.usecases.ingest import sync_all_series
     from forecaster.usecases.retrain import needs_training
 
     s = settings()

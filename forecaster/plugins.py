@@ -8,6 +8,7 @@ entry functions under the ``forecaster.plugins`` entry-point group
 |---|---|
 | ``api`` | ``serve(settings, *, host, port, workers=1) -> None`` (blocks until stopped) |
 | ``scheduler`` | ``run_scheduler(settings) -> int`` (blocks; exit code) |
+| ``worker`` | ``run_worker(settings, *, concurrency=None, queues=None) -> int`` (blocks; exit code) |
 | ``scheduler_background`` | ``start_in_background(settings) -> handle`` with ``handle.shutdown()`` |
 """
 

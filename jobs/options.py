@@ -2,15 +2,15 @@
 
 Every key can come from the environment too, as ``FORECASTER_SCHEDULER__<KEY>``
 (e.g. ``FORECASTER_SCHEDULER__RUN_ON_START=1``); see ``SchedulerSettings`` in
-forecaster/config.py for the keys, their defaults and why each exists.
+forecaster/config/settings.py for the keys, their defaults and why each exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from forecaster.config import SchedulerSettings
-from forecaster.ingest import RetryPolicy
+from forecaster.config.settings import SchedulerSettings
+from forecaster.usecases.ingest import RetryPolicy
 
 
 @dataclass(frozen=True)

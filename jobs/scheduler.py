@@ -13,7 +13,7 @@ every series without its own ``ingest`` / ``retrain`` override; series with an
 override run in a job of their own schedule. All times are UTC.
 
 Work: on PostgreSQL (``[workers] queue = "auto"``) a firing only enqueues one
-task per series and `forecaster worker` processes do it (forecaster/queue.py);
+task per series and `forecaster worker` processes do it (forecaster/usecases/queue.py);
 on SQLite the leader runs it here, series after series.
 
 A database that cannot be reached (or is not migrated yet) at start is waited
@@ -47,12 +47,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import jobruns
-from forecaster import migrate as mig
-from forecaster.config import Settings
-from forecaster.db import make_engine, make_sessionmaker
+from forecaster.store import jobruns
+from forecaster.store import migrate as mig
+from forecaster.config.settings import Settings
+from forecaster.store.tables import make_engine, make_sessionmaker
 from forecaster.logs import log_event
-from forecaster.queue import WorkQueue, make_queue
+from forecaster.usecases.queue import WorkQueue, make_queue
 from jobs import tasks
 from jobs.cron import cron_trigger
 from jobs.lease import Lease, make_lease

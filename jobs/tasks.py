@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import jobruns
-from forecaster.config import Settings
-from forecaster.ingest import RetryPolicy
+from forecaster.store import jobruns
+from forecaster.config.settings import Settings
+from forecaster.usecases.ingest import RetryPolicy
 from forecaster.logs import log_event
-from forecaster.queue import WorkQueue
+from forecaster.usecases.queue import WorkQueue
 from forecaster.usecases.jobs import start_run
 
 

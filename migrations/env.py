@@ -1,6 +1,6 @@
-"""Alembic environment: the schema is ``forecaster.db.metadata``.
+"""Alembic environment: the schema is ``forecaster.store.tables.metadata``.
 
-The database URL comes from the Alembic config (set by ``forecaster.migrate``),
+The database URL comes from the Alembic config (set by ``forecaster.store.migrate``),
 or from an existing connection passed in ``config.attributes["connection"]``.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from forecaster.db import make_engine, metadata
+from forecaster.store.tables import make_engine, metadata
 
 config = context.config
 

@@ -31,11 +31,12 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
-from forecaster import migrate, registry
-from forecaster.config import Settings
-from forecaster.db import make_engine, make_sessionmaker, metadata, write_session
-from forecaster.forecasting import refresh_after_ingest, refresh_forecast
-from forecaster.ingest import ingest_series, series_by_key
+from forecaster.store import migrate
+from forecaster.store import registry
+from forecaster.config.settings import Settings
+from forecaster.store.tables import make_engine, make_sessionmaker, metadata, write_session
+from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
+from forecaster.usecases.ingest import ingest_series, series_by_key
 from forecaster.usecases.retrain import retrain_series
 
 ADMIN_KEY = "test-admin-key"

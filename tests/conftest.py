@@ -13,8 +13,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import migrate
-from forecaster.db import make_engine, make_sessionmaker
+from forecaster.store import migrate
+from forecaster.store.tables import make_engine, make_sessionmaker
 
 PG_ADMIN_URL = os.environ.get("FORECASTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent

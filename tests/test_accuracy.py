@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import registry
-from forecaster.accuracy import all_accuracy, drifting_series, series_accuracy
-from forecaster.db import Forecast, ModelVersion, Series, write_session
+from forecaster.store import registry
+from forecaster.usecases.accuracy import all_accuracy, drifting_series, series_accuracy
+from forecaster.store.tables import Forecast, ModelVersion, Series, write_session
 from forecaster.errors import SeriesNotFound
-from forecaster.ingest import upsert_observations
+from forecaster.usecases.ingest import upsert_observations
 from tests.api_server import PUSHED, make_settings, running_api
 
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
@@ -219,8 +219,8 @@ def test_accuracy_endpoint_and_gauges_show_the_live_numbers(sm: sessionmaker[Ses
 def test_an_ingest_run_retrains_a_drifting_champion_when_configured(
     sm: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    from forecaster import jobruns
-    from forecaster.db import JobRun
+    from forecaster.store import jobruns
+    from forecaster.store.tables import JobRun
 
     csv = tmp_path / "bad.csv"
     csv.write_text("ts,value\n" + "".join(f"{(T0 + h * HOUR).isoformat()},{h}\n" for h in range(0, 9)))

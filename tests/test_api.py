@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
-from forecaster import registry
-from forecaster.config import Settings
-from forecaster.db import make_engine
-from forecaster.modelling import Predictor
+from forecaster.store import registry
+from forecaster.config.settings import Settings
+from forecaster.store.tables import make_engine
+from forecaster.modelling.fitting import Predictor
 from tests.api_server import BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
 
 PROBLEM = "application/problem+json"

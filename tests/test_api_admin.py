@@ -160,9 +160,9 @@ def test_rollback_with_nothing_to_return_to_is_a_409(sqlite_api: Api) -> None:
 
 def _add_rejected_copy_of_v2(database_url: str) -> int:
     """A v3 of TRAINED with v2's weights and a holdout MASE of 5 (the gate rejects it); its number."""
-    from forecaster import registry
-    from forecaster.db import ModelVersion, make_engine, make_sessionmaker, write_session
-    from forecaster.ingest import series_by_key
+    from forecaster.store import registry
+    from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker, write_session
+    from forecaster.usecases.ingest import series_by_key
 
     engine = make_engine(database_url)
     try:
@@ -183,7 +183,7 @@ def _add_rejected_copy_of_v2(database_url: str) -> int:
 def select_version(series_id: int, version: int) -> Any:
     from sqlalchemy import select
 
-    from forecaster.db import ModelVersion
+    from forecaster.store.tables import ModelVersion
 
     return select(ModelVersion).where(ModelVersion.series_id == series_id, ModelVersion.version == version)
 

@@ -22,8 +22,8 @@ import api.app as api_app
 import api.server as api_server_module
 from api.app import create_app
 from forecaster import plugins
-from forecaster.config import Settings
-from forecaster.db import ModelVersion, make_engine, make_sessionmaker, write_session
+from forecaster.config.settings import Settings
+from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker, write_session
 from tests.api_server import ADMIN_KEY, BASELINE, TRAINED, Api, make_settings, running_api, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,8 +156,8 @@ def test_observations_near_the_largest_float_never_make_a_forecast_null_or_a_500
 
     from sqlalchemy import func, select
 
-    from forecaster.db import Observation
-    from forecaster.ingest import series_by_key
+    from forecaster.store.tables import Observation
+    from forecaster.usecases.ingest import series_by_key
 
     engine = make_engine(sqlite_api.settings.database_url)
     try:
@@ -182,8 +182,8 @@ def test_the_dashboard_draws_a_series_whose_timestamps_reach_year_9999(sqlite_ap
     """Found by schemathesis: far-future pushed timestamps made the chart's time axis overflow (500)."""
     import datetime as dt
 
-    from forecaster.db import Observation
-    from forecaster.ingest import series_by_key
+    from forecaster.store.tables import Observation
+    from forecaster.usecases.ingest import series_by_key
 
     engine = make_engine(sqlite_api.settings.database_url)
     try:
@@ -275,7 +275,7 @@ def test_reading_a_forecast_never_imports_torch(sqlite_api_db: str) -> None:
                 "/v1/series/{TRAINED}/forecast", "/v1/series", "/v1/series/{TRAINED}/models", "/metrics")]
             statuses.append(api.client.post("/v1/forecast", json={{"keys": ["{TRAINED}"]}}).status_code)
         print(json.dumps({{"statuses": statuses,
-                           "loaded": sorted(m for m in ("torch", "forecaster.modelling", "forecaster.model")
+                           "loaded": sorted(m for m in ("torch", "forecaster.modelling.fitting", "forecaster.modelling.network")
                                             if m in sys.modules)}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import candidates
-from forecaster.config import ModelSpec, load_settings
-from forecaster.db import Forecast, ModelVersion, write_session
-from forecaster.evaluate import conformal_halfwidth
-from forecaster.forecasting import get_forecast, live_interval, refresh_forecast
-from forecaster.ingest import find_series, ingest_series
-from forecaster.intervals import ACIState, coverage_of, walk
-from forecaster.modelling import gate, train_series
-from forecaster.selection import choose, ladder
+from forecaster.modelling.fitting import candidates
+from forecaster.config.settings import ModelSpec, load_settings
+from forecaster.store.tables import Forecast, ModelVersion, write_session
+from forecaster.modelling.scoring import conformal_halfwidth
+from forecaster.usecases.forecasting import get_forecast, live_interval, refresh_forecast
+from forecaster.usecases.ingest import find_series, ingest_series
+from forecaster.modelling.intervals import ACIState, coverage_of, walk
+from forecaster.modelling.fitting import gate, train_series
+from forecaster.modelling.selection import choose, ladder
 from forecaster.usecases.retrain import retrain_series
 
 SNAPSHOTS = Path(__file__).parents[1] / "forecaster" / "snapshots"
@@ -152,7 +152,7 @@ def test_statsforecast_loads_only_where_candidates_are_fitted_or_served() -> Non
 
 def test_the_dashboard_flags_a_live_coverage_off_its_stated_level() -> None:
     from api.dashboard.render import _coverage_flag
-    from forecaster.accuracy import AccuracyRow, SeriesAccuracy
+    from forecaster.usecases.accuracy import AccuracyRow, SeriesAccuracy
 
     def acc(coverage: float, count: int) -> SeriesAccuracy:
         row = AccuracyRow("ets", 3, 7, count, 1.0, 0.9, coverage, None, None, None)

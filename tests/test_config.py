@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forecaster.config import check_cron, load_settings, season_length
+from forecaster.config.settings import check_cron, load_settings, season_length
 from forecaster.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

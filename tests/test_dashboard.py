@@ -18,9 +18,9 @@ from sqlalchemy import select
 from api.dashboard.chart import ChartData, PastPoint, render_chart
 from api.dashboard.format import mase, method_name, num
 from api.dashboard.ticks import format_time_tick, time_ticks, value_ticks
-from forecaster import migrate
-from forecaster.config import Settings
-from forecaster.db import ModelVersion, Series, make_engine, make_sessionmaker, write_session
+from forecaster.store import migrate
+from forecaster.config.settings import Settings
+from forecaster.store.tables import ModelVersion, Series, make_engine, make_sessionmaker, write_session
 from tests.api_server import BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ def test_dashboard_pages_never_import_torch(sqlite_api_db: str) -> None:
         with running_api(make_settings({sqlite_api_db!r})) as api:
             statuses = [api.client.get(p).status_code for p in ("/", "/series/{quote(TRAINED, safe='')}",
                                                                 "/series/{BASELINE}", "/series/nope")]
-        print(json.dumps({{"statuses": statuses, "loaded": sorted(m for m in ("torch", "forecaster.modelling")
+        print(json.dumps({{"statuses": statuses, "loaded": sorted(m for m in ("torch", "forecaster.modelling.fitting")
                                                                   if m in sys.modules)}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -17,14 +17,15 @@ import pytest
 
 from api.dashboard.format import method_name
 from api.dashboard.render import _coverage_flag
-from forecaster import migrate, registry
-from forecaster.accuracy import series_accuracy
-from forecaster.config import Settings
-from forecaster.db import make_engine, make_sessionmaker, write_session
-from forecaster.forecasting import refresh_after_ingest, refresh_forecast
-from forecaster.ingest import ingest_series, series_by_key
-from forecaster.jobruns import create_run, execute_run
-from forecaster.sources import load_snapshot
+from forecaster.store import migrate
+from forecaster.store import registry
+from forecaster.usecases.accuracy import series_accuracy
+from forecaster.config.settings import Settings
+from forecaster.store.tables import make_engine, make_sessionmaker, write_session
+from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
+from forecaster.usecases.ingest import ingest_series, series_by_key
+from forecaster.store.jobruns import create_run, execute_run
+from forecaster.data.sources import load_snapshot
 from tests.api_server import running_api
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from forecaster.evaluate import (
+from forecaster.modelling.scoring import (
     conformal_halfwidth,
     coverage,
     mae,

@@ -1,4 +1,4 @@
-"""Fleet training (forecaster/fleet.py): K models in one batched pass, each as if trained alone.
+"""Fleet training (forecaster/modelling/fleet.py): K models in one batched pass, each as if trained alone.
 
 Tolerances, stated once: the fleet runs the same maths as trainer.fit (nn.LSTM/GRU/RNN + Adam)
 with other kernels, so weights agree to float32 rounding, not bit for bit: WEIGHT_ATOL after a
@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from forecaster import modelling
-from forecaster.config import ModelSpec, load_settings
-from forecaster.db import Series, make_engine, make_sessionmaker
-from forecaster.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
-from forecaster.forecasting import load_values
-from forecaster.ingest import find_series, ingest_series
-from forecaster.model import ModelConfig, RecurrentForecaster
-from forecaster.trainer import Splits, TrainConfig
-from forecaster import migrate
+from forecaster.modelling.fitting import fitting as modelling
+from forecaster.config.settings import ModelSpec, load_settings
+from forecaster.store.tables import Series, make_engine, make_sessionmaker
+from forecaster.modelling.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
+from forecaster.usecases.forecasting import load_values
+from forecaster.usecases.ingest import find_series, ingest_series
+from forecaster.modelling.network import ModelConfig, RecurrentForecaster
+from forecaster.modelling.training import Splits, TrainConfig
+from forecaster.store import migrate
 
 WEIGHT_ATOL = 1e-5  # measured: at most 7e-7 after SMALL's 4 epochs (lstm x1/x2, gru x2 + calendar, rnn x1/x2 + calendar)
 MASE_RTOL = 0.10
@@ -171,7 +171,7 @@ def _fleet_db(tmp_path: Path, model: str):
 def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from forecaster import fleet
+    from forecaster.modelling.fitting import fleet
     from forecaster.usecases.retrain import retrain_many
 
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU: the grouped path, here on the CPU
@@ -194,7 +194,7 @@ def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones
         assert fleet_mase == pytest.approx(alone_mase, rel=MASE_RTOL), key
         assert fleet_mase < r.metrics["naive"]["mase"], key  # each learned its own series
     with sm() as session:
-        from forecaster.db import ModelVersion
+        from forecaster.store.tables import ModelVersion
         from sqlalchemy import select
 
         lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
@@ -208,11 +208,11 @@ def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(
     shape; each stored value is what refresh_forecast computes with the series' own model."""
     from sqlalchemy import select
 
-    from forecaster import registry
-    from forecaster.config import SeriesSpec
-    from forecaster.db import Forecast, write_session
-    from forecaster.forecasting import BatchedRefresh, refresh_forecast, refresh_forecasts
-    from forecaster.ingest import sync_series, upsert_observations
+    from forecaster.store import registry
+    from forecaster.config.settings import SeriesSpec
+    from forecaster.store.tables import Forecast, write_session
+    from forecaster.usecases.forecasting import BatchedRefresh, refresh_forecast, refresh_forecasts
+    from forecaster.usecases.ingest import sync_series, upsert_observations
 
     engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
     migrate.upgrade(engine)
@@ -315,7 +315,7 @@ def test_amp_on_the_cpu_runs_the_recurrence_products_in_bf16_to_bf16_accuracy(ce
 def test_the_recurrence_backward_is_the_derivative_of_its_forward(cell, full):
     """In float64, the hand-written backward (inputs, weights, both biases) against central differences
     of the forward along random directions: the maths, independent of nn.LSTM/nn.RNN."""
-    from forecaster.fleet import _Recurrence
+    from forecaster.modelling.fleet import _Recurrence
 
     gen = torch.Generator().manual_seed(3)
     L, K, Fi, B, H = 6, 2, 3, 4, 5
@@ -344,7 +344,7 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
     those groups train member by member, even on the grouped path."""
     import torch
 
-    from forecaster import fleet
+    from forecaster.modelling.fitting import fleet
     from forecaster.usecases.retrain import retrain_many
 
     native = fleet.cpu_bf16(torch.device("cpu"), True, "lstm") is not None
@@ -363,7 +363,7 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
     with sm() as session:
         from sqlalchemy import select
 
-        from forecaster.db import ModelVersion
+        from forecaster.store.tables import ModelVersion
 
         lineages = [mv.lineage for mv in session.scalars(select(ModelVersion))]
     assert len(lineages) == 3 and all("fleet_size" not in lin for lin in lineages)  # three: trained alone
@@ -381,7 +381,7 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """What a worker with --concurrency does: one task per series on its own thread, gathered into a fleet."""
-    from forecaster import fleet
+    from forecaster.modelling.fitting import fleet
     from forecaster.usecases.retrain import FleetGatherer, retrain_series
 
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU
@@ -402,7 +402,7 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     with sm() as session:
         from sqlalchemy import select
 
-        from forecaster.db import ModelVersion
+        from forecaster.store.tables import ModelVersion
 
         assert sorted(mv.lineage["fleet_size"] for mv in session.scalars(select(ModelVersion))) == [3, 3, 3]
     engine.dispose()
@@ -424,7 +424,7 @@ def test_train_tasks_whose_shape_cannot_fleet_here_never_wait(tmp_path: Path):
     with sm() as session:
         from sqlalchemy import select
 
-        from forecaster.db import ModelVersion
+        from forecaster.store.tables import ModelVersion
 
         assert all("fleet_size" not in mv.lineage for mv in session.scalars(select(ModelVersion)))
     engine.dispose()

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.config import Settings, load_settings
-from forecaster.db import Forecast, IngestRun, Observation, Series, write_session
-from forecaster.ingest import find_series, ingest_many, ingest_series
+from forecaster.config.settings import Settings, load_settings
+from forecaster.store.tables import Forecast, IngestRun, Observation, Series, write_session
+from forecaster.usecases.ingest import find_series, ingest_many, ingest_series
 
 UTC = dt.timezone.utc
 

@@ -18,11 +18,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import jobruns
-from forecaster.config import Settings, load_settings
-from forecaster.db import IngestRun, JobRun, Observation, make_engine, make_sessionmaker, write_session
+from forecaster.store import jobruns
+from forecaster.config.settings import Settings, load_settings
+from forecaster.store.tables import IngestRun, JobRun, Observation, make_engine, make_sessionmaker, write_session
 from forecaster.errors import ConfigError
-from forecaster.ingest import RetryPolicy
+from forecaster.usecases.ingest import RetryPolicy
 from jobs import tasks
 from jobs.cron import cron_trigger
 from jobs.lease import FileLease, PostgresLease, lock_key, lock_path_for, make_lease
@@ -278,7 +278,7 @@ def test_jobs_never_import_the_api() -> None:
 def test_scheduler_in_background_runs_leads_and_lets_go_on_shutdown(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from forecaster import migrate
+    from forecaster.store import migrate
     from jobs.scheduler import start_in_background
 
     engine = make_engine(sqlite_url)

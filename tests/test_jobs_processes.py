@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from forecaster import migrate
-from forecaster.db import IngestRun, JobRun, make_engine, make_sessionmaker
+from forecaster.store import migrate
+from forecaster.store.tables import IngestRun, JobRun, make_engine, make_sessionmaker
 from jobs.lease import FileLease, lock_key, lock_path_for
 
 CLOSED = "http://127.0.0.1:1"

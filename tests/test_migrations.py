@@ -4,8 +4,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from forecaster import migrate
-from forecaster.db import make_engine, metadata
+from forecaster.store import migrate
+from forecaster.store.tables import make_engine, metadata
 
 TABLES = {"series", "observations", "ingest_runs", "job_runs", "model_versions", "aliases", "forecasts"}
 

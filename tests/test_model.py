@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from forecaster.model import ModelConfig, RecurrentForecaster, from_artifact, to_artifact
+from forecaster.modelling.network import ModelConfig, RecurrentForecaster, from_artifact, to_artifact
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

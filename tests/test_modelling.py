@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecaster.config import ModelSpec
+from forecaster.config.settings import ModelSpec
 from forecaster.errors import InvalidInput, NotEnoughData
-from forecaster.modelling import Predictor, TrainOutcome, frequency_defaults, gate, train_series
+from forecaster.modelling.fitting import Predictor, TrainOutcome, frequency_defaults, gate, train_series
 
 FAST = dict(hidden_size=16, epochs=25, batch_size=32, lr=0.01, patience=5, device="cpu",
             candidates=())  # statistical candidates: tests/test_candidates.py
@@ -179,13 +179,13 @@ def test_gate_promotes_only_a_model_that_beats_every_rival():
 
 
 def test_importing_the_pipeline_does_not_load_torch():
-    code = "import sys, forecaster.modelling; print('torch' in sys.modules)"
+    code = "import sys, forecaster.modelling.fitting; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_training_uses_only_the_data_after_the_last_long_gap():
-    from forecaster.modelling import recent_segment
+    from forecaster.modelling.fitting import recent_segment
 
     old = pd.date_range("2010-01-01", periods=500, freq="h", tz="UTC")
     new = pd.date_range("2026-01-01", periods=300, freq="h", tz="UTC")

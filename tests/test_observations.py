@@ -14,9 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from forecaster.db import Forecast, IngestRun, Observation, make_engine, make_sessionmaker, write_session
-from forecaster.forecasting import refresh_forecast
-from forecaster.ingest import series_by_key
+from forecaster.store.tables import Forecast, IngestRun, Observation, make_engine, make_sessionmaker, write_session
+from forecaster.usecases.forecasting import refresh_forecast
+from forecaster.usecases.ingest import series_by_key
 from tests.api_server import BASELINE, PUSHED, SPX, Api
 
 PROBLEM = "application/problem+json"

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from forecaster import migrate
-from forecaster.db import make_engine
+from forecaster.store import migrate
+from forecaster.store.tables import make_engine
 from tests.api_server import wait_for
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)

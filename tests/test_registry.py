@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import registry
-from forecaster.db import Alias, ModelVersion, Series, make_engine, make_sessionmaker, write_session
+from forecaster.store import registry
+from forecaster.store.tables import Alias, ModelVersion, Series, make_engine, make_sessionmaker, write_session
 from forecaster.errors import Conflict, ModelNotFound, SeriesNotFound
 
 METRICS = {"model": {"mae": 1.0, "rmse": 1.0, "mase": 0.8, "smape": 1.0}, "naive": {"mae": 1.2, "rmse": 1, "mase": 1.0, "smape": 1},
@@ -175,7 +175,7 @@ def test_cli_promote_needs_force_for_a_rejected_version_and_baseline_and_rollbac
     assert "naive)" in on_baseline.stdout  # the stored forecast is the baseline's
     back = run("rollback", TRAINED)
     assert back.returncode == 0 and back.stdout.startswith(f"{TRAINED}: rolled back from the baseline to v3")
-    from forecaster.forecasting import get_forecast
+    from forecaster.usecases.forecasting import get_forecast
 
     with make_sessionmaker(engine)() as s:
         assert get_forecast(s, series_key=TRAINED).model_version == 3

@@ -12,12 +12,12 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import registry
-from forecaster.config import Settings, load_settings
-from forecaster.db import Forecast, JobRun, ModelVersion, write_session
-from forecaster.forecasting import get_forecast, next_target_ts
-from forecaster.ingest import find_series, ingest_series, upsert_observations
-from forecaster.jobruns import create_run, execute_run
+from forecaster.store import registry
+from forecaster.config.settings import Settings, load_settings
+from forecaster.store.tables import Forecast, JobRun, ModelVersion, write_session
+from forecaster.usecases.forecasting import get_forecast, next_target_ts
+from forecaster.usecases.ingest import find_series, ingest_series, upsert_observations
+from forecaster.store.jobruns import create_run, execute_run
 from forecaster.usecases.retrain import retrain_series
 
 SINE = ('[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\n'
@@ -130,8 +130,8 @@ def test_cli_train_list_promote_and_rollback(tmp_path: Path) -> None:
 def test_the_better_baseline_serves_with_a_conformal_interval_from_its_own_errors() -> None:
     import numpy as np
 
-    from forecaster.evaluate import conformal_halfwidth
-    from forecaster.forecasting import baseline_forecast
+    from forecaster.modelling.scoring import conformal_halfwidth
+    from forecaster.usecases.forecasting import baseline_forecast
 
     rng = np.random.default_rng(0)
     daily = np.tile(np.sin(np.arange(24) / 24 * 2 * np.pi) * 10, 30) + rng.normal(0, 0.1, 720)

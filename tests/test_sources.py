@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
-from forecaster.config import (
+from forecaster.config.settings import (
     OpenMeteoSettings,
     SeriesSpec,
     Settings,
@@ -21,8 +21,8 @@ from forecaster.config import (
     YFinanceSettings,
 )
 from forecaster.errors import InvalidInput, SourceDataError, SourceUnavailable
-from forecaster.sources import SNAPSHOTS, FetchResult, fetch, load_snapshot, tidy_frame
-from forecaster.sources.open_meteo import fetch_open_meteo
+from forecaster.data.sources import SNAPSHOTS, FetchResult, fetch, load_snapshot, tidy_frame
+from forecaster.data.sources.open_meteo import fetch_open_meteo
 from tests.fakes import FakeOpenMeteo, FakeServer, FakeYahoo, Recorded
 from tests.fakes import fake_open_meteo, fake_yahoo  # noqa: F401  (pytest fixtures)
 

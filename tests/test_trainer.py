@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from forecaster.errors import TrainingDiverged, TrainingError
-from forecaster.model import ModelConfig, RecurrentForecaster, to_artifact
-from forecaster.trainer import Splits, TrainConfig, fit, pick_device, set_seed
-from forecaster.windows import Scaler, make_windows, normalise
+from forecaster.modelling.network import ModelConfig, RecurrentForecaster, to_artifact
+from forecaster.modelling.training import Splits, TrainConfig, fit, pick_device, set_seed
+from forecaster.modelling.windows import Scaler, make_windows, normalise
 
 CPU = TrainConfig(epochs=4, batch_size=32, patience=10, device="cpu")
 

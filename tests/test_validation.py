@@ -1,4 +1,4 @@
-"""The one set of rules every incoming observation meets (forecaster/validation.py)."""
+"""The one set of rules every incoming observation meets (forecaster/data/validation.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from forecaster.errors import InvalidInput
-from forecaster.validation import SeriesRules, check_frame, check_rows
+from forecaster.data.validation import SeriesRules, check_frame, check_rows
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2024, 6, 1, 12, tzinfo=UTC)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from forecaster.windows import (
+from forecaster.modelling.windows import (
     Scaler,
     calendar_columns,
     calendar_features,

@@ -22,10 +22,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import ingest, jobruns
-from forecaster.config import Settings, load_settings
-from forecaster.db import ModelVersion, Series, make_engine, make_sessionmaker
-from forecaster.queue import TaskQueue
+from forecaster.usecases import ingest
+from forecaster.store import jobruns
+from forecaster.config.settings import Settings, load_settings
+from forecaster.store.tables import ModelVersion, Series, make_engine, make_sessionmaker
+from forecaster.usecases.queue import TaskQueue
 from forecaster.usecases.jobs import start_run
 from tests.conftest import PG_ADMIN_URL, _pg_admin
 from tests.test_jobs_processes import Proc, migrated, write_config

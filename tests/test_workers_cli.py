@@ -38,9 +38,10 @@ def test_the_task_that_closes_an_ingest_run_enqueues_the_drift_retrain(pg_url: s
     champion's series gets a ``drift`` train run, and its task waits in the train queue."""
     from sqlalchemy import text
 
-    from forecaster import jobruns, migrate
-    from forecaster.db import make_engine, make_sessionmaker
-    from forecaster.queue import TaskQueue
+    from forecaster.store import jobruns
+    from forecaster.store import migrate
+    from forecaster.store.tables import make_engine, make_sessionmaker
+    from forecaster.usecases.queue import TaskQueue
     from forecaster.usecases.jobs import run_series, start_run
     from tests.api_server import make_settings
     from tests.test_accuracy import HOUR, T0, _drifting

@@ -9,10 +9,11 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from forecaster import fleet, ingest
-from forecaster.config import load_settings
-from forecaster.db import ModelVersion, make_engine, make_sessionmaker
-from forecaster.queue import TaskQueue
+from forecaster.modelling.fitting import fleet
+from forecaster.usecases import ingest
+from forecaster.config.settings import load_settings
+from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker
+from forecaster.usecases.queue import TaskQueue
 from forecaster.usecases.jobs import start_run
 from tests.test_jobs_processes import migrated, write_config
 from tests.test_workers import sine, wait_until, worker
@@ -43,7 +44,7 @@ def test_a_worker_trains_its_concurrent_tasks_of_one_shape_as_a_fleet(pg_url: st
         queue.shutdown()
 
         def finished():
-            from forecaster import jobruns
+            from forecaster.store import jobruns
 
             run = jobruns.get_run(sm, run_id)
             return run if run.finished_at is not None else None

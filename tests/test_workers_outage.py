@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from forecaster import ingest, jobruns
-from forecaster.config import load_settings
-from forecaster.db import ModelVersion, make_engine, make_sessionmaker
-from forecaster.queue import TaskQueue
+from forecaster.usecases import ingest
+from forecaster.store import jobruns
+from forecaster.config.settings import load_settings
+from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker
+from forecaster.usecases.queue import TaskQueue
 from forecaster.usecases.jobs import start_run
 from tests.test_jobs_processes import Proc, migrated, procs, write_config  # noqa: F401 - procs is a fixture
 from tests.test_workers import FAST, sine, wait_until, worker

@@ -18,14 +18,14 @@ from sqlalchemy.orm import Session
 
 from api.dashboard.chart import ChartData, PastPoint
 from api.dashboard.format import method_name
-from forecaster import catalog
-from forecaster.accuracy import SeriesAccuracy, all_accuracy, series_accuracy
-from forecaster.config import Settings
-from forecaster.db import Forecast
-from forecaster.forecasting import load_values
-from forecaster.ingest import find_series
+from forecaster.usecases import catalog
+from forecaster.usecases.accuracy import SeriesAccuracy, all_accuracy, series_accuracy
+from forecaster.config.settings import Settings
+from forecaster.store.tables import Forecast
+from forecaster.usecases.forecasting import load_values
+from forecaster.usecases.ingest import find_series
 from forecaster.usecases.figures import RunInfo, figures, first_observation_ts, forecasts_since
-from forecaster.registry import VersionView, list_versions
+from forecaster.store.registry import VersionView, list_versions
 
 DAILY_POINTS = 120
 SUBDAILY_SPAN = pd.Timedelta(days=7)

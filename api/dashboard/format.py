@@ -51,7 +51,7 @@ def ago(t: dt.datetime | None, now: dt.datetime | None = None) -> str:
 def method_name(method: str | None, version: int | None = None) -> str:
     """``v3`` for a version serving its model, ``v3 AutoETS`` for one serving another candidate,
     ``naive`` / ``seasonal naive`` for a baseline."""
-    from forecaster.candidates import LABELS  # names only: statsforecast is not imported
+    from forecaster.modelling.candidates import LABELS  # names only: statsforecast is not imported
 
     if version is not None:
         return f"v{version}" if method in (None, "model") else f"v{version} {LABELS.get(method, method)}"

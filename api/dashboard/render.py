@@ -19,8 +19,8 @@ from api.dashboard.chart import render_chart
 from api.dashboard.data import SeriesPage, SeriesRow, chart_points
 from api.dashboard.format import FILTERS, mase, method_name
 from forecaster import __version__
-from forecaster.config import Settings
-from forecaster.db import utcnow
+from forecaster.config.settings import Settings
+from forecaster.store.tables import utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep, SettingsDep
 from api.routes import problems
-from forecaster.accuracy import AccuracyRow, SeriesAccuracy, series_accuracy
+from forecaster.usecases.accuracy import AccuracyRow, SeriesAccuracy, series_accuracy
 from forecaster.errors import SeriesNotFound
 
 router = APIRouter(prefix="/v1", tags=["forecasts"])

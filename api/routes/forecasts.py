@@ -12,9 +12,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import AppState, SessionDep, StateDep
 from api.routes import problems
 from api.schemas import ForecastManyIn, ForecastManyOut, ForecastOut, ForecastResult
-from forecaster.config import Settings
+from forecaster.config.settings import Settings
 from forecaster.errors import SeriesNotFound
-from forecaster.forecasting import get_forecast
+from forecaster.usecases.forecasting import get_forecast
 
 router = APIRouter(prefix="/v1", tags=["forecasts"])
 

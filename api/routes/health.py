@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from api.deps import StateDep
 from api.routes import problems
 from api.schemas import HealthOut, ReadyOut
-from forecaster import migrate
+from forecaster.store import migrate
 from forecaster.errors import StorageUnavailable
 
 router = APIRouter(tags=["health"])

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Query, Response, status
 from api.deps import AdminDep, IdPath, StateDep
 from api.routes import problems
 from api.schemas import JobRunList, JobRunOut, JobTriggerIn
-from forecaster import jobruns
+from forecaster.store import jobruns
 from forecaster.usecases.jobs import start_run
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AdminDep])

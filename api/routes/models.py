@@ -15,7 +15,7 @@ from api.deps import AdminDep, AppState, IdPath, SessionDep, SessionMakerDep, St
 from api.problems import BatchTooLarge
 from api.routes import problems
 from api.schemas import ChampionOut, ModelVersionList, ModelVersionOut, PredictIn, PredictOut, PromoteIn
-from forecaster import registry
+from forecaster.store import registry
 from forecaster.errors import InvalidInput
 from forecaster.usecases import models
 

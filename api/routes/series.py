@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from forecaster import catalog as queries
+from forecaster.usecases import catalog as queries
 from api.deps import SessionDep, SettingsDep
 from api.routes import problems
 from api.schemas import ObservationOut, ObservationPage, SeriesList, SeriesOut

@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from forecaster import catalog
-from forecaster.registry import CHAMPION
-from forecaster.db import Forecast, IngestRun, JobRun, ModelVersion, Observation, Series
+from forecaster.usecases import catalog
+from forecaster.store.registry import CHAMPION
+from forecaster.store.tables import Forecast, IngestRun, JobRun, ModelVersion, Observation, Series
 
 TRAIN_RUNS_SCANNED = 100  # recent train job runs searched for each series' last outcome
 
@@ -155,8 +155,8 @@ class MetricsFigures:
 
 def metrics_figures(session: Session) -> MetricsFigures:
     """Read every database figure of the metrics endpoint in one session."""
-    from forecaster.db import Alias
-    from forecaster.queue import queue_counts_in
+    from forecaster.store.tables import Alias
+    from forecaster.usecases.queue import queue_counts_in
 
     champions = [(k, v, at) for k, v, at in session.execute(
         select(Series.key, ModelVersion.version, ModelVersion.created_at)

@@ -3,7 +3,7 @@
     start_run(sm, settings, queue, kind="train", keys=None, trigger="api") -> JobRunView
     run_series(sm, settings, run_id=..., kind="train", series_key=..., retry=...) -> SeriesResult
 
-``start_run`` records a queued run and hands it to the queue (forecaster/queue.py):
+``start_run`` records a queued run and hands it to the queue (forecaster/usecases/queue.py):
 on PostgreSQL that only enqueues one task per series, so the process that
 starts a run (an API replica, the scheduler's leader) never trains.
 ``run_series`` is what a worker task does: it marks the series in hand, ingests
@@ -24,13 +24,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import ingest, jobruns
-from forecaster.config import SeriesSpec, Settings
-from forecaster.db import JobRun, ModelVersion, Observation
+from forecaster.usecases import ingest
+from forecaster.store import jobruns
+from forecaster.config.settings import SeriesSpec, Settings
+from forecaster.store.tables import JobRun, ModelVersion, Observation
 from forecaster.errors import ForecasterError, SeriesNotFound
-from forecaster.forecasting import refresh_after_ingest
+from forecaster.usecases.forecasting import refresh_after_ingest
 from forecaster.logs import log_event
-from forecaster.queue import WorkQueue
+from forecaster.usecases.queue import WorkQueue
 
 
 DATABASE_LOST = (OperationalError, InterfaceError)  # worth running the task again once the database is back
@@ -192,7 +193,7 @@ def retrain_drifting(sm: sessionmaker[Session], settings: Settings, queue: WorkQ
 
     Returns the new run, or None when nothing drifts.
     """
-    from forecaster.accuracy import drifting_series
+    from forecaster.usecases.accuracy import drifting_series
 
     with sm() as session:
         due = [k for k in drifting_series(session, settings) if k in keys]

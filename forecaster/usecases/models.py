@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import registry
-from forecaster.db import write_session
-from forecaster.forecasting import ForecastView, get_forecast, refresh_forecast
-from forecaster.ingest import series_by_key
+from forecaster.store import registry
+from forecaster.store.tables import write_session
+from forecaster.usecases.forecasting import ForecastView, get_forecast, refresh_forecast
+from forecaster.usecases.ingest import series_by_key
 from forecaster.logs import log_event
 
 

@@ -24,15 +24,15 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.config import SeriesSpec, Settings
-from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow, write_session
+from forecaster.config.settings import SeriesSpec, Settings
+from forecaster.store.tables import Forecast, IngestRun, Observation, Series, utcnow, write_session
 from forecaster.errors import ConfigError, InvalidInput, SeriesNotFound
-from forecaster.forecasting import ForecastView, get_forecast, next_target_ts, refresh_forecast
-from forecaster.ingest import UpsertCounts, find_series, series_by_key, sync_series, upsert_observations
-from forecaster.ingest import series_rules
+from forecaster.usecases.forecasting import ForecastView, get_forecast, next_target_ts, refresh_forecast
+from forecaster.usecases.ingest import UpsertCounts, find_series, series_by_key, sync_series, upsert_observations
+from forecaster.usecases.ingest import series_rules
 from forecaster.logs import log_event
-from forecaster.sources.base import tidy_frame
-from forecaster.validation import SeriesRules, check_rows
+from forecaster.data.sources.base import tidy_frame
+from forecaster.data.validation import SeriesRules, check_rows
 
 # ---------------------------------------------------------------- parsing
 
@@ -163,7 +163,7 @@ def push_observations(
     Allowed for a series declared in the config (any source), or, when
     ``settings.api.allow_push_create``, for a push series (created here when
     new, with ``frequency``). Every row is checked against the series
-    (``forecaster.validation``): one bad row refuses the whole push, naming it.
+    (``forecaster.data.validation``): one bad row refuses the whole push, naming it.
     Rows whose value is missing (None/NaN) are dropped and counted as rejected.
 
     Raises:

@@ -19,12 +19,13 @@ import pandas as pd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import __version__, registry
-from forecaster.config import SeriesSpec, Settings
-from forecaster.db import Series, write_session
+from forecaster import __version__
+from forecaster.store import registry
+from forecaster.config.settings import SeriesSpec, Settings
+from forecaster.store.tables import Series, write_session
 from forecaster.errors import ForecasterError, InvalidInput, NotEnoughData, TrainingError
-from forecaster.forecasting import load_values, refresh_forecast
-from forecaster.ingest import find_series, sync_series
+from forecaster.usecases.forecasting import load_values, refresh_forecast
+from forecaster.usecases.ingest import find_series, sync_series
 from forecaster.logs import log_event
 
 Progress = Callable[[int, int, float], None]
@@ -52,7 +53,7 @@ def _champion_predictor(session: Session, series: Series) -> tuple[Any, int | No
     mv = registry.champion_of(session, series.id)
     if mv is None:
         return None, None
-    from forecaster.modelling import Predictor
+    from forecaster.modelling.fitting import Predictor
 
     return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
 
@@ -72,7 +73,7 @@ class _Loaded:
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
     """The series' data and champion, or a ``skipped`` report when it has no observations."""
-    from forecaster import modelling  # torch lives behind this import
+    from forecaster.modelling.fitting import fitting as modelling  # torch lives behind this import
 
     started = time.perf_counter()
     with sm() as session:
@@ -109,7 +110,7 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
 def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int | None,
            extra_lineage: dict[str, Any] | None = None) -> TrainReport:
     """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
-    from forecaster import modelling
+    from forecaster.modelling.fitting import fitting as modelling
 
     spec = d.spec
     promote, reason = modelling.gate(outcome.metrics)
@@ -164,7 +165,7 @@ def retrain_series(
     Never raises for a problem with this series' data or training: the report
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
     """
-    from forecaster import modelling  # torch lives behind this import
+    from forecaster.modelling.fitting import fitting as modelling  # torch lives behind this import
 
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
@@ -207,7 +208,7 @@ class FleetGatherer:
 
     def fit(self, prep: Any) -> tuple[Any, Any, Exception | None, int]:
         """(model, result, error, fleet size) for one prepared series; blocks until its batch is trained."""
-        from forecaster.fleet import fleet_pays
+        from forecaster.modelling.fleet import fleet_pays
 
         spec = prep.spec
         if self.wait_s <= 0 or not fleet_pays(spec.device, amp=spec.amp, cell=spec.cell):
@@ -255,8 +256,8 @@ def _fit_group(preps: list[Any],
                job_run_id: int | None = None) -> tuple[list[tuple[Any, Any, Exception | None]], int]:
     """Prepared series of one fleet key, as a fleet where it pays at this size, else one by one:
     each one's (model, result, error), and the fleet size they trained as (1: one by one)."""
-    from forecaster import modelling
-    from forecaster.fleet import fleet_pays
+    from forecaster.modelling.fitting import fitting as modelling
+    from forecaster.modelling.fleet import fleet_pays
 
     spec = preps[0].spec
     if len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps)):
@@ -295,7 +296,7 @@ def retrain_many(
     By default the series are read and prepared first, grouped by model shape
     (``modelling.Prepared.fleet_key``: cell, window, input features, hidden size,
     layers, loss, batch size, device) and each group is trained as one fleet
-    (``forecaster.fleet``); each series is then scored, gated and stored in its
+    (``forecaster.modelling.fleet``); each series is then scored, gated and stored in its
     own transaction, exactly as alone. Fleets are used where they are faster
     (``fleet.fleet_pays``: on a GPU; on the CPU for LSTM/RNN groups of 16 or more
     with ``amp`` where bfloat16 is native; a float32 CPU fleet is no faster, so
@@ -312,7 +313,7 @@ def retrain_many(
 
 def _fleets_pay(specs: list[SeriesSpec]) -> bool:
     """Whether any series could train as a fleet where it is faster (``fleet.fleet_pays``: a GPU, amp on a bf16 CPU)."""
-    from forecaster.fleet import fleet_pays  # torch lives behind this import
+    from forecaster.modelling.fleet import fleet_pays  # torch lives behind this import
 
     return any(fleet_pays(device, amp=amp, cell=cell)
                for device, amp, cell in {(s.model.device, s.model.amp, s.model.cell) for s in specs})
@@ -340,7 +341,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_start: Callable[[SeriesSpec], Progress | None] | None,
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
-    from forecaster import modelling  # torch lives behind this import
+    from forecaster.modelling.fitting import fitting as modelling  # torch lives behind this import
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
@@ -399,7 +400,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
 
 def _fit_alone(p: Any) -> tuple[Any, Any, Exception | None]:
     """One prepared series through the per-series loop, as ``fit_many`` answers: (model, result, error)."""
-    from forecaster import modelling
+    from forecaster.modelling.fitting import fitting as modelling
 
     try:
         model, result = modelling.fit_one(p)
@@ -414,7 +415,7 @@ def needs_training(sm: sessionmaker[Session], settings: Settings) -> list[str]:
     same directory does no duplicate work)."""
     from sqlalchemy import func, select
 
-    from forecaster.db import ModelVersion, Observation
+    from forecaster.store.tables import ModelVersion, Observation
 
     keys = []
     with sm() as session:

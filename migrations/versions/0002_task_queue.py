@@ -8,7 +8,7 @@ The SQL is the ``procrastinate/sql/schema.sql`` that ships with the installed
 procrastinate, applied inside a PostgreSQL schema of its own (``procrastinate``)
 so that our tables and its never mix: the model-vs-revision check looks at the
 default schema only, and a downgrade drops the whole schema. Connections that
-talk to the queue (forecaster/queue.py, forecaster/worker.py) put that schema on
+talk to the queue (forecaster/usecases/queue.py, jobs/worker.py) put that schema on
 their ``search_path``. On SQLite this revision does nothing: the embedded default
 runs its tasks in process.
 """
@@ -22,7 +22,7 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
-SCHEMA = "procrastinate"  # forecaster.queue.QUEUE_SCHEMA (not imported: a revision stays as it was written)
+SCHEMA = "procrastinate"  # forecaster.usecases.queue.QUEUE_SCHEMA (not imported: a revision stays as it was written)
 
 
 def upgrade() -> None:

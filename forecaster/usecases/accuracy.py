@@ -23,10 +23,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from forecaster.config import Settings
-from forecaster.db import Alias, Forecast, ModelVersion, Observation, Series
+from forecaster.config.settings import Settings
+from forecaster.store.tables import Alias, Forecast, ModelVersion, Observation, Series
 from forecaster.errors import SeriesNotFound
-from forecaster.registry import CHAMPION
+from forecaster.store.registry import CHAMPION
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import pandas as pd
 import requests
 from requests.adapters import HTTPAdapter
 
-from forecaster.config import SeriesSpec, Settings, YFinanceParams
+from forecaster.config.settings import SeriesSpec, Settings, YFinanceParams
 from forecaster.errors import InvalidInput, SourceDataError, SourceUnavailable
-from forecaster.sources.base import FetchResult, tidy_frame
+from forecaster.data.sources.base import FetchResult, tidy_frame
 
 YAHOO_HOST = "query2.finance.yahoo.com"
 _INTERVALS = {"1D": "1d", "1B": "1d", "1h": "1h", "30min": "30m", "15min": "15m",

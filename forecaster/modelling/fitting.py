@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from forecaster.config import ModelSpec, season_length
+from forecaster.config.settings import ModelSpec, season_length
 from forecaster.errors import InvalidInput, NotEnoughData
-from forecaster.evaluate import conformal_halfwidth, coverage, metrics_block, naive_scale, rolling_naive
-from forecaster.windows import (
+from forecaster.modelling.scoring import conformal_halfwidth, coverage, metrics_block, naive_scale, rolling_naive
+from forecaster.modelling.windows import (
     Scaler,
     calendar_columns,
     calendar_features,
@@ -45,7 +45,7 @@ from forecaster.windows import (
 )
 
 if TYPE_CHECKING:
-    from forecaster.model import RecurrentForecaster
+    from forecaster.modelling.network import RecurrentForecaster
 
 FORMAT = 1  # bump when the stored hyperparameters' meaning changes
 DEFAULT_MAX_TRAIN = 8000  # training windows (4000 -> 8000 with hidden 64: Greensboro MASE 0.840 -> 0.731)
@@ -85,7 +85,7 @@ class Predictor:
         Raises:
             ValueError: if the stored parts do not fit together or this code.
         """
-        from forecaster.model import from_artifact  # torch loads here, not at import
+        from forecaster.modelling.network import from_artifact  # torch loads here, not at import
 
         hp = hyperparameters
         cls._check(hp)
@@ -94,7 +94,7 @@ class Predictor:
     @classmethod
     def inputs_only(cls, hyperparameters: dict[str, Any], scaler: dict[str, Any]) -> Predictor:
         """A Predictor without its network: it builds inputs (``next_inputs``) and reads outputs
-        (``from_outputs``) for a batched pass that runs many models at once (``forecaster.fleet``).
+        (``from_outputs``) for a batched pass that runs many models at once (``forecaster.modelling.fleet``).
 
         Raises:
             ValueError: if the stored parts do not fit this code.
@@ -244,7 +244,7 @@ def _holdout_size(n: int, window: int, hold_default: int) -> int:
 def validation_size(m: int, hold: int) -> int:
     """Validation windows: 15 % of the m windows, at least the holdout, at most 500.
 
-    The ladder chooses the serving candidate on this stretch (forecaster/selection.py),
+    The ladder chooses the serving candidate on this stretch (forecaster/modelling/selection.py),
     so it must be long enough for the choice to mean something: at the holdout's
     length a monthly series chose on 12 values, a weekly one on 26.
     """
@@ -305,23 +305,23 @@ class Prepared:
         return int(self.x_train.shape[2])
 
     def model_config(self) -> Any:
-        """The network's shape (a ``forecaster.model.ModelConfig``)."""
-        from forecaster.model import ModelConfig
+        """The network's shape (a ``forecaster.modelling.network.ModelConfig``)."""
+        from forecaster.modelling.network import ModelConfig
 
         s = self.spec
         return ModelConfig(s.cell, self.input_size, s.hidden_size, s.num_layers, s.dropout)
 
     def train_config(self) -> Any:
-        """The training loop's settings (a ``forecaster.trainer.TrainConfig``)."""
-        from forecaster.trainer import TrainConfig
+        """The training loop's settings (a ``forecaster.modelling.training.TrainConfig``)."""
+        from forecaster.modelling.training import TrainConfig
 
         s = self.spec
         return TrainConfig(lr=s.lr, batch_size=s.batch_size, epochs=s.epochs, patience=s.patience,
                            grad_clip=s.grad_clip, loss=s.loss, seed=s.seed, device=s.device, amp=s.amp)
 
     def splits(self) -> Any:
-        """The normalised training and validation arrays (a ``forecaster.trainer.Splits``)."""
-        from forecaster.trainer import Splits
+        """The normalised training and validation arrays (a ``forecaster.modelling.training.Splits``)."""
+        from forecaster.modelling.training import Splits
 
         return Splits(self.x_train, self.y_train, self.x_val, self.y_val)
 
@@ -368,8 +368,8 @@ def fit_one(prep: Prepared, progress: Callable[[int, int, float], None] | None =
     Raises:
         TrainingDiverged: if the loss became NaN.
     """
-    from forecaster.model import RecurrentForecaster
-    from forecaster.trainer import fit, set_seed
+    from forecaster.modelling.network import RecurrentForecaster
+    from forecaster.modelling.training import fit, set_seed
 
     set_seed(prep.spec.seed)  # the initial weights come from this seed too
     model = RecurrentForecaster(prep.model_config())
@@ -379,13 +379,13 @@ def fit_one(prep: Prepared, progress: Callable[[int, int, float], None] | None =
 
 def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], None] | None] | None = None,
              *, max_size: int | None = None) -> list[tuple[Any, Any, Exception | None]]:
-    """Fit the networks of prepared series with equal ``fleet_key`` as one fleet (``forecaster.fleet``).
+    """Fit the networks of prepared series with equal ``fleet_key`` as one fleet (``forecaster.modelling.fleet``).
 
     Returns one (model or None, TrainResult or None, error or None) per series, in order; a
     member whose loss diverged has its TrainingDiverged as the error and the others are unaffected.
     """
-    from forecaster.fleet import Member, fit_fleet
-    from forecaster.model import RecurrentForecaster
+    from forecaster.modelling.fleet import Member, fit_fleet
+    from forecaster.modelling.network import RecurrentForecaster
 
     if not preps:
         return []
@@ -410,7 +410,7 @@ def score(prep: Prepared, model: RecurrentForecaster, result: Any, champion: Pre
     """Score a fitted network on the holdout against the baselines and the champion, and package it."""
     import torch
 
-    from forecaster.model import to_artifact
+    from forecaster.modelling.network import to_artifact
 
     spec, ts, v, L, hold, columns = prep.spec, prep.ts, prep.values, prep.window, prep.hold, prep.columns
     n, train, val, holdout, scale, max_train = len(v), prep.train, prep.val, prep.holdout, prep.scale, prep.max_train
@@ -444,9 +444,9 @@ def score(prep: Prepared, model: RecurrentForecaster, result: Any, champion: Pre
         "interval": {"level": spec.interval_level, "halfwidth": halfwidth,
                      "coverage": coverage(y_hold, hold_pred, halfwidth)},
     }
-    # The ladder (forecaster/selection.py): statistical candidates and combinations
+    # The ladder (forecaster/modelling/selection.py): statistical candidates and combinations
     # compete with the model on validation; the winner serves with an ACI interval.
-    from forecaster.selection import ladder
+    from forecaster.modelling.selection import ladder
 
     lad = ladder(ts, v, p_val=p_val, p_hold=p_hold, season=season, scale=scale,
                  model_forecasts=np.concatenate([val_pred, hold_pred]), level=spec.interval_level,

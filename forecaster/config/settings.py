@@ -290,7 +290,7 @@ class SeriesSpec(_Strict):
     @field_validator("snapshot")
     @classmethod
     def _snapshot(cls, v: str | None) -> str | None:
-        from forecaster.sources.snapshot import SNAPSHOTS  # forecaster.sources imports this module
+        from forecaster.data.sources.snapshot import SNAPSHOTS  # forecaster.data.sources imports this module
 
         if v is not None and v not in SNAPSHOTS:
             raise ValueError(f"is not a bundled snapshot (bundled: {', '.join(sorted(SNAPSHOTS))})")
@@ -299,14 +299,14 @@ class SeriesSpec(_Strict):
     @field_validator("exchange")
     @classmethod
     def _exchange(cls, v: str | None) -> str | None:
-        from forecaster.calendars import check_exchange  # imports exchange_calendars: only when set
+        from forecaster.calendar.trading import check_exchange  # imports exchange_calendars: only when set
 
         return None if v is None else check_exchange(v)
 
     @property
     def calendar(self) -> str | None:
         """The exchange calendar the series follows: ``exchange``, else XNYS for 1B yfinance series."""
-        from forecaster.calendars import default_calendar
+        from forecaster.calendar.trading import default_calendar
 
         if self.exchange is not None:
             return self.exchange
@@ -410,7 +410,7 @@ class WorkersSettings(_Strict):
         """True when work goes through procrastinate (PostgreSQL, unless ``queue = "in-process"``)."""
         return self.queue == "auto" and database_url.startswith("postgresql")
 class ObservationsSettings(_Strict):
-    """Rules every incoming observation meets (forecaster/validation.py)."""
+    """Rules every incoming observation meets (forecaster/data/validation.py)."""
 
     future_tolerance_s: float = Field(default=86_400.0, ge=0, le=3.2e8)  # how far past now a timestamp may lie (<= ~10 years)
 

@@ -18,12 +18,12 @@ from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import sources
-from forecaster.config import SeriesSpec, Settings
-from forecaster.db import Forecast, IngestRun, Observation, Series, utcnow, write_session
+from forecaster.data import sources
+from forecaster.config.settings import SeriesSpec, Settings
+from forecaster.store.tables import Forecast, IngestRun, Observation, Series, utcnow, write_session
 from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError, SourceUnavailable
 from forecaster.logs import log_event
-from forecaster.validation import SeriesRules, check_frame
+from forecaster.data.validation import SeriesRules, check_frame
 
 FetchFn = Callable[..., "sources.FetchResult"]
 
@@ -288,7 +288,7 @@ def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | No
 
 
 def series_rules(session: Session, settings: Settings, series: Series, first_ts: dt.datetime | None = None) -> SeriesRules:
-    """The rules (forecaster/validation.py) a new observation of ``series`` must meet."""
+    """The rules (forecaster/data/validation.py) a new observation of ``series`` must meet."""
     anchor = session.scalar(select(func.min(Observation.ts)).where(Observation.series_id == series.id))
     if anchor is None and series.source == "yfinance":
         anchor = first_ts  # intraday bars start at the exchange's open (NYSE: :30)
@@ -326,7 +326,7 @@ def ingest_series(
     is on, the series names a bundled snapshot and nothing is stored yet, the
     snapshot is loaded (``snapshot``); otherwise an unreachable source
     (``SourceUnavailable``) makes the outcome ``unavailable`` (the stored data
-    keeps serving). Every row is checked against the series (forecaster/validation.py):
+    keeps serving). Every row is checked against the series (forecaster/data/validation.py):
     one bad row fails the series naming it, and nothing from that answer is
     stored; so does any other error (``failed``, with the error text). A failure
     while writing rolls the series back to how it was.

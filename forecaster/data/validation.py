@@ -196,7 +196,7 @@ def off_calendar(ts: pd.DatetimeIndex, rules: SeriesRules) -> np.ndarray:
         return np.asarray(ns % step != 0)
     midnight = np.asarray(ts != ts.normalize())
     if offset.rule_code == "B" and rules.calendar:
-        from forecaster.calendars import is_session
+        from forecaster.calendar.trading import is_session
 
         return midnight | ~is_session(rules.calendar, ts)
     on = np.fromiter((offset.is_on_offset(t) for t in ts.tz_localize(None)), dtype=bool, count=len(ts))

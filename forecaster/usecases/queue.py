@@ -6,7 +6,7 @@
 
 - ``TaskQueue`` (PostgreSQL): one procrastinate task per series, on the queue
   named after its kind (``train``, ``ingest``), claimed by `forecaster worker`
-  processes on any machine (forecaster/worker.py). Each task carries
+  processes on any machine (jobs/worker.py). Each task carries
   ``lock="series:<key>"`` (procrastinate never runs two tasks with one lock at
   once: the same series never trains or ingests in two places) and
   ``queueing_lock="<kind>:<key>"`` (a second enqueue while one is still waiting
@@ -32,8 +32,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import jobruns
-from forecaster.config import Settings
+from forecaster.store import jobruns
+from forecaster.config.settings import Settings
 from forecaster.logs import log_event
 
 QUEUE_SCHEMA = "procrastinate"

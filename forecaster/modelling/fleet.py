@@ -20,7 +20,7 @@ and step count, gradient-norm clipping, early stopping (a member whose patience
 runs out is frozen at its best weights while the others go on), epoch budget
 and divergence check (a member whose loss turns NaN fails alone). A member's
 weights are exported as exactly the ``state_dict`` of
-``forecaster.model.RecurrentForecaster``, so what is stored cannot tell how it
+``forecaster.modelling.network.RecurrentForecaster``, so what is stored cannot tell how it
 was trained. Extra input channels (calendar or other features) are just a wider
 last axis: the fleet is generic over the input size.
 
@@ -89,8 +89,8 @@ import torch
 import torch.nn.functional as F
 
 from forecaster.errors import TrainingDiverged
-from forecaster.model import ModelConfig, RecurrentForecaster
-from forecaster.trainer import Progress, Splits, TrainConfig, TrainResult, pick_device, set_seed
+from forecaster.modelling.network import ModelConfig, RecurrentForecaster
+from forecaster.modelling.training import Progress, Splits, TrainConfig, TrainResult, pick_device, set_seed
 
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _LOSSES = {"mae": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecaster.config import CsvParams, SeriesSpec, Settings
+from forecaster.config.settings import CsvParams, SeriesSpec, Settings
 from forecaster.errors import InvalidInput, SourceDataError
-from forecaster.sources._http import http_get
-from forecaster.sources.base import FetchResult, tidy_frame
+from forecaster.data.sources._http import http_get
+from forecaster.data.sources.base import FetchResult, tidy_frame
 
 URL_TIMEOUT_S = 30.0
 

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from forecaster.db import Alias, AliasHistory, ModelVersion, Series, utcnow
+from forecaster.store.tables import Alias, AliasHistory, ModelVersion, Series, utcnow
 from forecaster.errors import Conflict, ModelNotFound, SeriesNotFound
 
 CHAMPION = "champion"
@@ -119,7 +119,7 @@ def add_version(
 
 def gate_verdict(mv: ModelVersion) -> tuple[bool, str]:
     """What the gate says of ``mv`` from its stored holdout metrics: (passed, reason naming the numbers)."""
-    from forecaster.modelling import gate  # numpy only: torch is never imported by this
+    from forecaster.modelling.fitting import gate  # numpy only: torch is never imported by this
 
     try:
         return gate(mv.metrics)

@@ -16,10 +16,10 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, load_only
 
-from forecaster.config import season_length
-from forecaster.db import Forecast, ModelVersion, Observation, Series
+from forecaster.config.settings import season_length
+from forecaster.store.tables import Forecast, ModelVersion, Observation, Series
 from forecaster.errors import InvalidInput, SeriesNotFound
-from forecaster.evaluate import conformal_halfwidth
+from forecaster.modelling.scoring import conformal_halfwidth
 from forecaster.logs import log_event
 
 DEFAULT_LEVEL = 0.9
@@ -59,7 +59,7 @@ def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = 
     offset = pd.tseries.frequencies.to_offset(frequency)
     try:
         if calendar and offset.rule_code == "B" and offset.n == 1:
-            from forecaster.calendars import next_session  # exchange_calendars: never on a GET
+            from forecaster.calendar.trading import next_session  # exchange_calendars: never on a GET
 
             return next_session(calendar, pd.Timestamp(last_ts)).to_pydatetime()
         return (pd.Timestamp(last_ts) + offset).to_pydatetime()
@@ -150,7 +150,7 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
     parts = []
     for member in serving["members"]:
         if member == "model":
-            from forecaster.modelling import Predictor  # torch: only here, never on a GET
+            from forecaster.modelling.fitting import Predictor  # torch: only here, never on a GET
 
             predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
             parts.append(float(predictor.predict_next(ts, values)))
@@ -159,7 +159,7 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
         elif member == "seasonal_naive":
             parts.append(float(values[-(season_length(series.frequency) or 1)]))
         else:
-            from forecaster.candidates import serve_next
+            from forecaster.modelling.candidates import serve_next
 
             stored = serving["fitted"][member]
             since = pd.Timestamp(stored["fit_start_ts"]).to_pydatetime()
@@ -171,7 +171,7 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
 def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, float]:
     """(half-width, level) of the served candidate's interval for the next step.
 
-    Adaptive conformal inference (forecaster/intervals.py): the state the version
+    Adaptive conformal inference (forecaster/modelling/intervals.py): the state the version
     ended its holdout with, replayed over the errors of the actuals that arrived
     since it serves. Versions without that state keep their split-conformal width.
     """
@@ -179,7 +179,7 @@ def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, flo
     if "aci" not in served:
         interval = (mv.metrics or {}).get("interval") or {}
         return interval.get("halfwidth"), interval.get("level", DEFAULT_LEVEL)
-    from forecaster.intervals import ACIState, walk
+    from forecaster.modelling.intervals import ACIState, walk
 
     rows = session.execute(
         select(Forecast.target_ts, Forecast.value, Forecast.actual)
@@ -204,7 +204,7 @@ def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, An
     ``in_hand`` = (model_version_id, Predictor): a retrain passes the model it just
     trained, so the new champion is not reloaded from its stored bytes.
     """
-    from forecaster.registry import champion_of
+    from forecaster.store.registry import champion_of
 
     mv = champion_of(session, series.id)
     window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
@@ -260,7 +260,7 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
 
     Instead of one model load and one forward pass per series, the champions'
     stored weights (safetensors) are stacked per shape (cell, input features,
-    hidden size, layers, window) and run in one pass of ``forecaster.fleet.forward``
+    hidden size, layers, window) and run in one pass of ``forecaster.modelling.fleet.forward``
     per ``FLEET_PREDICT`` models. A series served by a baseline, with too little
     data, or whose artifact cannot be stacked goes through ``refresh_forecast``
     unchanged. Runs inside the caller's transaction.
@@ -268,7 +268,7 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
     Returns:
         The stored forecast row (or None) by series id.
     """
-    from forecaster.registry import champion_of
+    from forecaster.store.registry import champion_of
 
     rows: dict[int, Forecast | None] = {}
     groups: dict[tuple[Any, ...], list[tuple[Series, ModelVersion, Any, Any, dt.datetime]]] = {}
@@ -297,9 +297,9 @@ def _refresh_batch(session: Session, members: list[tuple[Series, ModelVersion, A
     import torch  # only here, never on a GET
     from safetensors.torch import load as st_load
 
-    from forecaster.fleet import forward, stack_states
-    from forecaster.model import ModelConfig
-    from forecaster.modelling import Predictor
+    from forecaster.modelling.fleet import forward, stack_states
+    from forecaster.modelling.network import ModelConfig
+    from forecaster.modelling.fitting import Predictor
 
     rows: dict[int, Forecast | None] = {}
     ok, inputs, states = [], [], []
@@ -348,7 +348,7 @@ class BatchedRefresh:
 
     def flush(self, sm: Any) -> int:
         """Refresh every noted series; returns how many."""
-        from forecaster.db import write_session
+        from forecaster.store.tables import write_session
 
         ids, self.series_ids = self.series_ids, []
         if not ids:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecaster.config import SeriesSpec, SineParams
+from forecaster.config.settings import SeriesSpec, SineParams
 from forecaster.errors import InvalidInput
-from forecaster.sources.base import FetchResult, tidy_frame
+from forecaster.data.sources.base import FetchResult, tidy_frame
 
 
 def fetch_sine(spec: SeriesSpec) -> FetchResult:

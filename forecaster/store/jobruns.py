@@ -2,7 +2,7 @@
 
 The scheduler (cron), the API (admin trigger, 202 + id) and the CLI all go
 through ``create_run``, then either ``execute_run`` (in this process: SQLite,
-the embedded default) or one queued task per series (forecaster/queue.py,
+the embedded default) or one queued task per series (forecaster/usecases/queue.py,
 PostgreSQL), each of which calls ``series_started`` and ``record_result``.
 Either way progress is written to the row after each series, so a client
 polling ``/v1/jobs/runs/{id}`` sees it move; with tasks the row's counts are
@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster import ingest
+from forecaster.usecases import ingest
 from forecaster.usecases import retrain as training
-from forecaster.config import Settings
-from forecaster.db import JobRun, utcnow, write_session
+from forecaster.config.settings import Settings
+from forecaster.store.tables import JobRun, utcnow, write_session
 from forecaster.errors import InvalidInput, RunNotFound
-from forecaster.forecasting import refresh_after_ingest
+from forecaster.usecases.forecasting import refresh_after_ingest
 from forecaster.logs import log_event
 
 KINDS = ("ingest", "train")
@@ -156,7 +156,7 @@ def execute_run(
 def _retrain_drifting(sm: sessionmaker[Session], settings: Settings, run_id: int, keys: list[str],
                       stop: threading.Event) -> None:
     """After an ingest, retrain (as its own job run) the series whose champion drifted."""
-    from forecaster.accuracy import drifting_series
+    from forecaster.usecases.accuracy import drifting_series
 
     with sm() as session:
         due = [k for k in drifting_series(session, settings) if k in keys]

@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from forecaster.config import Settings
-from forecaster.db import Alias, ModelVersion, Observation, Series
+from forecaster.config.settings import Settings
+from forecaster.store.tables import Alias, ModelVersion, Observation, Series
 from forecaster.errors import InvalidInput, SeriesNotFound
-from forecaster.ingest import find_series
-from forecaster.registry import CHAMPION
+from forecaster.usecases.ingest import find_series
+from forecaster.store.registry import CHAMPION
 
 MAX_PAGE = 10_000
 

@@ -10,7 +10,7 @@ goes to the simpler. The holdout figures of every candidate are then computed
 and shown, but never looked at by the choice.
 
 ``choose`` is pure numpy; ``ladder`` fits the statistical candidates (through
-forecaster/candidates.py) and runs the choice and the intervals for one series.
+forecaster/modelling/candidates.py) and runs the choice and the intervals for one series.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from forecaster.candidates import LABELS
+from forecaster.modelling.candidates import LABELS
 
 COMBINE = (2, 3, 4)  # sizes of the combinations tried
 MARGIN = 0.0  # a combination must beat the best single candidate's validation MAE by this share
@@ -130,9 +130,9 @@ def ladder(
         refit: fit the chosen statistical members again on all of ``values`` before they
             serve (their holdout figures stay those of the first fit, which never saw it).
     """
-    from forecaster import candidates as cands
-    from forecaster.evaluate import metrics_block
-    from forecaster.intervals import ACIState, coverage_of, walk
+    from forecaster.modelling.fitting import candidates as cands
+    from forecaster.modelling.scoring import metrics_block
+    from forecaster.modelling.intervals import ACIState, coverage_of, walk
 
     v = np.asarray(values, dtype=np.float64)
     pool = cands.baseline_pool(v, p_val, season)

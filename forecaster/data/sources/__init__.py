@@ -15,15 +15,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from forecaster.config import SeriesSpec, Settings
+from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.errors import InvalidInput
 from forecaster.logs import log_event
-from forecaster.sources.base import FetchResult, tidy_frame
-from forecaster.sources.csv_file import fetch_csv
-from forecaster.sources.open_meteo import fetch_open_meteo
-from forecaster.sources.sine import fetch_sine
-from forecaster.sources.snapshot import SNAPSHOTS, load_snapshot
-from forecaster.sources.yfinance_source import fetch_yfinance
+from forecaster.data.sources.base import FetchResult, tidy_frame
+from forecaster.data.sources.csv_file import fetch_csv
+from forecaster.data.sources.open_meteo import fetch_open_meteo
+from forecaster.data.sources.sine import fetch_sine
+from forecaster.data.sources.snapshot import SNAPSHOTS, load_snapshot
+from forecaster.data.sources.yfinance_source import fetch_yfinance
 
 __all__ = ["SNAPSHOTS", "FetchResult", "fetch", "load_snapshot", "tidy_frame"]
 

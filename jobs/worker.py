@@ -2,7 +2,7 @@
 
     run_worker(settings, concurrency=2, queues=["train"]) -> int   # blocks until SIGTERM/SIGINT
 
-A worker is a procrastinate ``Worker`` (forecaster/queue.py enqueues; the task
+A worker is a procrastinate ``Worker`` (forecaster/usecases/queue.py enqueues; the task
 functions here call ``usecases.jobs.run_series``, so a task is one series of one
 job run). Sync task functions run on threads: ``concurrency`` tasks at once.
 
@@ -40,10 +40,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.config import Settings
-from forecaster.ingest import RetryPolicy
+from forecaster.config.settings import Settings
+from forecaster.usecases.ingest import RetryPolicy
 from forecaster.logs import log_event
-from forecaster.queue import QUEUES, TASKS, TaskQueue, WorkQueue, conninfo
+from forecaster.usecases.queue import QUEUES, TASKS, TaskQueue, WorkQueue, conninfo
 from forecaster.usecases.jobs import DATABASE_LOST, run_series
 
 DB_TRIES = 10  # attempts of a task that fails because the database went away
@@ -132,7 +132,7 @@ def _warm_up(queues: Sequence[str], torch_threads: int | None = None) -> float:
         import torch
         import torch._dynamo  # noqa: F401 - pulled in by the first optimiser otherwise
 
-        from forecaster import modelling  # noqa: F401
+        from forecaster.modelling.fitting import fitting as modelling  # noqa: F401
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -142,7 +142,7 @@ def _warm_up(queues: Sequence[str], torch_threads: int | None = None) -> float:
 async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) -> int:
     from procrastinate.worker import Worker
 
-    from forecaster.db import make_engine, make_sessionmaker
+    from forecaster.store.tables import make_engine, make_sessionmaker
 
     engine = make_engine(settings.database_url)
     sm = make_sessionmaker(engine)

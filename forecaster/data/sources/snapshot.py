@@ -7,7 +7,7 @@ from importlib import resources
 import pandas as pd
 
 from forecaster.errors import InvalidInput
-from forecaster.sources.base import tidy_frame
+from forecaster.data.sources.base import tidy_frame
 
 SNAPSHOTS: dict[str, str] = {
     "sp500_daily_close": (
