@@ -45,7 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecaster.modelling.fitting import fitting as modelling  # noqa: E402
+from forecaster.modelling import fitting as modelling  # noqa: E402
 from forecaster.config.settings import ModelSpec  # noqa: E402
 
 LENGTH = 2000
@@ -156,7 +156,7 @@ def step_micro(ks: list[int], cell: str = "lstm", repeats: int = 3) -> list[dict
     ``repeats`` timings of each, so a busy neighbour on a shared host counts less."""
     import torch.nn.functional as F
 
-    from forecaster.modelling.fitting import fleet
+    from forecaster.modelling import fleet
     from forecaster.modelling.network import ModelConfig, RecurrentForecaster
 
     H, L, B = 32, 48, 64

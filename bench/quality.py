@@ -34,7 +34,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecaster.modelling.fitting import candidates as cands  # noqa: E402
+from forecaster.modelling import candidates as cands  # noqa: E402
 from forecaster.config.settings import ModelSpec  # noqa: E402
 from forecaster.modelling.intervals import ACIState, coverage_of, walk  # noqa: E402
 from forecaster.modelling.fitting import train_series  # noqa: E402

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.modelling.fitting import candidates
+from forecaster.modelling import candidates
 from forecaster.config.settings import ModelSpec, load_settings
 from forecaster.store.tables import Forecast, ModelVersion, write_session
 from forecaster.modelling.scoring import conformal_halfwidth

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from forecaster.modelling.fitting import fitting as modelling
+from forecaster.modelling import fitting as modelling
 from forecaster.config.settings import ModelSpec, load_settings
 from forecaster.store.tables import Series, make_engine, make_sessionmaker
 from forecaster.modelling.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
@@ -171,7 +171,7 @@ def _fleet_db(tmp_path: Path, model: str):
 def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from forecaster.modelling.fitting import fleet
+    from forecaster.modelling import fleet
     from forecaster.usecases.retrain import retrain_many
 
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU: the grouped path, here on the CPU
@@ -344,7 +344,7 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
     those groups train member by member, even on the grouped path."""
     import torch
 
-    from forecaster.modelling.fitting import fleet
+    from forecaster.modelling import fleet
     from forecaster.usecases.retrain import retrain_many
 
     native = fleet.cpu_bf16(torch.device("cpu"), True, "lstm") is not None
@@ -381,7 +381,7 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """What a worker with --concurrency does: one task per series on its own thread, gathered into a fleet."""
-    from forecaster.modelling.fitting import fleet
+    from forecaster.modelling import fleet
     from forecaster.usecases.retrain import FleetGatherer, retrain_series
 
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU

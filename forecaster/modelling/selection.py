@@ -130,7 +130,7 @@ def ladder(
         refit: fit the chosen statistical members again on all of ``values`` before they
             serve (their holdout figures stay those of the first fit, which never saw it).
     """
-    from forecaster.modelling.fitting import candidates as cands
+    from forecaster.modelling import candidates as cands
     from forecaster.modelling.scoring import metrics_block
     from forecaster.modelling.intervals import ACIState, coverage_of, walk
 

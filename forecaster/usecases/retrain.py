@@ -73,7 +73,7 @@ class _Loaded:
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
     """The series' data and champion, or a ``skipped`` report when it has no observations."""
-    from forecaster.modelling.fitting import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling import fitting as modelling  # torch lives behind this import
 
     started = time.perf_counter()
     with sm() as session:
@@ -110,7 +110,7 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
 def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int | None,
            extra_lineage: dict[str, Any] | None = None) -> TrainReport:
     """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
-    from forecaster.modelling.fitting import fitting as modelling
+    from forecaster.modelling import fitting as modelling
 
     spec = d.spec
     promote, reason = modelling.gate(outcome.metrics)
@@ -165,7 +165,7 @@ def retrain_series(
     Never raises for a problem with this series' data or training: the report
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
     """
-    from forecaster.modelling.fitting import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling import fitting as modelling  # torch lives behind this import
 
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
@@ -256,7 +256,7 @@ def _fit_group(preps: list[Any],
                job_run_id: int | None = None) -> tuple[list[tuple[Any, Any, Exception | None]], int]:
     """Prepared series of one fleet key, as a fleet where it pays at this size, else one by one:
     each one's (model, result, error), and the fleet size they trained as (1: one by one)."""
-    from forecaster.modelling.fitting import fitting as modelling
+    from forecaster.modelling import fitting as modelling
     from forecaster.modelling.fleet import fleet_pays
 
     spec = preps[0].spec
@@ -341,7 +341,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_start: Callable[[SeriesSpec], Progress | None] | None,
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
-    from forecaster.modelling.fitting import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling import fitting as modelling  # torch lives behind this import
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
@@ -400,7 +400,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
 
 def _fit_alone(p: Any) -> tuple[Any, Any, Exception | None]:
     """One prepared series through the per-series loop, as ``fit_many`` answers: (model, result, error)."""
-    from forecaster.modelling.fitting import fitting as modelling
+    from forecaster.modelling import fitting as modelling
 
     try:
         model, result = modelling.fit_one(p)
