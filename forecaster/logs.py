@@ -33,13 +33,11 @@ FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
-
     def __init__(self, fmt: str | None = FORMAT, datefmt: str | None = None, style: Any = "%", **_: Any) -> None:
         super().__init__(fmt or FORMAT, datefmt, style)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", self.converter(record.created))
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
 
 
 class UvicornFormatter(_UTCFormatter):

@@ -55,7 +55,8 @@ def _reason(resp: httpx.Response) -> str:
         body = resp.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("reason"), str):
-        return body["reason"]
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if isinstance(reason, str):
+        return reason
     text = resp.text.strip().replace("\n", " ")
     return text[:200] or resp.reason_phrase or "no reason given"

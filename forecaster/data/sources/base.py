@@ -166,8 +166,8 @@ def _mixed_to_utc(parsed: pd.Series, *, label: str, timezone: str | None) -> pd.
     return out
 
 
-def _refuse_naive(example: Any, label: str) -> None:
-    raise InvalidInput(
+def _refuse_naive(example: Any, label: str) -> InvalidInput:
+    return InvalidInput(
         f"{label}: timestamp {str(example)!r} has no UTC offset; add one "
         "('2024-01-01T00:00:00Z') or set a timezone for this data"
     )
@@ -177,7 +177,7 @@ def _localise(naive: pd.Series, *, label: str, timezone: str | None) -> pd.Serie
     if not naive.notna().any():
         return naive.dt.tz_localize("UTC")
     if timezone is None:
-        _refuse_naive(naive[naive.notna()].iloc[0], label)
+        raise _refuse_naive(naive[naive.notna()].iloc[0], label)
     zone = _zone(timezone, label)
     local = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
     unclear = local.isna() & naive.notna()

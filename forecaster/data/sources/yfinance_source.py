@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import requests
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 from forecaster.config.settings import SeriesSpec, Settings, YFinanceParams
@@ -132,7 +133,8 @@ def _import_yfinance(base_url: str | None) -> ModuleType:
         yfinance.cache._TzCacheManager._tz_cache = yfinance.cache._TzCacheDummy()
         yfinance.cache._CookieCacheManager._Cookie_cache = yfinance.cache._CookieCacheDummy()
         yf._forecaster_configured = True
-    return yf
+    module: ModuleType = yf  # yfinance is untyped here: name what it is
+    return module
 
 
 def _session_for(yf: ModuleType, base_url: str | None) -> Any:
@@ -165,7 +167,7 @@ def _recording(cls: type) -> type:
     """A subclass of session class ``cls`` noting transport failures and each chart
     answer's status and Yahoo's reason, whatever yfinance makes of them."""
 
-    class RecordingSession(cls):  # type: ignore[misc, valid-type]
+    class RecordingSession(cls):  # type: ignore[misc]  # a class chosen at run time
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.answers: list[tuple[int, str | None]] = []
@@ -202,14 +204,16 @@ class _RewriteAdapter(HTTPAdapter):
         super().__init__()
         self._base = urlsplit(base_url.rstrip("/"))
 
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        parts = urlsplit(request.url)
+    def send(self, request: PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float | None, float | None] | None = None, verify: bool | str = True,
+             cert: str | tuple[str, str] | None = None, proxies: dict[str, str] | None = None) -> Response:
+        parts = urlsplit(request.url or "")
         host = parts.hostname or ""
         if host == "yahoo.com" or host.endswith(".yahoo.com"):
             request = request.copy()
             request.url = urlunsplit((self._base.scheme, self._base.netloc,
                                       self._base.path + (parts.path or "/"), parts.query, ""))
-        return super().send(request, **kwargs)
+        return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
 
 
 def _check_answers(answers: list[tuple[int, str | None]], *, label: str, host: str) -> None:
