@@ -31,7 +31,8 @@ from api.predictors import PredictorCache
 from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
 from api.routes import accuracy, dashboard, observations
 from forecaster import __version__
-from forecaster.config.settings import Settings, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine, make_sessionmaker
 from forecaster.logs import configure_logging, log_event, log_to_file
 from forecaster.usecases.queue import make_queue

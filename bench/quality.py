@@ -58,7 +58,7 @@ def load(data: Path, name: str) -> tuple[pd.DatetimeIndex, np.ndarray]:
 
 def served_holdout(out: object, ts: pd.DatetimeIndex, v: np.ndarray, start: int, frequency: str) -> dict[str, np.ndarray]:
     """Each serving member's frozen one-step forecasts of v[start:]."""
-    from forecaster.config.settings import season_length
+    from forecaster.calendar.frequency import season_length
 
     serving = out.hyperparameters["serving"]  # type: ignore[attr-defined]
     parts = {}

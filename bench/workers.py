@@ -264,7 +264,7 @@ def ingested(config: Path, url: str, specs: list[dict[str, Any]]) -> tuple[Path,
     (config path, settings, engine, sessionmaker)."""
     from forecaster.usecases import ingest
     from forecaster.store import migrate
-    from forecaster.config.settings import load_settings
+    from forecaster.config.loading import load_settings
     from forecaster.store.tables import make_engine, make_sessionmaker
     from forecaster.usecases.forecasting import refresh_after_ingest
 

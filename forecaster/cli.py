@@ -21,7 +21,8 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.config.settings import Settings, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import Settings
 from forecaster.errors import ForecasterError, StorageUnavailable
 
 app = typer.Typer(

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.calendar.trading import default_calendar
-from forecaster.config.settings import load_settings
+from forecaster.config.loading import load_settings
 from forecaster.store.tables import Forecast
 from forecaster.usecases.forecasting import next_target_ts, refresh_after_ingest
 from forecaster.usecases.ingest import ingest_series
@@ -78,7 +78,7 @@ def test_a_holiday_in_a_source_answer_fails_the_run_naming_the_row(tmp_path: Pat
 
 
 def test_importing_the_api_and_its_forecast_route_leaves_exchange_calendars_out() -> None:
-    code = ("import sys, api.app, api.routes.forecasts, forecaster.usecases.forecasting, forecaster.config.settings; "
+    code = ("import sys, api.app, api.routes.forecasts, forecaster.usecases.forecasting, forecaster.config.loading; "
             "print('exchange_calendars' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.modelling import candidates
-from forecaster.config.settings import ModelSpec, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import ModelSpec
 from forecaster.store.tables import Forecast, ModelVersion, write_session
 from forecaster.modelling.scoring import conformal_halfwidth
 from forecaster.usecases.forecasting import get_forecast, live_interval, refresh_forecast

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from forecaster.config.settings import check_cron, load_settings, season_length
+from forecaster.calendar.cron import check_cron
+from forecaster.calendar.frequency import season_length
+from forecaster.config.loading import load_settings
 from forecaster.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,22 @@ def test_invalid_config_names_the_key_and_the_bad_value(tmp_path: Path, text: st
         load_settings(write(tmp_path, text))
     assert named in str(info.value)
     assert str(tmp_path / "forecaster.toml") in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[scheduler]\nlease_check_s = 5\nlease_timeout_s = 9.5\n",
+     "scheduler: lease_timeout_s = 9.5 must be at least twice lease_check_s (5), "
+     "or a healthy leader would lose its lock between two checks"),
+    ("[workers]\nheartbeat_s = 20\nstalled_after_s = 30\n",
+     "workers: stalled_after_s = 30 must be at least twice heartbeat_s (20), "
+     "or a healthy worker's tasks would be run a second time"),
+])
+def test_a_timeout_shorter_than_two_of_its_intervals_is_refused_saying_why(tmp_path: Path, text: str,
+                                                                           message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"{path}: {message}"
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from forecaster.modelling import fitting as modelling
-from forecaster.config.settings import ModelSpec, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import ModelSpec
 from forecaster.store.tables import Series, make_engine, make_sessionmaker
 from forecaster.modelling.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
 from forecaster.usecases.forecasting import load_values

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.config.settings import Settings, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import Settings
 from forecaster.store.tables import Forecast, IngestRun, Observation, Series, write_session
 from forecaster.usecases.ingest import find_series, ingest_many, ingest_series
 

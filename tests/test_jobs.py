@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.store import jobruns
-from forecaster.config.settings import Settings, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import Settings
 from forecaster.store.tables import IngestRun, JobRun, Observation, make_engine, make_sessionmaker, write_session
 from forecaster.errors import ConfigError
 from forecaster.usecases.ingest import RetryPolicy

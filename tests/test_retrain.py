@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.store import registry
-from forecaster.config.settings import Settings, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import Settings
 from forecaster.store.tables import Forecast, JobRun, ModelVersion, write_session
 from forecaster.usecases.forecasting import get_forecast, next_target_ts
 from forecaster.usecases.ingest import find_series, ingest_series, upsert_observations

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.usecases import ingest
 from forecaster.store import jobruns
-from forecaster.config.settings import Settings, load_settings
+from forecaster.config.loading import load_settings
+from forecaster.config.settings import Settings
 from forecaster.store.tables import ModelVersion, Series, make_engine, make_sessionmaker
 from forecaster.usecases.queue import TaskQueue
 from forecaster.usecases.jobs import start_run

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from forecaster.modelling import fleet
 from forecaster.usecases import ingest
-from forecaster.config.settings import load_settings
+from forecaster.config.loading import load_settings
 from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker
 from forecaster.usecases.queue import TaskQueue
 from forecaster.usecases.jobs import start_run

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from forecaster.usecases import ingest
 from forecaster.store import jobruns
-from forecaster.config.settings import load_settings
+from forecaster.config.loading import load_settings
 from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker
 from forecaster.usecases.queue import TaskQueue
 from forecaster.usecases.jobs import start_run

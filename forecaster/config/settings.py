@@ -1,143 +1,32 @@
-"""Configuration: one TOML file, overridden by ``FORECASTER_*`` environment variables.
+"""The settings schema: what ``forecaster.toml`` and the ``FORECASTER_*`` variables may hold, each value checked.
 
-``load_settings(path)`` is called once by each entry point and the result passed
-down; nothing here builds an engine or reads a file at import time.
+Reading the file and the environment into ``Settings`` is forecaster/config/loading.py;
+nothing here builds an engine or reads a file at import time.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import json
-import os
 import re
-import tomllib
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from forecaster.calendar.cron import check_cron
+from forecaster.calendar.frequency import check_frequency
+from forecaster.calendar.trading import check_exchange, default_calendar  # exchange_calendars loads on first use only
+from forecaster.config.messages import ENV_PREFIX, describe_errors
 from forecaster.errors import ConfigError
+from forecaster.snapshots import SNAPSHOTS
 
-DEFAULT_CONFIG = "forecaster.toml"
 SOURCES = ("yfinance", "open-meteo", "csv", "sine", "push")
-FREQUENCY_EXAMPLES = "'5min', '30min', '1h', '1D', '1B', '1W', '1MS'"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- cron
-
-_CRON_FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}),
-    ("day of week", 0, 7, {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}),
-)
-
-
-def check_cron(expr: str) -> str:
-    """Validate a five-field crontab expression; return it normalised.
-
-    Raises:
-        ValueError: naming the field and the part that is wrong.
-    """
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"needs 5 fields (minute hour day month weekday), got {len(fields)}")
-    for text, (name, lo, hi, names) in zip(fields, _CRON_FIELDS):
-        for part in text.lower().split(","):
-            rng, _, step = part.partition("/")
-            if step and (not step.isdigit() or int(step) == 0):
-                raise ValueError(f"{name} step {step!r} is not a positive number")
-            if rng == "*":
-                continue
-            bounds = rng.split("-")
-            if len(bounds) > 2 or not all(bounds):
-                raise ValueError(f"{name} {part!r} is not a value, range or step")
-            values = []
-            for b in bounds:
-                if b in names:
-                    values.append(names[b])
-                elif b.isdigit() and lo <= int(b) <= hi:
-                    values.append(int(b))
-                else:
-                    raise ValueError(f"{name} {b!r} is outside {lo}-{hi}")
-            if len(values) == 2 and values[0] > values[1]:
-                raise ValueError(f"{name} range {rng!r} runs backwards")
-    dom, month, dow = fields[2], fields[3], fields[4]
-    if not dom.startswith("*") and dow.startswith("*"):
-        days, months = _expand(dom, 2), _expand(month, 3)
-        if not any(d <= _MONTH_DAYS[m] for m in months for d in days):
-            raise ValueError(f"never fires: day of month {dom!r} does not occur in month {month!r}")
-    return " ".join(fields)
-
-
-_MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
-
-
-def _expand(text: str, index: int) -> set[int]:
-    """The values a (checked) cron field selects."""
-    _, lo, hi, names = _CRON_FIELDS[index]
-    out: set[int] = set()
-    for part in text.lower().split(","):
-        rng, _, step = part.partition("/")
-        if rng == "*":
-            first, last = lo, hi
-        else:
-            bounds = [names[b] if b in names else int(b) for b in rng.split("-")]
-            first, last = bounds[0], bounds[-1] if len(bounds) == 2 or step else bounds[0]
-            if step and len(bounds) == 1:
-                last = hi
-        out.update(range(first, last + 1, int(step or 1)))
-    return out
-
-
-CronExpr = Annotated[str, Field(description="five-field crontab expression")]
-
-
-def check_frequency(freq: str) -> str:
-    """Return ``freq`` if pandas knows it as an offset alias, else raise ValueError."""
-    try:
-        with warnings.catch_warnings():  # a deprecated alias ('5 mins', 'H') is refused, as pandas 3 does
-            warnings.simplefilter("error", FutureWarning)
-            offset = pd.tseries.frequencies.to_offset(freq)
-    except (ValueError, TypeError, FutureWarning):
-        raise ValueError(f"is not a frequency (examples: {FREQUENCY_EXAMPLES})") from None
-    if offset is None or getattr(offset, "n", 1) <= 0:
-        raise ValueError(f"is not a frequency (examples: {FREQUENCY_EXAMPLES})")
-    return freq
-
-
-def season_length(freq: str) -> int | None:
-    """Steps per natural season of a frequency: a day for sub-daily, a week for
-    daily, a year for weekly and monthly. None when no season applies."""
-    offset = pd.tseries.frequencies.to_offset(freq)
-    name = offset.rule_code.upper()
-    n = offset.n
-    if name in ("B", "C"):
-        return 5 if n == 1 else None
-    if name == "D":
-        return 7 if n == 1 else None
-    if name.startswith("W"):
-        return 52 if n == 1 else None
-    if name in ("MS", "ME", "M"):
-        return 12 if n == 1 else None
-    try:
-        step = pd.Timedelta(offset)
-    except (ValueError, TypeError):
-        return None
-    day = pd.Timedelta(days=1)
-    if step < day and (day / step).is_integer() and day / step > 1:
-        return int(day / step)
-    return None
 
 
 # ---------------------------------------------------------------- per-source parameters
@@ -290,8 +179,6 @@ class SeriesSpec(_Strict):
     @field_validator("snapshot")
     @classmethod
     def _snapshot(cls, v: str | None) -> str | None:
-        from forecaster.data.sources.snapshot import SNAPSHOTS  # forecaster.data.sources imports this module
-
         if v is not None and v not in SNAPSHOTS:
             raise ValueError(f"is not a bundled snapshot (bundled: {', '.join(sorted(SNAPSHOTS))})")
         return v
@@ -299,15 +186,11 @@ class SeriesSpec(_Strict):
     @field_validator("exchange")
     @classmethod
     def _exchange(cls, v: str | None) -> str | None:
-        from forecaster.calendar.trading import check_exchange  # imports exchange_calendars: only when set
-
         return None if v is None else check_exchange(v)
 
     @property
     def calendar(self) -> str | None:
         """The exchange calendar the series follows: ``exchange``, else XNYS for 1B yfinance series."""
-        from forecaster.calendar.trading import default_calendar
-
         if self.exchange is not None:
             return self.exchange
         return default_calendar(self.source, self.frequency)
@@ -321,7 +204,7 @@ class SeriesSpec(_Strict):
         try:
             model.model_validate(self.params)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, prefix="params", data=self.params)) from None
+            raise ConfigError(describe_errors(exc, prefix="params", data=self.params)) from None
         return self
 
     def typed_params(self) -> Any:
@@ -362,6 +245,12 @@ class ApiSettings(_Strict):
     predict_cache_size: int = Field(default=16, ge=1)
 
 
+def _at_least_twice(longer: str, longer_s: float, shorter: str, shorter_s: float, otherwise: str) -> None:
+    """Raise unless a timeout outlasts two of the intervals it watches, saying what would go wrong."""
+    if longer_s < 2 * shorter_s:
+        raise ValueError(f"{longer} = {longer_s:g} must be at least twice {shorter} ({shorter_s:g}), or {otherwise}")
+
+
 class SchedulerSettings(_Strict):
     """How `forecaster scheduler` leads, follows and retries."""
 
@@ -374,11 +263,8 @@ class SchedulerSettings(_Strict):
 
     @model_validator(mode="after")
     def _timeout_covers_checks(self) -> SchedulerSettings:
-        if self.lease_timeout_s < 2 * self.lease_check_s:
-            raise ValueError(
-                f"lease_timeout_s = {self.lease_timeout_s:g} must be at least twice lease_check_s "
-                f"({self.lease_check_s:g}), or a healthy leader would lose its lock between two checks"
-            )
+        _at_least_twice("lease_timeout_s", self.lease_timeout_s, "lease_check_s", self.lease_check_s,
+                        "a healthy leader would lose its lock between two checks")
         return self
 
 
@@ -399,16 +285,15 @@ class WorkersSettings(_Strict):
 
     @model_validator(mode="after")
     def _stalled_covers_heartbeats(self) -> WorkersSettings:
-        if self.stalled_after_s < 2 * self.heartbeat_s:
-            raise ValueError(
-                f"stalled_after_s = {self.stalled_after_s:g} must be at least twice heartbeat_s "
-                f"({self.heartbeat_s:g}), or a healthy worker's tasks would be run a second time"
-            )
+        _at_least_twice("stalled_after_s", self.stalled_after_s, "heartbeat_s", self.heartbeat_s,
+                        "a healthy worker's tasks would be run a second time")
         return self
 
     def uses_queue(self, database_url: str) -> bool:
         """True when work goes through procrastinate (PostgreSQL, unless ``queue = "in-process"``)."""
         return self.queue == "auto" and database_url.startswith("postgresql")
+
+
 class ObservationsSettings(_Strict):
     """Rules every incoming observation meets (forecaster/data/validation.py)."""
 
@@ -428,7 +313,7 @@ class Settings(BaseSettings):
     """Everything the service reads at start."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FORECASTER_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     database_url: str = "sqlite:///forecaster.db"
@@ -498,126 +383,4 @@ class Settings(BaseSettings):
 
     def series_by_key(self, key: str) -> SeriesSpec | None:
         return next((s for s in self.series if s.key == key), None)
-
-
-# ---------------------------------------------------------------- loading
-
-
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("function-", "literal[", "constrained-")):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
-    cur = data
-    for part in loc:
-        try:
-            cur = cur[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING
-    return cur
-
-
-_MISSING = object()
-
-
-ENV_PREFIX = "FORECASTER_"
-
-
-def _env_overrides() -> dict[tuple[str, ...], str]:
-    """Setting paths given in the environment, each with the variable that gives it."""
-    out: dict[tuple[str, ...], str] = {}
-    for name in os.environ:
-        upper = name.upper()
-        if upper.startswith(ENV_PREFIX) and upper != "FORECASTER_CONFIG":
-            out[tuple(upper[len(ENV_PREFIX):].lower().split("__"))] = name
-    return out
-
-
-def _env_for(loc: tuple[Any, ...], env: dict[tuple[str, ...], str]) -> str | None:
-    path = tuple(str(p).lower() for p in loc)
-    for n in range(len(path), 0, -1):
-        if path[:n] in env:
-            return env[path[:n]]
-    return None
-
-
-def _describe(exc: ValidationError, *, prefix: str = "", data: Any = None, file: Path | None = None) -> str:
-    """One clause per error, naming the key and the bad value; with ``file``, each clause
-    is blamed on the environment variable that set the value, or else on the file."""
-    env = _env_overrides() if file is not None else {}
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        where = _loc(((prefix,) if prefix else ()) + loc)
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        var = _env_for(loc, env) if env else None
-        origin = "" if file is None or var else f"{file}: "
-        if var:  # blamed on the variable, not the file
-            where = f"{where} (from environment variable {var})"
-        if err["type"] == "missing":
-            lines.append(f"{origin}{where} is missing")
-            continue
-        value = _value_at(data, loc) if data is not None and var is None else err.get("input", _MISSING)
-        if value is _MISSING:
-            value = err.get("input", _MISSING)
-        if var is not None and value is not _MISSING and not isinstance(value, dict | list):
-            where, _, source = where.partition(" (from ")
-            lines.append(f"{where} = {value!r} (from {source}: {msg}")
-            continue
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{origin}{where} is not a known setting")
-        elif isinstance(value, dict) and msg.startswith("params"):
-            lines.append(f"{origin}{where}.{msg}")  # nested message already names the key
-        elif value is _MISSING or isinstance(value, dict):
-            lines.append(f"{origin}{where}: {msg}")
-        else:
-            lines.append(f"{origin}{where} = {value!r}: {msg}")
-    return "; ".join(lines)
-
-
-def config_path_from_env(path: str | os.PathLike[str] | None = None) -> Path:
-    """The config file to read: ``path``, else ``$FORECASTER_CONFIG``, else ./forecaster.toml."""
-    return Path(path or os.environ.get("FORECASTER_CONFIG") or DEFAULT_CONFIG)
-
-
-def load_settings(path: str | os.PathLike[str] | None = None, *, required: bool = False) -> Settings:
-    """Read the TOML file (if present) and the environment into Settings.
-
-    Raises:
-        ConfigError: naming the file, the key and the bad value.
-    """
-    file = config_path_from_env(path)
-    data: dict[str, Any] = {}
-    if file.exists():
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot be read: {exc.strerror}") from None
-    elif required or path is not None:
-        raise ConfigError(f"{file}: no such config file")
-    try:
-        settings = Settings(**data, config_path=str(file.resolve()) if file.exists() else None)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, data=data, file=file)) from None
-    except SettingsError as exc:  # an environment variable that should hold JSON does not
-        field = str(exc).split('"')[1] if '"' in str(exc) else ""
-        var = next((n for n in os.environ if n.upper() == f"{ENV_PREFIX}{field.upper()}"), f"{ENV_PREFIX}{field.upper()}")
-        cause = f": {exc.__cause__}" if exc.__cause__ else ""
-        raise ConfigError(f"environment variable {var} = {os.environ.get(var, '')!r} is not valid JSON "
-                          f"for {field}{cause}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{file}: {exc}") from None
-    return settings
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from forecaster.config.settings import ModelSpec, season_length
+from forecaster.calendar.frequency import season_length
+from forecaster.config.settings import ModelSpec
 from forecaster.errors import InvalidInput, NotEnoughData
 from forecaster.modelling.scoring import conformal_halfwidth, coverage, metrics_block, naive_scale, rolling_naive
 from forecaster.modelling.windows import (

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, load_only
 
-from forecaster.config.settings import season_length
+from forecaster.calendar.frequency import season_length
 from forecaster.store.tables import Forecast, ModelVersion, Observation, Series
 from forecaster.errors import InvalidInput, SeriesNotFound
 from forecaster.modelling.scoring import conformal_halfwidth

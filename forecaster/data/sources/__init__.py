@@ -22,8 +22,9 @@ from forecaster.data.sources.base import FetchResult, tidy_frame
 from forecaster.data.sources.csv_file import fetch_csv
 from forecaster.data.sources.open_meteo import fetch_open_meteo
 from forecaster.data.sources.sine import fetch_sine
-from forecaster.data.sources.snapshot import SNAPSHOTS, load_snapshot
+from forecaster.data.sources.snapshot import load_snapshot
 from forecaster.data.sources.yfinance_source import fetch_yfinance
+from forecaster.snapshots import SNAPSHOTS
 
 __all__ = ["SNAPSHOTS", "FetchResult", "fetch", "load_snapshot", "tidy_frame"]
 
