@@ -1,1 +1,1 @@
-"""calendar."""
+"""Time on a series' axis: frequencies and their season, trading days of an exchange, cron expressions."""

@@ -1,1 +1,1 @@
-"""store."""
+"""What is stored and how it is read: the tables, migrations, series, observations, forecasts, the model registry, job-run records and change tokens."""
