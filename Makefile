@@ -1,30 +1,38 @@
 # Two commands do everything on a fresh machine:
-#   make run    set up, then run the service on its embedded default (SQLite)
-#   make test   set up, then run the test suite
+#   make run    set up the service, then run it on its embedded default (SQLite)
+#   make test   set up the service and its test tools (the dev extra), then run the test suite
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# One stamp per level: the service, then the dev extra on top (make test after make run adds only that)
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # CPU build by default. For CUDA: make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test bench clean
+.PHONY: install install-dev run test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION) $(TORCH_INDEX)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 run: install
 	$(BIN)/forecaster up --host $(HOST) --port $(PORT)
 
-test: install
+test: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install

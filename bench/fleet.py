@@ -6,7 +6,7 @@
     .venv/bin/python bench/fleet.py --micro 16,64,256                  # one training step per model (CPU)
 
 Series of ~2,000 points: non-overlapping slices of the bundled real series
-(forecaster/snapshots/, and /work/shared/data/ when present: hourly temperatures
+(forecaster/snapshots/, and ../shared/data/ when present: hourly temperatures
 and irradiance, daily S&P 500 and WTI) first, then seeded sines (random period,
 level, amplitude, noise). Every series is prepared once (``modelling.prepare``:
 same window 48, hidden 32, one LSTM layer, batch 64, MAE loss; ``epochs`` with
@@ -49,7 +49,7 @@ from forecaster.modelling import fitting as modelling  # noqa: E402
 from forecaster.config.settings import ModelSpec  # noqa: E402
 
 LENGTH = 2000
-SHARED = Path("/work/shared/data")
+SHARED = ROOT.parent / "shared" / "data"  # ../shared/data beside the repository, when present
 REAL = [  # (file, frequency); the first found of each name is used
     ("sf_temp_hourly.csv", "1h"), ("greensboro_temp_hourly.csv", "1h"), ("miami_ghi_hourly.csv", "1h"),
     ("sp500_daily_close.csv", "1B"), ("wti_daily_spot.csv", "1B"),

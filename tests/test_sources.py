@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
+from sqlalchemy import select
 
 from forecaster.config.settings import (
     OpenMeteoSettings,
@@ -22,7 +23,9 @@ from forecaster.config.settings import (
 )
 from forecaster.errors import InvalidInput, SourceDataError, SourceUnavailable
 from forecaster.data.sources import SNAPSHOTS, FetchResult, fetch, load_snapshot, tidy_frame
-from forecaster.data.sources.open_meteo import fetch_open_meteo
+from forecaster.data.sources.open_meteo import fetch_open_meteo, parse_response
+from forecaster.store.tables import Observation
+from forecaster.usecases.ingest import ingest_series
 from tests.fakes import FakeOpenMeteo, FakeServer, FakeYahoo, Recorded
 from tests.fakes import fake_open_meteo, fake_yahoo  # noqa: F401  (pytest fixtures)
 
@@ -69,23 +72,30 @@ def fetch_om(fake: FakeOpenMeteo, settings: Settings, now: dt.datetime, frequenc
     return fetch_open_meteo(spec("open-meteo", frequency, **merged), settings, since=since, now=now)
 
 
-@pytest.mark.parametrize(("now", "offset_h"), [(WINTER, 8), (SUMMER, 7)])
-def test_open_meteo_hourly_local_times_become_utc(fake_open_meteo, om_settings, now, offset_h):
-    frame = assert_storable(fetch_om(fake_open_meteo, om_settings, now))
+@pytest.mark.parametrize("now", [WINTER, SUMMER])
+def test_open_meteo_hourly_is_asked_in_gmt_and_stored_on_utc_hours(fake_open_meteo, om_settings, now):
+    frame = assert_storable(fetch_om(fake_open_meteo, om_settings, now))  # timezone America/Los_Angeles
     archive, forecast = fake_open_meteo.requests
     day = now.date()
     assert archive == Recorded("GET", "/v1/archive", {
         **{k: str(v) for k, v in SF.items() if k != "variable"}, "hourly": "temperature_2m",
-        "timezone": "America/Los_Angeles", "start_date": str(day - dt.timedelta(days=10)),
+        "timezone": "GMT", "start_date": str(day - dt.timedelta(days=10)),
         "end_date": str(day - dt.timedelta(days=5))})
-    assert forecast.path == "/v1/forecast"
+    assert forecast.path == "/v1/forecast" and forecast.query["timezone"] == "GMT"
     assert (forecast.query["past_days"], forecast.query["forecast_days"]) == ("7", "1")
-    # local midnight at the start of the archive, in UTC
-    first = pd.Timestamp(day - dt.timedelta(days=10)).tz_localize("UTC") + pd.Timedelta(hours=offset_h)
+    first = pd.Timestamp(day - dt.timedelta(days=10)).tz_localize("UTC")  # UTC midnight, the archive's start
     last = pd.Timestamp(now).floor("h")  # later hours are forecasts
     assert list(frame["ts"]) == list(pd.date_range(first, last, freq="h"))
     expected = [fake_open_meteo.hourly_value(t) for t in frame["ts"]]
     assert frame["value"].tolist() == expected
+
+
+def test_open_meteo_local_hourly_times_become_utc():
+    body = {"utc_offset_seconds": -8 * 3600,
+            "hourly": {"time": ["2024-01-15T00:00", "2024-01-15T01:00"], "temperature_2m": [1.5, None]}}
+    frame = parse_response(body, section="hourly", variable="temperature_2m", label="open-meteo")
+    assert list(frame["ts"]) == [pd.Timestamp("2024-01-15T08:00Z"), pd.Timestamp("2024-01-15T09:00Z")]
+    assert frame["value"].iloc[0] == 1.5 and math.isnan(frame["value"].iloc[1])
 
 
 def test_open_meteo_forecast_wins_where_it_has_a_value(fake_open_meteo, om_settings):
@@ -93,7 +103,7 @@ def test_open_meteo_forecast_wins_where_it_has_a_value(fake_open_meteo, om_setti
     fake_open_meteo.forecast_nulls = 5  # the forecast's first hours are null: the archive's stay
     result = fetch_om(fake_open_meteo, om_settings, WINTER)
     frame = assert_storable(result).set_index("ts")["value"]
-    forecast_start = pd.Timestamp("2024-01-08T08:00:00Z")  # local midnight 7 past days ago
+    forecast_start = pd.Timestamp("2024-01-08T00:00:00Z")  # UTC midnight 7 past days ago
     plain = pd.Series([fake_open_meteo.hourly_value(t) for t in frame.index], index=frame.index)
     boosted = frame.index >= forecast_start + pd.Timedelta(hours=5)
     assert (frame[boosted] - plain[boosted]).round(6).eq(100).all()
@@ -112,6 +122,22 @@ def test_open_meteo_daily_values_stamped_at_midnight_utc_of_local_date(fake_open
     assert list(frame["ts"]) == list(pd.date_range("2024-01-05", "2024-01-14", freq="D", tz="UTC"))
     expected = [fake_open_meteo.daily_value(t.date(), 9 * 3600, "fahrenheit") for t in frame["ts"]]
     assert frame["value"].tolist() == expected
+
+
+def test_open_meteo_hourly_in_a_half_hour_zone_is_stored_on_utc_hours(fake_open_meteo, om_settings, sm):
+    # Asia/Kolkata is +05:30: its local hours are :30 in UTC, off an hourly series' grid
+    params = {**SF, "history_days": 10, "timezone": "Asia/Kolkata"}
+    s = SeriesSpec(key="open-meteo:kolkata:t", source="open-meteo", frequency="1h", params=params)
+    out = ingest_series(sm, om_settings, s)
+    assert (out.status, out.error) == ("ok", None)
+    with sm() as session:
+        stored = session.execute(select(Observation.ts, Observation.value).order_by(Observation.ts)).all()
+    assert out.rows_new == len(stored) > 24 * 10
+    stamps = [pd.Timestamp(t).tz_localize("UTC") if t.tzinfo is None else pd.Timestamp(t) for t, _ in stored]
+    start = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=10)
+    assert stamps == list(pd.date_range(pd.Timestamp(start, tz="UTC"), periods=len(stamps), freq="h"))
+    assert [v for _, v in stored] == [fake_open_meteo.hourly_value(t) for t in stamps]
+    assert {r.query["timezone"] for r in fake_open_meteo.requests} == {"GMT"}
 
 
 def test_open_meteo_skips_the_archive_when_since_is_recent(fake_open_meteo, om_settings):

@@ -7,9 +7,14 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
+from forecaster.config.settings import ApiSettings, Settings
 from forecaster.errors import InvalidInput
 from forecaster.data.validation import SeriesRules, check_frame, check_rows
+from forecaster.store import migrate
+from forecaster.store.tables import Observation, make_engine, make_sessionmaker
+from forecaster.usecases.observations import push_observations
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2024, 6, 1, 12, tzinfo=UTC)
@@ -85,3 +90,34 @@ def test_a_source_frame_names_the_bad_row_by_its_timestamp() -> None:
 def test_times_that_overflow_in_utc_are_refused_not_a_server_error(text: str) -> None:
     with pytest.raises(InvalidInput, match="outside the representable range of times"):
         check_rows([(ts(text), 1.0)], SeriesRules("k", "1h"), NOW)
+
+
+def test_an_hourly_grid_through_1700_still_takes_2024_on_the_hour() -> None:
+    # 324 years apart: more nanoseconds than an int64 holds
+    rules = SeriesRules("push:old", "1h", anchor=ts("1700-01-01T00:00:00Z"))
+    check_rows([(ts("2024-01-01T00:00:00Z"), 1.0)], rules, NOW)
+    check_frame(pd.DataFrame({"ts": pd.to_datetime(["2024-01-01T00:00:00Z"]), "value": [1.0]}), rules, NOW)
+    with pytest.raises(InvalidInput, match=r"row 1 \(ts=2024-01-01T00:30:00Z.*on the hour \(UTC\)"):
+        check_rows([(ts("2024-01-01T00:30:00Z"), 1.0)], rules, NOW)
+    through = SeriesRules("push:old", "1h", anchor=ts("1700-01-01T00:30:00Z"))
+    check_rows([(ts("2024-01-01T00:30:00Z"), 1.0)], through, NOW)
+    with pytest.raises(InvalidInput, match="through the series' first observation 1700-01-01T00:30:00Z"):
+        check_rows([(ts("2024-01-01T00:00:00Z"), 1.0)], through, NOW)
+
+
+def test_a_push_series_that_began_in_1700_takes_2024(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    settings = Settings(database_url=sqlite_url, api=ApiSettings(allow_push_create=True))
+    try:
+        first = push_observations(sm, settings, series_key="push:old", frequency="1h",
+                                  rows=[(ts("1700-01-01T00:00:00Z"), 1.0)], now=NOW)
+        later = push_observations(sm, settings, series_key="push:old",
+                                  rows=[(ts("2024-01-01T00:00:00Z"), 2.0)], now=NOW)
+        assert (first.counts.new, later.counts.new) == (1, 1)
+        with sm() as session:
+            stored = session.scalars(select(Observation.value).order_by(Observation.ts)).all()
+        assert stored == [1.0, 2.0]
+    finally:
+        engine.dispose()

@@ -158,8 +158,7 @@ def calendar_rule(rules: SeriesRules) -> str:
     step = _fixed_step(offset)
     if step is not None:
         anchor = pd.Timestamp(rules.anchor) if rules.anchor is not None else _EPOCH
-        phase = (anchor - _EPOCH) % step
-        if phase == pd.Timedelta(0):
+        if not _off_grid(pd.DatetimeIndex([anchor]), _EPOCH, step)[0]:
             grid = {pd.Timedelta(hours=1): "on the hour (UTC)", pd.Timedelta(days=1): "at midnight UTC"}.get(
                 step, f"on the {rules.frequency} grid from midnight UTC")
         else:
@@ -185,15 +184,24 @@ def _days_in_words(offset: pd.DateOffset) -> str:
     return f"days on the {offset.freqstr} offset"
 
 
+def _off_grid(ts: pd.DatetimeIndex, anchor: pd.Timestamp, step: pd.Timedelta) -> np.ndarray:
+    """True where ``ts`` is not a whole number of ``step`` from ``anchor``.
+
+    Each side's remainder modulo the step is taken from the Unix epoch: a difference
+    of two timestamps over 292 years apart (1700 and 2024) would overflow int64 ns.
+    """
+    step_ns = step.value
+    phase = anchor.as_unit("ns").value % step_ns
+    return np.asarray(ts.as_unit("ns").asi8 % step_ns != phase)
+
+
 def off_calendar(ts: pd.DatetimeIndex, rules: SeriesRules) -> np.ndarray:
     """True where ``ts`` (aware UTC) is not on the series' calendar."""
     offset = _offset(rules.frequency)
     fixed = _fixed_step(offset)
     if fixed is not None:
-        step = fixed.value
         anchor = pd.Timestamp(rules.anchor) if rules.anchor is not None else _EPOCH
-        ns = ts.as_unit("ns").asi8 - anchor.as_unit("ns").value
-        return np.asarray(ns % step != 0)
+        return _off_grid(ts, anchor, fixed)
     midnight = np.asarray(ts != ts.normalize())
     if offset.rule_code == "B" and rules.calendar:
         from forecaster.calendar.trading import is_session

@@ -13,7 +13,8 @@ time-based, and any process's writes count (scheduler, workers, other API replic
   Any insert, update or delete of one of them changes the tuple; a write to any
   other series does not. One indexed statement on a dedicated autocommit
   connection (MVCC: it never waits for a writer), no trigger and no shared
-  counter row for writers to queue on.
+  counter row for writers to queue on. It is never prepared on the server, so
+  it works behind pgbouncer in transaction mode.
 
 ``probe_for(url)`` picks the probe; a database with neither (in-memory SQLite)
 has none, and callers then read every time.
@@ -135,12 +136,13 @@ class PostgresProbe:
 
         try:
             if self._conn is None:
+                # prepare_threshold=None: no server-side prepared statements, which pgbouncer in
+                # transaction mode loses between statements; one short statement gains little from them.
                 self._conn = await asyncio.wait_for(
-                    psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                    psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, prepare_threshold=None,
                                                     application_name="forecaster-api-probe"),
                     self._timeout_s)
-            cursor = await asyncio.wait_for(self._conn.execute(FORECAST_ROWS_SQL, (keys,), prepare=True),
-                                            self._timeout_s)
+            cursor = await asyncio.wait_for(self._conn.execute(FORECAST_ROWS_SQL, (keys,)), self._timeout_s)
             rows = await cursor.fetchall()
         except (psycopg.Error, OSError, asyncio.TimeoutError) as exc:
             await self._drop()

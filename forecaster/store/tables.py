@@ -234,7 +234,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    # prepare_threshold=None: psycopg prepares no statement on the server, where pgbouncer in
+    # transaction mode would lose it between transactions.
+    kwargs.setdefault("connect_args", {"connect_timeout": 5, "prepare_threshold": None})
     return create_engine(url, **kwargs)
 
 

@@ -3,8 +3,12 @@
 Both answer ``{"utc_offset_seconds": .., "hourly": {"time": [..], "<variable>": [..]}}``
 (or ``"daily"``), with ``time`` as local wall-clock text in the requested
 timezone. Open-Meteo applies one offset (the one valid today) to the whole
-series, so subtracting ``utc_offset_seconds`` gives UTC exactly. Daily values
-are stamped at midnight UTC of their local date, like daily stock bars.
+series, so subtracting ``utc_offset_seconds`` gives UTC exactly.
+
+Hourly data is asked for in GMT whatever ``timezone`` says: stored in UTC, a
+local hour of a zone such as Asia/Kolkata (+05:30) would fall at :30, off the
+series' hourly grid. ``timezone`` decides where a day begins, so it shapes daily
+values, which are stamped at midnight UTC of their local date, like daily stock bars.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def fetch_open_meteo(
         "latitude": p.latitude,
         "longitude": p.longitude,
         section: p.variable,
-        "timezone": p.timezone,
+        "timezone": p.timezone if section == "daily" else "GMT",
     }
     if p.temperature_unit:
         query["temperature_unit"] = p.temperature_unit
