@@ -22,6 +22,7 @@ from forecaster.store import jobruns
 from forecaster.config.settings import Settings, load_settings
 from forecaster.store.tables import IngestRun, JobRun, Observation, make_engine, make_sessionmaker, write_session
 from forecaster.errors import ConfigError
+from forecaster.usecases.executor import InProcessQueue
 from forecaster.usecases.ingest import RetryPolicy
 from jobs import tasks
 from jobs.cron import cron_trigger
@@ -53,6 +54,11 @@ def results_of(run: jobruns.JobRunView) -> list[dict[str, Any]]:
 
 def queued_ingest(ctx: tasks.JobContext) -> int:
     return jobruns.create_run(ctx.sm, ctx.settings, kind="ingest", trigger="cron").id
+
+
+def execute(ctx: tasks.JobContext, run_id: int) -> jobruns.JobRunView:
+    """The run executed in this process, as a scheduler firing does."""
+    return InProcessQueue(ctx.sm, ctx.settings, retry=ctx.retry).execute(run_id, stop=ctx.stop)
 
 
 # ---------------------------------------------------------------- cron and the job plan
@@ -121,7 +127,7 @@ def test_unavailable_source_is_retried_with_backoff_and_the_other_series_still_r
 ) -> None:
     ctx = context(sm, make_settings(db_url, [DOWN, SINE]), tries=3, backoff_s=0.2)
     started = time.monotonic()
-    run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
+    run = execute(ctx, queued_ingest(ctx))
     assert time.monotonic() - started >= 0.2 + 0.4  # waited 0.2 s, then 0.4 s
     assert (run.status, run.series_done, run.series_failed) == ("ok", 2, 0)  # unreachable is not a failure here
     results = {r["series"]: r for r in results_of(run)}
@@ -149,7 +155,7 @@ def test_a_source_that_recovers_during_the_backoff_is_ingested(sm: sessionmaker[
 
     monkeypatch.setattr(fake_open_meteo, "answer", first_fails)
     ctx = context(sm, make_settings(db_url, [DOWN], open_meteo=fake_open_meteo.url), backoff_s=0.3)
-    run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
+    run = execute(ctx, queued_ingest(ctx))
     assert run.status == "ok", run.progress
     assert results_of(run)[0]["detail"].endswith("(after 2 attempts)")
 
@@ -158,7 +164,7 @@ def test_stopping_cuts_the_backoff_short_and_records_the_run_interrupted(sm: ses
     ctx = context(sm, make_settings(db_url, [DOWN, SINE]), backoff_s=60)
     threading.Timer(0.5, ctx.stop.set).start()
     started = time.monotonic()
-    run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
+    run = execute(ctx, queued_ingest(ctx))
     assert time.monotonic() - started < 10
     assert run.status == "interrupted"
     assert [r["series"] for r in results_of(run)] == [DOWN["key"]]  # sine:demo never started
