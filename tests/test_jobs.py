@@ -171,6 +171,19 @@ def test_stopping_cuts_the_backoff_short_and_records_the_run_interrupted(sm: ses
     assert "the run is stopping" in results_of(run)[0]["detail"]
 
 
+def test_a_run_over_repeated_keys_does_each_series_once_in_first_seen_order(sm: sessionmaker[Session],
+                                                                            db_url: str) -> None:
+    other = {**SINE, "key": "sine:other"}
+    ctx = context(sm, make_settings(db_url, [SINE, other]))
+    queued = jobruns.create_run(sm, ctx.settings, kind="ingest", keys=["sine:other", "sine:demo"] * 5_000)
+    assert (queued.series_keys, queued.series_total) == (["sine:other", "sine:demo"], 2)
+    run = execute(ctx, queued.id)
+    assert (run.status, run.series_done, run.series_failed) == ("ok", 2, 0)
+    assert [r["series"] for r in results_of(run)] == ["sine:other", "sine:demo"]
+    with sm() as session:
+        assert session.scalar(select(func.count()).select_from(IngestRun).where(IngestRun.job_run_id == run.id)) == 2
+
+
 def test_a_job_never_overlaps_itself(sm: sessionmaker[Session], db_url: str) -> None:
     settings = make_settings(db_url, [DOWN])
     ctx = context(sm, settings, tries=2, backoff_s=30)  # each run sits in its backoff
