@@ -2,7 +2,8 @@
 
     queue = make_queue(sm, settings)                    # TaskQueue on PostgreSQL, InProcessQueue otherwise
     queue.submit(run_id, kind="train", keys=[...])      # in process: runs on a thread here, returns at once
-    InProcessQueue(sm, settings).execute(run_id)        # runs it on this thread (the CLI, a scheduler firing)
+    InProcessQueue(sm, settings).execute(run_id)        # runs it on this thread (a scheduler firing)
+    run_here(sm, settings, kind="ingest", on_done=...)  # records a run and executes it here (the CLI)
 
 Each series goes through ``jobs.run_series``, the function a worker task runs,
 so the recorded result, the drift retrain after an ingest and the run's status
@@ -22,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +32,7 @@ from forecaster.logs import log_event
 from forecaster.store import jobruns
 from forecaster.usecases.fleets import FleetGatherer, fleets_pay
 from forecaster.usecases.forecasting import BatchedRefresh
-from forecaster.usecases.ingest import RetryPolicy
+from forecaster.usecases.ingest import RetryPolicy, sync_all_series
 from forecaster.usecases.jobs import SeriesResult, run_series
 from forecaster.usecases.queue import TaskQueue, WorkQueue
 from forecaster.usecases.retrain import EpochProgress
@@ -164,3 +166,39 @@ def make_queue(sm: sessionmaker[Session], settings: Settings, *, retry: RetryPol
     if settings.workers.uses_queue(settings.database_url):
         return TaskQueue(sm, settings)
     return InProcessQueue(sm, settings, retry=retry)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A job run executed here, as it ended, with each series' result in the run's order."""
+
+    run: jobruns.JobRunView
+    results: list[SeriesResult]  # the series it did not reach (stopped) are absent
+
+
+def run_here(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: Sequence[str] | None = None,
+             snapshot_fallback: bool = False, one_by_one: bool = False, on_start: OnStart | None = None,
+             on_done: OnDone | None = None) -> RunReport:
+    """Record a job run (trigger ``manual``) over ``keys`` (all when None) and execute it on this thread.
+
+    What `forecaster ingest`, `train` and `up` do, whatever the database: the
+    same run, series results and drift retrain as any other executor, with an
+    ingest's stored forecasts refreshed in batched passes at the end.
+
+    Raises:
+        InvalidInput: unknown kind.
+        SeriesNotFound: a key is not configured.
+    """
+    if kind == "ingest":
+        sync_all_series(sm, settings)  # every configured series is listed before any ingest
+    run = jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger="manual")
+    results: dict[str, SeriesResult] = {}
+
+    def done(result: SeriesResult) -> None:
+        results[result.series_key] = result
+        if on_done is not None:
+            on_done(result)
+
+    ended = InProcessQueue(sm, settings).execute(run.id, snapshot_fallback=snapshot_fallback, on_start=on_start,
+                                                 on_done=done, one_by_one=one_by_one, batch_refresh=True)
+    return RunReport(ended, [results[k] for k in run.series_keys or [] if k in results])
