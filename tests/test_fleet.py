@@ -409,6 +409,32 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     engine.dispose()
 
 
+def test_a_train_run_in_process_trains_the_series_of_one_shape_as_one_fleet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`forecaster train`, or a run on SQLite: each series goes through run_series, on threads that meet in a fleet."""
+    from sqlalchemy import select
+
+    from forecaster.modelling import fleet
+    from forecaster.store.tables import ModelVersion
+    from forecaster.usecases.executor import run_here
+
+    monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU
+    model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
+    s, engine, sm = _fleet_db(tmp_path, model)
+    s = s.model_copy(update={"workers": s.workers.model_copy(update={"fleet_wait_s": 5.0})})
+    report = run_here(sm, s, kind="train")
+    statuses = {r.series_key: r.status for r in report.results}
+    assert statuses["sine:short"] == "skipped" and statuses["sine:flat"] == "failed"
+    assert (report.run.status, report.run.series_done, report.run.series_failed) == ("partial", 4, 1)
+    with sm() as session:
+        assert sorted(mv.lineage["fleet_size"] for mv in session.scalars(select(ModelVersion))) == [3, 3, 3]
+    assert run_here(sm, s, kind="train", one_by_one=True).run.status == "partial"
+    with sm() as session:
+        assert sum("fleet_size" not in mv.lineage for mv in session.scalars(select(ModelVersion))) == 3
+    engine.dispose()
+
+
 def test_train_tasks_whose_shape_cannot_fleet_here_never_wait(tmp_path: Path):
     import time
 

@@ -113,7 +113,7 @@ class InProcessQueue:
         gather = None
         if run.kind == "train" and not one_by_one and len(keys) > 1 and self._settings.workers.fleet_wait_s > 0 \
                 and fleets_pay(s for s in self._settings.series if s.key in keys):
-            gather = FleetGatherer(self._settings.workers.fleet_wait_s, max_size=FLEET_THREADS)
+            gather = FleetGatherer(self._settings.workers.fleet_wait_s, max_size=min(len(keys), FLEET_THREADS))
 
         halt = threading.Event()  # a series broke the run: the pool's other series start no more
 
