@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -110,7 +111,7 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None,
 
     with progress_bar() as bar:
         overall = bar.add_task("train", total=len(run_keys(s, kind="train", keys=keys)))
-        tasks: dict[str, int] = {}  # series in hand -> its bar (several at once when fleets train)
+        tasks: dict[str, TaskID] = {}  # series in hand -> its bar (several at once when fleets train)
 
         def on_start(key: str) -> EpochProgress:
             tasks[key] = bar.add_task(f"  {key}", total=None)
