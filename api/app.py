@@ -35,7 +35,7 @@ from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine, make_sessionmaker
 from forecaster.logs import configure_logging, log_event, log_to_file
-from forecaster.usecases.queue import make_queue
+from forecaster.usecases.executor import make_queue
 
 DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI / ReDoc scripts, styles and favicon
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -58,14 +58,14 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings`` (no connection is opened until a request needs one)."""
     engine = make_engine(settings.database_url)
     sm = make_sessionmaker(engine)
-    state = AppState(settings=settings, engine=engine, sm=sm, runner=make_queue(sm, settings),
+    state = AppState(settings=settings, engine=engine, sm=sm, queue=make_queue(sm, settings),
                      predictors=PredictorCache(settings.api.predict_cache_size), forecasts=ForecastCache(engine),
                      metrics=ApiMetrics(sm, settings.monitoring))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_event("api.start", database=engine.dialect.name, series=len(settings.series),
-                  work=state.runner.description)
+                  work=state.queue.description)
         if "change-me" in settings.api_keys:
             log_event("api.insecure_key", level=logging.WARNING,
                       detail="api_keys holds the example key 'change-me': anyone can use the admin endpoints; "
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await run_in_threadpool(state.runner.shutdown)  # in process: a running job finishes its current series
+            await run_in_threadpool(state.queue.shutdown)  # in process: a running job finishes its current series
             await run_in_threadpool(state.predictors.close)
             await state.forecasts.aclose()
             engine.dispose()

@@ -44,7 +44,7 @@ class AppState:
     settings: Settings
     engine: Engine
     sm: sessionmaker[Session]
-    runner: WorkQueue  # where triggered job runs go: workers (PostgreSQL) or a thread here (SQLite)
+    queue: WorkQueue  # where triggered job runs go: workers (PostgreSQL) or a thread here (SQLite)
     predictors: PredictorCache
     forecasts: ForecastCache
     metrics: ApiMetrics

@@ -238,7 +238,7 @@ def build_database(path: Path) -> tuple[str, int]:
         spec = settings.series[0]
         outcome = ingest_series(sm, settings, spec, after_write=refresh_after_ingest)
         assert outcome.ok, outcome
-        report = retrain_series(sm, settings, spec)
+        report = retrain_series(sm, spec)
         assert report.version is not None and report.model_version_id is not None, report
         if report.status != "promoted":  # serve it anyway: this measures serving, not the gate
             with write_session(sm) as session:

@@ -139,7 +139,7 @@ def end_to_end(n: int, epochs: int, device: str, amp: bool) -> dict[str, Any]:
             upsert_observations(session, sync_series(session, spec), pd.DataFrame({"ts": ts, "value": v}))
     peak_reset()
     t = time.perf_counter()
-    reports = retrain_many(sm, settings, settings.series)
+    reports = retrain_many(sm, settings.series)
     sync(device)
     wall = time.perf_counter() - t
     engine.dispose()

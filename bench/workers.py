@@ -158,9 +158,9 @@ def throughput(cfg: Path, settings: Any, sm: Any, n: int) -> dict[str, Any]:
     from forecaster.usecases.jobs import start_run
     from forecaster.usecases.retrain import retrain_many, retrain_series
 
-    retrain_series(sm, settings, settings.series[0])  # warm: torch and its optimiser imported, as in a worker
+    retrain_series(sm, settings.series[0])  # warm: torch and its optimiser imported, as in a worker
     started = time.perf_counter()
-    reports = retrain_many(sm, settings, settings.series)
+    reports = retrain_many(sm, settings.series)
     in_process_s = time.perf_counter() - started
     assert all(r.ok for r in reports), reports
     out: dict[str, Any] = {"in_process": {"seconds": round(in_process_s, 2),

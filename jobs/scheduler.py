@@ -47,12 +47,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from forecaster.config.settings import Settings
+from forecaster.logs import log_event
 from forecaster.store import jobruns
 from forecaster.store import migrate as mig
-from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine, make_sessionmaker
-from forecaster.logs import log_event
-from forecaster.usecases.queue import WorkQueue, make_queue
+from forecaster.usecases.executor import make_queue
+from forecaster.usecases.queue import WorkQueue
 from jobs import tasks
 from jobs.cron import cron_trigger
 from jobs.lease import Lease, make_lease
@@ -64,7 +65,7 @@ from jobs.options import SchedulerOptions
 # running twice in a row; retrain runs daily, so an hour's grace keeps a day's
 # models from being skipped because of a short stall around the cron time.
 MISFIRE_GRACE_S = {"ingest": 300, "train": 3600}
-KINDS = (("ingest", "ingest"), ("train", "retrain"))  # (job run kind, config field)
+CRON_KEYS = {"ingest": "ingest", "train": "retrain"}  # job run kind -> its cron's key in [schedule] and [[series]]
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def plan_jobs(settings: Settings) -> list[PlannedJob]:
     is left out entirely.
     """
     jobs: list[PlannedJob] = []
-    for kind, field in KINDS:
+    for kind, field in CRON_KEYS.items():
         default = getattr(settings.schedule, field)
         groups: dict[str, list[str]] = {default: []}
         for spec in settings.series:
@@ -168,7 +169,7 @@ class SchedulerLoop:
         try:
             if not self._wait_for_database(engine):
                 return
-            queue = make_queue(sm, self.settings)
+            queue = make_queue(sm, self.settings, retry=opts.retry)
             log_event("scheduler.work", executor=queue.description)
             while not self.stop.is_set():
                 if not self._database_answers(engine):

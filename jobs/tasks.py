@@ -1,13 +1,15 @@
 """What a scheduled job does when it fires: one job run over its series.
 
-    fire(ctx, job_id=..., kind="ingest", keys=[...])   # create_run(trigger="cron"), then execute or enqueue it
+    fire(ctx, job_id=..., kind="ingest", keys=[...])   # a ``cron`` job run, executed here or enqueued
 
 With a task queue (PostgreSQL: ``ctx.queue``), a firing only enqueues one task
 per series (``usecases.jobs.start_run``) and returns: `forecaster worker`
-processes do the work, and the leader never trains. Without one (SQLite),
-``jobruns.execute_run`` does the work here for both kinds. Either way a source
-that is unavailable for now (``SourceUnavailable``: network, 429, 5xx) is
-retried with exponential backoff (``ctx.retry``; a worker uses the same policy).
+processes do the work, and the leader never trains. In process (SQLite), the
+firing executes the run on its own thread (``InProcessQueue.execute``), so a
+job's lock covers its run. Either way each series goes through
+``usecases.jobs.run_series``, and a source that is unavailable for now
+(``SourceUnavailable``: network, 429, 5xx) is retried with exponential backoff
+(``ctx.retry``; a worker uses the same policy).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.store import jobruns
 from forecaster.config.settings import Settings
-from forecaster.usecases.ingest import RetryPolicy
 from forecaster.logs import log_event
-from forecaster.usecases.queue import WorkQueue
+from forecaster.store import jobruns
+from forecaster.usecases.executor import InProcessQueue
+from forecaster.usecases.ingest import RetryPolicy
 from forecaster.usecases.jobs import start_run
+from forecaster.usecases.queue import WorkQueue
 
 
 @dataclass
@@ -34,7 +37,7 @@ class JobContext:
     settings: Settings
     stop: threading.Event
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    queue: WorkQueue | None = None  # the task queue when workers do the work (PostgreSQL)
+    queue: WorkQueue | None = None  # where the work goes; None: this process, retrying by ``retry``
     # One lock per job (kind + schedule): a firing that finds its job still
     # running is skipped, whichever path fired it (cron or the start-up run).
     _running: dict[str, threading.Lock] = field(default_factory=dict)
@@ -60,16 +63,17 @@ def fire(ctx: JobContext, *, job_id: str, kind: str, keys: Sequence[str]) -> int
     try:
         if ctx.stop.is_set():
             return None
-        if ctx.queue is not None and not ctx.queue.runs_in_process:
-            run = start_run(ctx.sm, ctx.settings, ctx.queue, kind=kind, keys=list(keys), trigger="cron")
+        queue = ctx.queue or InProcessQueue(ctx.sm, ctx.settings, retry=ctx.retry)
+        if not isinstance(queue, InProcessQueue):
+            run = start_run(ctx.sm, ctx.settings, queue, kind=kind, keys=list(keys), trigger="cron")
             log_event("job.fired", job=job_id, kind=kind, run_id=run.id, series=run.series_total,
                       executor="queue")
             return run.id
         run = jobruns.create_run(ctx.sm, ctx.settings, kind=kind, keys=list(keys), trigger="cron")
         log_event("job.fired", job=job_id, kind=kind, run_id=run.id, series=run.series_total)
-        jobruns.execute_run(ctx.sm, ctx.settings, run.id, stop=ctx.stop, retry=ctx.retry)
+        queue.execute(run.id, stop=ctx.stop)
         return run.id
-    except Exception:  # noqa: BLE001 - logged here, recorded on the run by execute_run
+    except Exception:  # noqa: BLE001 - logged here, recorded on the run by its executor
         log_event("job.crashed", job=job_id, kind=kind, exc_info=True)
         return None
     finally:

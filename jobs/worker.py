@@ -41,16 +41,18 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import Settings
-from forecaster.usecases.ingest import RetryPolicy
 from forecaster.logs import log_event
-from forecaster.usecases.queue import QUEUES, TASKS, TaskQueue, WorkQueue, conninfo
+from forecaster.usecases.fleets import FleetGatherer
+from forecaster.usecases.ingest import RetryPolicy
 from forecaster.usecases.jobs import DATABASE_LOST, run_series
+from forecaster.usecases.queue import QUEUES, TASKS, TaskQueue, WorkQueue, conninfo
 
 DB_TRIES = 10  # attempts of a task that fails because the database went away
 
 
 def build_app(sm: sessionmaker[Session], settings: Settings, stop: threading.Event,
-              queue: WorkQueue | None = None, gather: Any = None, concurrency: int | None = None) -> Any:
+              queue: WorkQueue | None = None, gather: FleetGatherer | None = None,
+              concurrency: int | None = None) -> Any:
     """The procrastinate App with our two tasks, on an async psycopg pool."""
     import procrastinate
 
@@ -156,8 +158,6 @@ async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) ->
         ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="forecaster-task"))
     gather = None
     if concurrency > 1 and "train" in queues and settings.workers.fleet_wait_s > 0:
-        from forecaster.usecases.retrain import FleetGatherer
-
         gather = FleetGatherer(settings.workers.fleet_wait_s, max_size=concurrency)
     app = build_app(sm, settings, thread_stop, drift_queue, gather, concurrency)
     stop = asyncio.Event()

@@ -84,7 +84,7 @@ def build_template(path: Path) -> Path:
             assert outcome.status == "ok", outcome
         spec = settings.series[0]
         for _ in range(2):
-            report = retrain_series(sm, settings, spec)
+            report = retrain_series(sm, spec)
             assert report.version is not None, report
         with write_session(sm) as session:  # v2 serves, whatever the gate thought of it
             registry.promote(session, series_key=TRAINED, version=2, force=True)

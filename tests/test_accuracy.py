@@ -221,6 +221,7 @@ def test_an_ingest_run_retrains_a_drifting_champion_when_configured(
 ) -> None:
     from forecaster.store import jobruns
     from forecaster.store.tables import JobRun
+    from forecaster.usecases.executor import InProcessQueue
 
     csv = tmp_path / "bad.csv"
     csv.write_text("ts,value\n" + "".join(f"{(T0 + h * HOUR).isoformat()},{h}\n" for h in range(0, 9)))
@@ -230,7 +231,7 @@ def test_an_ingest_run_retrains_a_drifting_champion_when_configured(
         settings = make_settings("sqlite://", series=series, monitoring={
             "accuracy_window": 8, "drift_min_actuals": 8, "retrain_on_drift": retrain_on_drift})
         run = jobruns.create_run(sm, settings, kind="ingest")
-        jobruns.execute_run(sm, settings, run.id)
+        InProcessQueue(sm, settings).execute(run.id)
     with sm() as session:
         runs = [(r.kind, r.trigger, r.series_keys) for r in session.query(JobRun).order_by(JobRun.id)]
     # only the second ingest (retrain_on_drift = true) started a drift retrain of its series

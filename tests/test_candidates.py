@@ -111,7 +111,7 @@ def test_a_served_forecast_names_what_made_it_and_its_interval_follows_live_erro
         f'model = {{ epochs = 2, hidden_size = 8, candidates = {json.dumps(list(FAST_CANDIDATES))} }}\n')
     s = load_settings(path)
     ingest_series(sm, s, s.series[0])
-    report = retrain_series(sm, s, s.series[0])
+    report = retrain_series(sm, s.series[0])
     assert report.status == "promoted", report.reason
     with sm() as session:
         f = get_forecast(session, series_key="csv:nino12")

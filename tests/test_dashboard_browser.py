@@ -24,7 +24,8 @@ from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine, make_sessionmaker, write_session
 from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
 from forecaster.usecases.ingest import ingest_series, series_by_key
-from forecaster.store.jobruns import create_run, execute_run
+from forecaster.store.jobruns import create_run
+from forecaster.usecases.executor import InProcessQueue
 from forecaster.data.sources import load_snapshot
 from tests.api_server import running_api
 
@@ -64,7 +65,7 @@ def build_dashboard_db(tmp: Path) -> Settings:
         for spec in settings.series[:2]:
             assert ingest_series(sm, settings, spec, after_write=refresh_after_ingest).ok
         run = create_run(sm, settings, kind="train", keys=[SF, SINE])
-        assert execute_run(sm, settings, run.id).status == "ok"
+        assert InProcessQueue(sm, settings).execute(run.id).status == "ok"
         with write_session(sm) as session:  # whatever the gate thought, a model serves SF
             if registry.champion_of(session, series_by_key(session, SF).id) is None:
                 registry.promote(session, series_key=SF, version=1, force=True)

@@ -179,7 +179,7 @@ def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones
 
     model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
     s, engine, sm = _fleet_db(tmp_path, model)
-    reports = {r.series_key: r for r in retrain_many(sm, s, s.series)}
+    reports = {r.series_key: r for r in retrain_many(sm, s.series)}
     assert list(reports) == [spec.key for spec in s.series]  # every series, in order
     assert reports["sine:short"].status == "skipped" and "40 given" in reports["sine:short"].reason
     assert reports["sine:flat"].status == "failed" and "constant" in reports["sine:flat"].reason
@@ -357,7 +357,7 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
 
     model = "{ hidden_size = 8, window = 24, epochs = 3, batch_size = 32, lr = 0.01, device = 'cpu', amp = true }"
     s, engine, sm = _fleet_db(tmp_path, model)
-    reports = {r.series_key: r for r in retrain_many(sm, s, s.series)}
+    reports = {r.series_key: r for r in retrain_many(sm, s.series)}
     assert reports["sine:flat"].status == "failed" and "constant" in reports["sine:flat"].reason
     for key in ("sine:plain", "sine:long-and-big", "sine:small"):
         assert reports[key].status in ("promoted", "rejected") and reports[key].version == 1, reports[key].reason
@@ -383,7 +383,8 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
 ):
     """What a worker with --concurrency does: one task per series on its own thread, gathered into a fleet."""
     from forecaster.modelling import fleet
-    from forecaster.usecases.retrain import FleetGatherer, retrain_series
+    from forecaster.usecases.fleets import FleetGatherer
+    from forecaster.usecases.retrain import retrain_series
 
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU
     model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
@@ -391,7 +392,7 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     good = ["sine:plain", "sine:long-and-big", "sine:small"]
     gather = FleetGatherer(wait_s=60, max_size=len(good))  # full at three: no one waits the minute
     specs = [s.series_by_key(k) for k in [*good, "sine:short", "sine:flat"]]
-    reports = _concurrently(lambda spec: retrain_series(sm, s, spec, gather=gather), specs)
+    reports = _concurrently(lambda spec: retrain_series(sm, spec, gather=gather), specs)
     assert reports["sine:short"].status == "skipped" and reports["sine:flat"].status == "failed"  # alone, at once
     for key in good:
         r = reports[key]
@@ -409,17 +410,44 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     engine.dispose()
 
 
+def test_a_train_run_in_process_trains_the_series_of_one_shape_as_one_fleet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`forecaster train`, or a run on SQLite: each series goes through run_series, on threads that meet in a fleet."""
+    from sqlalchemy import select
+
+    from forecaster.modelling import fleet
+    from forecaster.store.tables import ModelVersion
+    from forecaster.usecases.executor import run_here
+
+    monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU
+    model = "{ hidden_size = 8, window = 24, epochs = 8, batch_size = 32, lr = 0.01, device = 'cpu' }"
+    s, engine, sm = _fleet_db(tmp_path, model)
+    s = s.model_copy(update={"workers": s.workers.model_copy(update={"fleet_wait_s": 5.0})})
+    report = run_here(sm, s, kind="train")
+    statuses = {r.series_key: r.status for r in report.results}
+    assert statuses["sine:short"] == "skipped" and statuses["sine:flat"] == "failed"
+    assert (report.run.status, report.run.series_done, report.run.series_failed) == ("partial", 4, 1)
+    with sm() as session:
+        assert sorted(mv.lineage["fleet_size"] for mv in session.scalars(select(ModelVersion))) == [3, 3, 3]
+    assert run_here(sm, s, kind="train", one_by_one=True).run.status == "partial"
+    with sm() as session:
+        assert sum("fleet_size" not in mv.lineage for mv in session.scalars(select(ModelVersion))) == 3
+    engine.dispose()
+
+
 def test_train_tasks_whose_shape_cannot_fleet_here_never_wait(tmp_path: Path):
     import time
 
-    from forecaster.usecases.retrain import FleetGatherer, retrain_series
+    from forecaster.usecases.fleets import FleetGatherer
+    from forecaster.usecases.retrain import retrain_series
 
     model = "{ hidden_size = 8, window = 24, epochs = 2, batch_size = 32, lr = 0.01, device = 'cpu' }"  # float32
     s, engine, sm = _fleet_db(tmp_path, model)
     gather = FleetGatherer(wait_s=120, max_size=8)
     specs = [s.series_by_key(k) for k in ("sine:plain", "sine:long-and-big", "sine:small")]
     started = time.monotonic()
-    reports = _concurrently(lambda spec: retrain_series(sm, s, spec, gather=gather), specs)
+    reports = _concurrently(lambda spec: retrain_series(sm, spec, gather=gather), specs)
     assert time.monotonic() - started < 60, "a task waited for a fleet that cannot pay on this CPU"
     assert all(r.version == 1 for r in reports.values()), reports
     with sm() as session:

@@ -23,6 +23,7 @@ from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
 from forecaster.store.tables import IngestRun, JobRun, Observation, make_engine, make_sessionmaker, write_session
 from forecaster.errors import ConfigError
+from forecaster.usecases.executor import InProcessQueue
 from forecaster.usecases.ingest import RetryPolicy
 from jobs import tasks
 from jobs.cron import cron_trigger
@@ -54,6 +55,11 @@ def results_of(run: jobruns.JobRunView) -> list[dict[str, Any]]:
 
 def queued_ingest(ctx: tasks.JobContext) -> int:
     return jobruns.create_run(ctx.sm, ctx.settings, kind="ingest", trigger="cron").id
+
+
+def execute(ctx: tasks.JobContext, run_id: int) -> jobruns.JobRunView:
+    """The run executed in this process, as a scheduler firing does."""
+    return InProcessQueue(ctx.sm, ctx.settings, retry=ctx.retry).execute(run_id, stop=ctx.stop)
 
 
 # ---------------------------------------------------------------- cron and the job plan
@@ -122,7 +128,7 @@ def test_unavailable_source_is_retried_with_backoff_and_the_other_series_still_r
 ) -> None:
     ctx = context(sm, make_settings(db_url, [DOWN, SINE]), tries=3, backoff_s=0.2)
     started = time.monotonic()
-    run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
+    run = execute(ctx, queued_ingest(ctx))
     assert time.monotonic() - started >= 0.2 + 0.4  # waited 0.2 s, then 0.4 s
     assert (run.status, run.series_done, run.series_failed) == ("ok", 2, 0)  # unreachable is not a failure here
     results = {r["series"]: r for r in results_of(run)}
@@ -150,7 +156,7 @@ def test_a_source_that_recovers_during_the_backoff_is_ingested(sm: sessionmaker[
 
     monkeypatch.setattr(fake_open_meteo, "answer", first_fails)
     ctx = context(sm, make_settings(db_url, [DOWN], open_meteo=fake_open_meteo.url), backoff_s=0.3)
-    run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
+    run = execute(ctx, queued_ingest(ctx))
     assert run.status == "ok", run.progress
     assert results_of(run)[0]["detail"].endswith("(after 2 attempts)")
 
@@ -159,11 +165,24 @@ def test_stopping_cuts_the_backoff_short_and_records_the_run_interrupted(sm: ses
     ctx = context(sm, make_settings(db_url, [DOWN, SINE]), backoff_s=60)
     threading.Timer(0.5, ctx.stop.set).start()
     started = time.monotonic()
-    run = jobruns.execute_run(ctx.sm, ctx.settings, queued_ingest(ctx), stop=ctx.stop, retry=ctx.retry)
+    run = execute(ctx, queued_ingest(ctx))
     assert time.monotonic() - started < 10
     assert run.status == "interrupted"
     assert [r["series"] for r in results_of(run)] == [DOWN["key"]]  # sine:demo never started
     assert "the run is stopping" in results_of(run)[0]["detail"]
+
+
+def test_a_run_over_repeated_keys_does_each_series_once_in_first_seen_order(sm: sessionmaker[Session],
+                                                                            db_url: str) -> None:
+    other = {**SINE, "key": "sine:other"}
+    ctx = context(sm, make_settings(db_url, [SINE, other]))
+    queued = jobruns.create_run(sm, ctx.settings, kind="ingest", keys=["sine:other", "sine:demo"] * 5_000)
+    assert (queued.series_keys, queued.series_total) == (["sine:other", "sine:demo"], 2)
+    run = execute(ctx, queued.id)
+    assert (run.status, run.series_done, run.series_failed) == ("ok", 2, 0)
+    assert [r["series"] for r in results_of(run)] == ["sine:other", "sine:demo"]
+    with sm() as session:
+        assert session.scalar(select(func.count()).select_from(IngestRun).where(IngestRun.job_run_id == run.id)) == 2
 
 
 def test_a_job_never_overlaps_itself(sm: sessionmaker[Session], db_url: str) -> None:

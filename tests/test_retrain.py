@@ -18,7 +18,8 @@ from forecaster.config.settings import Settings
 from forecaster.store.tables import Forecast, JobRun, ModelVersion, write_session
 from forecaster.usecases.forecasting import get_forecast, next_target_ts
 from forecaster.usecases.ingest import find_series, ingest_series, upsert_observations
-from forecaster.store.jobruns import create_run, execute_run
+from forecaster.store.jobruns import create_run
+from forecaster.usecases.executor import InProcessQueue
 from forecaster.usecases.retrain import retrain_series
 
 SINE = ('[[series]]\nkey = "sine:a"\nsource = "sine"\nfrequency = "1h"\n'
@@ -39,7 +40,7 @@ def versions(sm: sessionmaker[Session]) -> int:
 def test_retrain_stores_a_gated_version_and_the_champions_forecast(tmp_path: Path, sm: sessionmaker[Session]) -> None:
     s = settings_for(tmp_path, SINE)
     ingest_series(sm, s, s.series[0])
-    first = retrain_series(sm, s, s.series[0])
+    first = retrain_series(sm, s.series[0])
     assert (first.status, first.version) == ("promoted", 1), first.reason
     assert first.metrics is not None and first.metrics["model"]["mase"] < first.metrics["naive"]["mase"]
     with sm() as session:
@@ -50,7 +51,7 @@ def test_retrain_stores_a_gated_version_and_the_champions_forecast(tmp_path: Pat
         mv = session.get(ModelVersion, first.model_version_id)
         assert mv is not None and mv.lineage["seed"] == 0 and mv.lineage["device"] == "cpu"
         assert mv.lineage["row_count_total"] == 600 and len(mv.lineage["data_hash"]) == 64
-    second = retrain_series(sm, s, s.series[0])
+    second = retrain_series(sm, s.series[0])
     assert second.version == 2
     assert second.metrics is not None and second.metrics["champion"] is not None  # v1 re-scored on v2's holdout
     with sm() as session:
@@ -64,7 +65,7 @@ def test_a_series_too_short_is_skipped_saying_how_many_points_it_has_and_needs(
     s = settings_for(tmp_path, SINE.replace("length = 600", "length = 40"))
     ingest_series(sm, s, s.series[0])
     run = create_run(sm, s, kind="train")
-    done = execute_run(sm, s, run.id)
+    done = InProcessQueue(sm, s).execute(run.id)
     assert versions(sm) == 0
     assert done.status == "ok" and done.progress is not None
     detail = done.progress["results"][0]
@@ -77,7 +78,7 @@ def test_a_failed_training_leaves_the_registry_and_the_forecast_as_they_were(
 ) -> None:
     s = settings_for(tmp_path, SINE)
     ingest_series(sm, s, s.series[0])
-    assert retrain_series(sm, s, s.series[0]).status == "promoted"
+    assert retrain_series(sm, s.series[0]).status == "promoted"
     with sm() as session:
         before = get_forecast(session, series_key="sine:a")
     with write_session(sm) as session:  # a flat stretch longer than the whole training range
@@ -85,7 +86,7 @@ def test_a_failed_training_leaves_the_registry_and_the_forecast_as_they_were(
         assert series is not None
         ts = pd.date_range("2024-01-26", periods=5000, freq="h", tz="UTC")
         upsert_observations(session, series, pd.DataFrame({"ts": ts, "value": 1.0}))
-    report = retrain_series(sm, s, s.series[0])
+    report = retrain_series(sm, s.series[0])
     assert report.status == "failed" and "sine:a" in report.reason
     assert versions(sm) == 1
     with sm() as session:

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AdminDep])
 
 
 def _trigger(state: StateDep, kind: str, body: JobTriggerIn | None, response: Response) -> JobRunOut:
-    run = start_run(state.sm, state.settings, state.runner, kind=kind, keys=body.keys if body else None,
+    run = start_run(state.sm, state.settings, state.queue, kind=kind, keys=body.keys if body else None,
                     trigger="api", snapshot_fallback=state.settings.snapshot_fallback)
     response.headers["Location"] = f"/v1/jobs/runs/{run.id}"
     return JobRunOut.from_domain(run)

@@ -1,35 +1,31 @@
-"""Job runs: an ingest or retrain over several series, recorded in ``job_runs``.
+"""Job runs: an ingest or a train over several series, recorded in ``job_runs``.
 
-The scheduler (cron), the API (admin trigger, 202 + id) and the CLI all go
-through ``create_run``, then either ``execute_run`` (in this process: SQLite,
-the embedded default) or one queued task per series (forecaster/usecases/queue.py,
-PostgreSQL), each of which calls ``series_started`` and ``record_result``.
-Either way progress is written to the row after each series, so a client
-polling ``/v1/jobs/runs/{id}`` sees it move; with tasks the row's counts are
-the sum of its tasks' results, and the task that records the last series
-closes the run.
+The scheduler (cron), the API (admin trigger, 202 + id) and the CLI all record
+a run with ``create_run``; whatever executes it (forecaster/usecases/jobs.py:
+a thread of this process, or one queued task per series on `forecaster worker`
+processes) calls ``series_started`` and ``record_result`` for each series.
+Progress is written to the row after each series, so a client polling
+``/v1/jobs/runs/{id}`` sees it move; the row's counts are the sum of its
+series' results, and the call that records the last series closes the run.
+A run that stops before that is closed by ``close_stopped``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.usecases import ingest
-from forecaster.usecases import retrain as training
 from forecaster.config.settings import Settings
-from forecaster.store.tables import JobRun, utcnow, write_session
-from forecaster.errors import InvalidInput, RunNotFound
-from forecaster.usecases.forecasting import refresh_after_ingest
+from forecaster.errors import InvalidInput, RunNotFound, SeriesNotFound
 from forecaster.logs import log_event
+from forecaster.store.tables import JobRun, utcnow, write_session
 
-KINDS = ("ingest", "train")
+JOB_KINDS = ("ingest", "train")  # the ``kind`` of a job run, as stored and as the API names it
 
 
 @dataclass(frozen=True)
@@ -53,117 +49,41 @@ def _view(r: JobRun) -> JobRunView:
                       r.series_total, r.series_done, r.series_failed, r.progress, r.error)
 
 
+def run_keys(settings: Settings, *, kind: str, keys: Sequence[str] | None) -> list[str]:
+    """The series a run of ``kind`` over ``keys`` covers: each named key once, in first-seen order
+    (every configured series when ``keys`` is empty); push series are never ingested.
+
+    Raises:
+        InvalidInput: unknown kind.
+        SeriesNotFound: a key is not configured; the message lists the known keys.
+    """
+    if kind not in JOB_KINDS:
+        raise InvalidInput(f"job kind {kind!r} is not one of {', '.join(JOB_KINDS)}")
+    known = {s.key: s for s in settings.series}
+    wanted = list(dict.fromkeys(keys)) if keys else list(known)
+    missing = [k for k in wanted if k not in known]
+    if missing:
+        raise SeriesNotFound(
+            f"series {', '.join(map(repr, missing))} not in the config (known: {', '.join(known) or 'none'})"
+        )
+    return [k for k in wanted if not (kind == "ingest" and known[k].source == "push")]
+
+
 def create_run(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: Sequence[str] | None = None,
                trigger: str = "manual") -> JobRunView:
-    """Record a queued job run for the named series (all when ``keys`` is empty).
+    """Record a queued job run for the named series (all when ``keys`` is empty; see ``run_keys``).
 
     Raises:
         InvalidInput: unknown kind.
         SeriesNotFound: a key is not configured.
     """
-    if kind not in KINDS:
-        raise InvalidInput(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
-    specs = ingest.select_specs(settings, keys)
-    if kind == "ingest":
-        specs = [s for s in specs if s.source != "push"]
+    series_keys = run_keys(settings, kind=kind, keys=keys)
     with write_session(sm) as session:
-        run = JobRun(kind=kind, trigger=trigger, series_keys=[s.key for s in specs], status="queued",
-                     series_total=len(specs), progress={"results": []})
+        run = JobRun(kind=kind, trigger=trigger, series_keys=series_keys, status="queued",
+                     series_total=len(series_keys), progress={"results": []})
         session.add(run)
         session.flush()
         return _view(run)
-
-
-def _update(sm: sessionmaker[Session], run_id: int, **fields: Any) -> None:
-    with write_session(sm) as session:
-        run = session.get(JobRun, run_id)
-        assert run is not None
-        for k, v in fields.items():
-            setattr(run, k, v)
-
-
-def execute_run(
-    sm: sessionmaker[Session],
-    settings: Settings,
-    run_id: int,
-    *,
-    stop: threading.Event | None = None,
-    retry: ingest.RetryPolicy | None = None,
-    snapshot_fallback: bool = False,
-) -> JobRunView:
-    """Run a queued job: each series in turn, progress recorded after each.
-
-    Ingest retries a source that is unavailable for now (``retry``: network,
-    429, 5xx) with backoff; training is not retried. Ends ``ok`` (all series
-    fine), ``partial`` (some failed), ``failed`` (all failed) or ``interrupted``
-    (``stop`` was set: the series in hand finishes, no new one starts).
-
-    Raises:
-        RunNotFound: no such run.
-    """
-    stop = stop or threading.Event()
-    with sm() as session:
-        run = session.get(JobRun, run_id)
-        if run is None:
-            raise RunNotFound(f"no job run with id {run_id}")
-        kind, keys = run.kind, list(run.series_keys or [])
-    _update(sm, run_id, status="running", started_at=utcnow())
-    log_event(f"job.{kind}.start", run_id=run_id, series=len(keys))
-    known = {s.key: s for s in settings.series}
-    specs = [known[k] for k in keys if k in known]
-    attempts = ingest.Attempts()
-    fetch = ingest.retrying_fetch(retry, stop, attempts) if retry is not None else None
-    results: list[dict[str, Any]] = []
-    done = failed = 0
-    stopped = False
-    try:
-        for spec in specs:
-            if stop.is_set():
-                stopped = True
-                break
-            _update(sm, run_id, progress={"results": list(results), "current": spec.key})
-            if kind == "ingest":
-                o = ingest.ingest_series(sm, settings, spec, job_run_id=run_id, snapshot_fallback=snapshot_fallback,
-                                         fetch=fetch, after_write=refresh_after_ingest)
-                ok, status, detail = o.ok, o.status, o.error or f"{o.rows_new} new, {o.rows_updated} updated"
-                tries = attempts.by_key.get(spec.key, 1)
-                if tries > 1 and o.ok:
-                    detail += f" (after {tries} attempts)"
-            else:
-                r = training.retrain_many(sm, settings, [spec], job_run_id=run_id)[0]
-                ok, status = r.ok, r.status
-                detail = r.reason if r.version is None else f"v{r.version}: {r.reason}"
-            done, failed = done + ok, failed + (not ok)
-            results.append({"series": spec.key, "status": status, "detail": detail})
-            _update(sm, run_id, series_done=done, series_failed=failed,
-                    progress={"results": list(results), "current": None})
-            if spec.key in attempts.given_up:  # failed only because we are stopping
-                stopped = True
-                break
-    except BaseException as exc:
-        _update(sm, run_id, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                finished_at=utcnow(), error=f"{type(exc).__name__}: {exc}")
-        raise
-    status = "interrupted" if stopped else "partial" if failed and done else "failed" if failed else "ok"
-    errors = "; ".join(r["detail"] or "" for r in results if r["status"] == "failed")
-    _update(sm, run_id, status=status, finished_at=utcnow(), error=errors or None)
-    log_event(f"job.{kind}.done", run_id=run_id, status=status, done=done, failed=failed)
-    if kind == "ingest" and settings.monitoring.retrain_on_drift and not stopped:
-        _retrain_drifting(sm, settings, run_id, keys, stop)
-    return get_run(sm, run_id)
-
-
-def _retrain_drifting(sm: sessionmaker[Session], settings: Settings, run_id: int, keys: list[str],
-                      stop: threading.Event) -> None:
-    """After an ingest, retrain (as its own job run) the series whose champion drifted."""
-    from forecaster.usecases.accuracy import drifting_series
-
-    with sm() as session:
-        due = [k for k in drifting_series(session, settings) if k in keys]
-    if due:
-        log_event("drift.retrain", run_id=run_id, series=",".join(due))
-        drift_run = create_run(sm, settings, kind="train", keys=due, trigger="drift")
-        execute_run(sm, settings, drift_run.id, stop=stop)
 
 
 def _locked_run(session: Session, run_id: int) -> JobRun:
@@ -187,13 +107,14 @@ def series_started(sm: sessionmaker[Session], run_id: int, key: str) -> None:
 
 
 def record_result(sm: sessionmaker[Session], run_id: int, key: str, *, status: str, ok: bool,
-                  detail: str | None) -> tuple[JobRunView, bool]:
+                  detail: str | None, stopping: bool = False) -> tuple[JobRunView, bool]:
     """Count one series' outcome into its run, once; the last one closes the run.
 
     Idempotent per series: a task that runs again (its worker died after
     recording) does not count twice. When every series has a result the run
-    ends ``ok``, ``partial`` or ``failed`` like ``execute_run``. Returns the run
-    and whether this call closed it.
+    ends ``ok`` (all fine), ``partial`` (some failed) or ``failed`` (all
+    failed), or ``interrupted`` when ``stopping`` (this series was cut short
+    because its executor is stopping). Returns the run and whether this call closed it.
 
     Raises:
         RunNotFound: no such run.
@@ -211,16 +132,41 @@ def record_result(sm: sessionmaker[Session], run_id: int, key: str, *, status: s
                         "current": running[0] if running else None}
         closed = run.series_done + run.series_failed >= run.series_total and run.finished_at is None
         if closed:
-            _close(run, results)
+            _close(run, results, "interrupted" if stopping else None)
         return _view(run), closed
 
 
-def _close(run: JobRun, results: list[dict[str, Any]]) -> None:
+def _failures(results: list[dict[str, Any]]) -> str | None:
+    return "; ".join(r["detail"] or "" for r in results if r["status"] == "failed") or None
+
+
+def _close(run: JobRun, results: list[dict[str, Any]], status: str | None = None) -> None:
     done, failed = run.series_done, run.series_failed
-    run.status = "partial" if failed and done else "failed" if failed else "ok"
+    run.status = status or ("partial" if failed and done else "failed" if failed else "ok")
     run.finished_at = utcnow()
-    run.error = "; ".join(r["detail"] or "" for r in results if r["status"] == "failed") or None
+    run.error = _failures(results)
     log_event(f"job.{run.kind}.done", run_id=run.id, status=run.status, done=done, failed=failed)
+
+
+def close_stopped(sm: sessionmaker[Session], run_id: int, *, status: str = "interrupted",
+                  error: str | None = None) -> JobRunView:
+    """Close a run that ends before every series has a result: its executor stopped between
+    series (``interrupted``, the failures so far as the error) or broke (``failed``, ``error``).
+
+    A run already closed stays as it is.
+
+    Raises:
+        RunNotFound: no such run.
+    """
+    with write_session(sm) as session:
+        run = _locked_run(session, run_id)
+        if run.finished_at is None:
+            progress = dict(run.progress or {})
+            _close(run, list(progress.get("results", [])), status)
+            run.progress = {**progress, "running": [], "current": None}
+            if error is not None:
+                run.error = error
+        return _view(run)
 
 
 def give_up(sm: sessionmaker[Session], run_id: int, *, error: str) -> None:
@@ -282,30 +228,3 @@ def mark_abandoned(
         for r in rows:
             r.status, r.finished_at, r.error = "interrupted", utcnow(), "abandoned: the process running it stopped"
         return len(rows)
-
-
-class BackgroundRunner:
-    """Runs job runs one at a time on a worker thread (API triggers, `forecaster up`)."""
-
-    def __init__(self, sm: sessionmaker[Session], settings: Settings) -> None:
-        self._sm, self._settings = sm, settings
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, run_id: int, **kwargs: Any) -> None:
-        def work() -> None:
-            with self._lock:  # one job at a time: the same job never overlaps itself
-                try:
-                    execute_run(self._sm, self._settings, run_id, stop=self._stop, **kwargs)
-                except Exception:  # noqa: BLE001 - recorded on the run row already
-                    log_event("job.crashed", run_id=run_id, exc_info=True)
-
-        t = threading.Thread(target=work, name=f"job-run-{run_id}", daemon=True)
-        self._threads = [x for x in self._threads if x.is_alive()] + [t]
-        t.start()
-
-    def shutdown(self, timeout: float = 30) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout)

@@ -1,4 +1,4 @@
-"""Job runs as use cases: start one (API trigger, cron, CLI), and do one series of one (a worker task).
+"""Job runs as use cases: start one (API trigger, cron, CLI), and do one series of one.
 
     start_run(sm, settings, queue, kind="train", keys=None, trigger="api") -> JobRunView
     run_series(sm, settings, run_id=..., kind="train", series_key=..., retry=...) -> SeriesResult
@@ -6,8 +6,9 @@
 ``start_run`` records a queued run and hands it to the queue (forecaster/usecases/queue.py):
 on PostgreSQL that only enqueues one task per series, so the process that
 starts a run (an API replica, the scheduler's leader) never trains.
-``run_series`` is what a worker task does: it marks the series in hand, ingests
-or retrains it, and counts the outcome into the run (``jobruns.record_result``).
+``run_series`` is the one executor of a series, whoever runs it (a worker task,
+or forecaster/usecases/executor.py in this process): it marks the series in hand,
+ingests or retrains it, and counts the outcome into the run (``jobruns.record_result``).
 It is safe to run twice for the same (run, series), as a task whose worker died
 is: the result is counted once, and a retrain whose version was already
 written by the first attempt is not trained again.
@@ -18,20 +19,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.usecases import ingest
-from forecaster.store import jobruns
 from forecaster.config.settings import SeriesSpec, Settings
-from forecaster.store.tables import JobRun, ModelVersion, Observation
 from forecaster.errors import ForecasterError, SeriesNotFound
-from forecaster.usecases.forecasting import refresh_after_ingest
 from forecaster.logs import log_event
+from forecaster.store import jobruns
+from forecaster.store.tables import JobRun, ModelVersion, Observation
+from forecaster.usecases import ingest
+from forecaster.usecases.fleets import FleetGatherer
+from forecaster.usecases.forecasting import refresh_after_ingest
 from forecaster.usecases.queue import WorkQueue
+from forecaster.usecases.retrain import EpochProgress, TrainReport, retrain_series
 
 
 DATABASE_LOST = (OperationalError, InterfaceError)  # worth running the task again once the database is back
@@ -42,9 +44,11 @@ class SeriesResult:
     """One series' outcome inside a job run, as counted into the run."""
 
     series_key: str
-    status: str  # ingest: ok / snapshot / failed; train: promoted / rejected / skipped / failed
+    status: str  # ingest: ok / snapshot / unavailable / failed; train: promoted / rejected / skipped / failed
     ok: bool
     detail: str | None
+    outcome: ingest.IngestOutcome | TrainReport | None = None  # what the ingest or the training reported, when it ran
+    stopped: bool = False  # cut short because its run is stopping (an ingest's retries given up)
 
 
 def start_run(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *, kind: str,
@@ -84,8 +88,6 @@ def _up_to_date(session: Session, series_id: int, run: JobRun) -> ModelVersion |
     tasks did not overlap in the queue): a second training would give the same
     model again, so the task is counted ``skipped`` instead.
     """
-    from sqlalchemy import func
-
     latest = session.scalar(select(ModelVersion).where(ModelVersion.series_id == series_id)
                             .order_by(ModelVersion.version.desc()).limit(1))
     if latest is None or latest.created_at < run.started_at:
@@ -94,10 +96,8 @@ def _up_to_date(session: Session, series_id: int, run: JobRun) -> ModelVersion |
     return latest if (latest.lineage or {}).get("row_count_total") == count else None
 
 
-def _train(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_id: int,
-           gather: Any = None) -> SeriesResult:
-    from forecaster.usecases.retrain import retrain_series
-
+def _train(sm: sessionmaker[Session], spec: SeriesSpec, run_id: int, gather: FleetGatherer | None,
+           progress: EpochProgress | None) -> SeriesResult:
     with sm() as session:
         run = session.get(JobRun, run_id)
         series = ingest.find_series(session, spec.key)
@@ -113,23 +113,24 @@ def _train(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_
                                     f"v{fresh.version} was trained on the same data after this run was queued"
                                     + (f" (by job run {by})" if by else ""))
     try:
-        r = retrain_series(sm, settings, spec, job_run_id=run_id, gather=gather)
+        r = retrain_series(sm, spec, job_run_id=run_id, gather=gather, progress=progress)
     except ForecasterError as exc:  # the series' own problem: recorded, never retried
         return SeriesResult(spec.key, "failed", False, f"{spec.key}: {exc}")
-    return SeriesResult(spec.key, r.status, r.ok, r.reason if r.version is None else f"v{r.version}: {r.reason}")
+    return SeriesResult(spec.key, r.status, r.ok, r.reason if r.version is None else f"v{r.version}: {r.reason}", r)
 
 
 def _ingest(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_id: int,
-            retry: ingest.RetryPolicy | None, stop: threading.Event, snapshot_fallback: bool) -> SeriesResult:
+            retry: ingest.RetryPolicy | None, stop: threading.Event, snapshot_fallback: bool,
+            after_write: ingest.AfterWrite) -> SeriesResult:
     attempts = ingest.Attempts()
     fetch = ingest.retrying_fetch(retry, stop, attempts) if retry is not None else None
     o = ingest.ingest_series(sm, settings, spec, job_run_id=run_id, snapshot_fallback=snapshot_fallback,
-                             fetch=fetch, after_write=refresh_after_ingest)
+                             fetch=fetch, after_write=after_write)
     detail = o.error or f"{o.rows_new} new, {o.rows_updated} updated"
     tries = attempts.by_key.get(spec.key, 1)
     if tries > 1 and o.ok:
         detail += f" (after {tries} attempts)"
-    return SeriesResult(spec.key, o.status, o.ok, detail)
+    return SeriesResult(spec.key, o.status, o.ok, detail, o, stopped=spec.key in attempts.given_up)
 
 
 def run_series(
@@ -143,15 +144,19 @@ def run_series(
     stop: threading.Event | None = None,
     snapshot_fallback: bool = False,
     queue: WorkQueue | None = None,
-    gather: Any = None,
+    gather: FleetGatherer | None = None,
+    progress: EpochProgress | None = None,
+    after_write: ingest.AfterWrite | None = None,
 ) -> SeriesResult:
     """Ingest or retrain one series of job run ``run_id`` and count the outcome into the run.
 
-    ``gather`` (a ``retrain.FleetGatherer``): this worker's concurrent train tasks of one
-    model shape train together as a fleet where fleets pay.
+    ``gather``: the concurrent train tasks of one model shape train together as a
+    fleet where fleets pay. ``progress``: called after each epoch of a training alone.
+    ``after_write``: what an ingest that changed rows does next (default: refresh the
+    series' stored forecast).
 
-    The task that closes an ingest run also starts the drift retrain on ``queue``
-    when ``monitoring.retrain_on_drift`` is set (as ``execute_run`` does in process).
+    The call that closes an ingest run also starts the drift retrain on ``queue``
+    when ``monitoring.retrain_on_drift`` is set.
 
     A problem with the series (its data, its source after ``retry``'s attempts,
     its training) is recorded as ``failed`` and returned, not raised. A lost
@@ -170,19 +175,20 @@ def run_series(
     jobruns.series_started(sm, run_id, series_key)
     try:
         if kind == "ingest":
-            result = _ingest(sm, settings, spec, run_id, retry, stop or threading.Event(), snapshot_fallback)
+            result = _ingest(sm, settings, spec, run_id, retry, stop or threading.Event(), snapshot_fallback,
+                             after_write or refresh_after_ingest)
         else:
-            result = _train(sm, settings, spec, run_id, gather)
+            result = _train(sm, spec, run_id, gather, progress)
     except DATABASE_LOST:
         raise
     except Exception as exc:  # noqa: BLE001 - one series must never stop the run: recorded as failed
         log_event(f"{kind}.failed", series=series_key, run_id=run_id, error=repr(exc), exc_info=True)
         result = SeriesResult(series_key, "failed", False, f"{series_key}: {type(exc).__name__}: {exc}")
     run, closed = jobruns.record_result(sm, run_id, series_key, status=result.status, ok=result.ok,
-                                        detail=result.detail)
+                                        detail=result.detail, stopping=result.stopped)
     log_event(f"job.{kind}.series", run_id=run_id, series=series_key, status=result.status,
               done=run.series_done, failed=run.series_failed, total=run.series_total)
-    if closed and kind == "ingest" and queue is not None and settings.monitoring.retrain_on_drift:
+    if closed and not result.stopped and kind == "ingest" and queue is not None and settings.monitoring.retrain_on_drift:
         retrain_drifting(sm, settings, queue, run_id=run_id, keys=run.series_keys or [])
     return result
 

@@ -1,6 +1,6 @@
-"""Where a job run's work goes: one interface, two executors.
+"""Where a job run's work goes: the interface, and the PostgreSQL task queue.
 
-    queue = make_queue(sm, settings)
+    queue = make_queue(sm, settings)                  # forecaster/usecases/executor.py
     queue.submit(run_id, kind="train", keys=[...])    # returns at once
     queue.shutdown()
 
@@ -13,9 +13,10 @@
   is refused: two leaders, or a leader and an admin, add no duplicate work;
   that series is counted ``skipped`` in the later run, naming the reason).
 - ``InProcessQueue`` (SQLite, the embedded default, or ``[workers] queue =
-  "in-process"``): the run executes on a thread of this process, series after
-  series, as before; `forecaster up` needs no other process.
+  "in-process"``; forecaster/usecases/executor.py): the run executes on a thread
+  of this process, series after series; `forecaster up` needs no other process.
 
+Either way each series goes through ``usecases.jobs.run_series``.
 procrastinate's tables live in the PostgreSQL schema ``procrastinate`` (created
 by Alembic revision 0002), which every queue connection puts on its
 ``search_path``. Nothing here imports torch; procrastinate itself is imported
@@ -32,9 +33,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.store import jobruns
 from forecaster.config.settings import Settings
 from forecaster.logs import log_event
+from forecaster.store import jobruns
 
 QUEUE_SCHEMA = "procrastinate"
 TASKS = {"train": "forecaster.train_series", "ingest": "forecaster.ingest_series"}  # kind -> task name
@@ -78,24 +79,6 @@ class WorkQueue(Protocol):
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop taking work; in process, let the series in hand finish."""
-
-
-class InProcessQueue:
-    """Job runs on a thread of this process, one run at a time (``jobruns.BackgroundRunner``)."""
-
-    description = "in-process"
-    runs_in_process = True
-
-    def __init__(self, sm: sessionmaker[Session], settings: Settings) -> None:
-        self._runner = jobruns.BackgroundRunner(sm, settings)
-
-    def submit(self, run_id: int, *, kind: str, keys: Sequence[str], snapshot_fallback: bool = False) -> None:
-        """Execute the run on a background thread (the series in turn)."""
-        self._runner.submit(run_id, **({"snapshot_fallback": snapshot_fallback} if kind == "ingest" else {}))
-
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Stop between series and wait for the run in hand."""
-        self._runner.shutdown(timeout_s)
 
 
 class TaskQueue:
@@ -156,13 +139,6 @@ class TaskQueue:
         if self._opened:
             self._app.close()
             self._opened = False
-
-
-def make_queue(sm: sessionmaker[Session], settings: Settings) -> WorkQueue:
-    """The executor ``settings`` asks for: tasks on PostgreSQL, this process otherwise."""
-    if settings.workers.uses_queue(settings.database_url):
-        return TaskQueue(sm, settings)
-    return InProcessQueue(sm, settings)
 
 
 def queue_counts_in(session: Session) -> dict[tuple[str, str], int]:

@@ -3,18 +3,19 @@
 The maths is ``modelling.train_series`` (a pure function of data, config and
 seed); this module reads the data, writes the version, moves the alias and
 refreshes the forecast, all in one transaction so that a failed training
-leaves the registry exactly as it was.
+leaves the registry exactly as it was. How series of one model shape are
+fitted together is forecaster/usecases/fleets.py.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,13 +23,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from forecaster import __version__
 from forecaster.store import registry
 from forecaster.config.settings import SeriesSpec, Settings
+from forecaster.usecases.fleets import FleetGatherer, fit_group, fleets_pay
 from forecaster.store.tables import Series, write_session
 from forecaster.errors import ForecasterError, InvalidInput, NotEnoughData, TrainingError
 from forecaster.usecases.forecasting import load_values, refresh_forecast
 from forecaster.usecases.ingest import find_series, sync_series
 from forecaster.logs import log_event
 
-Progress = Callable[[int, int, float], None]
+if TYPE_CHECKING:
+    from forecaster.modelling.fitting import Predictor, Prepared, TrainOutcome
+    from forecaster.modelling.network import RecurrentForecaster
+    from forecaster.modelling.training import TrainResult
+
+EpochProgress = Callable[[int, int, float], None]  # (epoch, epochs, validation loss) after each epoch
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class TrainReport:
         return self.status in ("promoted", "rejected", "skipped")
 
 
-def _champion_predictor(session: Session, series: Series) -> tuple[Any, int | None]:
+def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | None, int | None]:
     mv = registry.champion_of(session, series.id)
     if mv is None:
         return None, None
@@ -63,10 +70,10 @@ class _Loaded:
     """One series read for training: its recent segment, the champion, and what was dropped."""
 
     spec: SeriesSpec
-    ts: Any
-    values: Any
+    ts: pd.DatetimeIndex
+    values: np.ndarray
     dropped: int
-    champion: Any
+    champion: Predictor | None
     champion_version: int | None
     started: float
 
@@ -107,7 +114,7 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
     return TrainReport(key, "failed", reason=f"{key}: {exc}")
 
 
-def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int | None,
+def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run_id: int | None,
            extra_lineage: dict[str, Any] | None = None) -> TrainReport:
     """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
     from forecaster.modelling import fitting as modelling
@@ -149,16 +156,15 @@ def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int 
 
 def retrain_series(
     sm: sessionmaker[Session],
-    settings: Settings,
     spec: SeriesSpec,
     *,
-    progress: Progress | None = None,
+    progress: EpochProgress | None = None,
     job_run_id: int | None = None,
     gather: FleetGatherer | None = None,
 ) -> TrainReport:
     """Train a new version of one series, gate it, and store it with the forecast.
 
-    With ``gather`` (a worker running several train tasks at once), the fit meets
+    With ``gather`` (several train tasks running at once), the fit meets
     the other tasks' series of the same model shape and trains with them as one
     fleet where fleets pay; scoring, the gate and the version stay this series' own.
 
@@ -182,89 +188,10 @@ def retrain_series(
     except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
     model, result, error, size = gather.fit(prep)
-    if error is not None:
-        return _not_trained(d, error, job_run_id)
+    if error is not None or model is None:
+        return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
     outcome = modelling.score(prep, model, result, d.champion)
     return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
-
-
-class FleetGatherer:
-    """Where a worker's concurrent train tasks (one series each) meet to train as one fleet.
-
-    A worker runs up to ``concurrency`` tasks at once on threads, each holding its
-    own series' queue lock, so nothing about the queue changes. A task whose model
-    shape could train as a fleet on this machine (``fleet.fleet_pays``: a GPU, or
-    amp on a native-bf16 CPU) opens a batch for its shape and waits up to
-    ``wait_s`` for others to join (at most ``max_size``); the tasks of that shape
-    that arrive meanwhile join it. The opener then trains the batch — a fleet
-    where it pays at that size, else member by member — and every task goes on
-    to score, gate and store its own series. A shape that cannot pay never waits.
-    """
-
-    def __init__(self, wait_s: float = 1.0, max_size: int = 256) -> None:
-        self.wait_s, self.max_size = wait_s, max_size
-        self._lock = threading.Lock()
-        self._open: dict[Any, _Batch] = {}
-
-    def fit(self, prep: Any) -> tuple[Any, Any, Exception | None, int]:
-        """(model, result, error, fleet size) for one prepared series; blocks until its batch is trained."""
-        from forecaster.modelling.fleet import fleet_pays
-
-        spec = prep.spec
-        if self.wait_s <= 0 or not fleet_pays(spec.device, amp=spec.amp, cell=spec.cell):
-            return (*_fit_alone(prep), 1)
-        with self._lock:
-            batch = self._open.get(prep.fleet_key)
-            opener = batch is None
-            if batch is None:
-                batch = self._open[prep.fleet_key] = _Batch()
-            i = len(batch.members)
-            batch.members.append(prep)
-            if len(batch.members) >= self.max_size:
-                self._open.pop(prep.fleet_key, None)
-                batch.full.set()
-        if not opener:
-            batch.done.wait()
-            return (*batch.results[i], batch.size)
-        batch.full.wait(self.wait_s)
-        with self._lock:  # closed: later tasks of this shape open the next batch
-            if self._open.get(prep.fleet_key) is batch:
-                del self._open[prep.fleet_key]
-        try:
-            batch.results, batch.size = _fit_group(batch.members)
-        except Exception as exc:  # noqa: BLE001 - the whole batch failed (device, memory): each says so
-            log_event("train.fleet_failed", size=len(batch.members), error=repr(exc), exc_info=True)
-            failed = TrainingError(f"fleet training failed: {exc}")
-            batch.results = [(None, None, failed)] * len(batch.members)
-        finally:
-            if not batch.results:
-                batch.results = [(None, None, TrainingError("fleet training was interrupted"))] * len(batch.members)
-            batch.done.set()
-        return (*batch.results[0], batch.size)
-
-
-@dataclass
-class _Batch:
-    members: list[Any] = field(default_factory=list)
-    results: list[tuple[Any, Any, Exception | None]] = field(default_factory=list)
-    full: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    size: int = 1  # the fleet it trained as (1: member by member)
-
-
-def _fit_group(preps: list[Any],
-               job_run_id: int | None = None) -> tuple[list[tuple[Any, Any, Exception | None]], int]:
-    """Prepared series of one fleet key, as a fleet where it pays at this size, else one by one:
-    each one's (model, result, error), and the fleet size they trained as (1: one by one)."""
-    from forecaster.modelling import fitting as modelling
-    from forecaster.modelling.fleet import fleet_pays
-
-    spec = preps[0].spec
-    if len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps)):
-        log_event("train.fleet", run_id=job_run_id, size=len(preps), cell=spec.cell, window=preps[0].window,
-                  hidden_size=spec.hidden_size)
-        return modelling.fit_many(preps), len(preps)
-    return [_fit_alone(p) for p in preps], 1
 
 
 def _guarded(spec: SeriesSpec, job_run_id: int | None, fn: Callable[[], TrainReport]) -> TrainReport:
@@ -282,11 +209,10 @@ def _guarded(spec: SeriesSpec, job_run_id: int | None, fn: Callable[[], TrainRep
 
 def retrain_many(
     sm: sessionmaker[Session],
-    settings: Settings,
     specs: Iterable[SeriesSpec],
     *,
     job_run_id: int | None = None,
-    on_start: Callable[[SeriesSpec], Progress | None] | None = None,
+    on_start: Callable[[SeriesSpec], EpochProgress | None] | None = None,
     on_done: Callable[[TrainReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     one_by_one: bool = False,
@@ -306,21 +232,13 @@ def retrain_many(
     when the fleet is done, and the per-epoch progress callback is not called.
     """
     specs = list(specs)
-    if one_by_one or len(specs) <= 1 or not _fleets_pay(specs):
-        return _one_by_one(sm, settings, specs, job_run_id, on_start, on_done, should_stop)
+    if one_by_one or len(specs) <= 1 or not fleets_pay(specs):
+        return _one_by_one(sm, specs, job_run_id, on_start, on_done, should_stop)
     return _by_fleet(sm, specs, job_run_id, on_start, on_done, should_stop)
 
 
-def _fleets_pay(specs: list[SeriesSpec]) -> bool:
-    """Whether any series could train as a fleet where it is faster (``fleet.fleet_pays``: a GPU, amp on a bf16 CPU)."""
-    from forecaster.modelling.fleet import fleet_pays  # torch lives behind this import
-
-    return any(fleet_pays(device, amp=amp, cell=cell)
-               for device, amp, cell in {(s.model.device, s.model.amp, s.model.cell) for s in specs})
-
-
-def _one_by_one(sm: sessionmaker[Session], settings: Settings, specs: list[SeriesSpec], job_run_id: int | None,
-                on_start: Callable[[SeriesSpec], Progress | None] | None,
+def _one_by_one(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: int | None,
+                on_start: Callable[[SeriesSpec], EpochProgress | None] | None,
                 on_done: Callable[[TrainReport], None] | None,
                 should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     reports = []
@@ -329,7 +247,7 @@ def _one_by_one(sm: sessionmaker[Session], settings: Settings, specs: list[Serie
             break
         progress = on_start(spec) if on_start else None
         report = _guarded(spec, job_run_id,
-                          lambda spec=spec: retrain_series(sm, settings, spec, progress=progress,  # type: ignore[misc]
+                          lambda spec=spec: retrain_series(sm, spec, progress=progress,  # type: ignore[misc]
                                                            job_run_id=job_run_id))
         reports.append(report)
         if on_done:
@@ -338,14 +256,14 @@ def _one_by_one(sm: sessionmaker[Session], settings: Settings, specs: list[Serie
 
 
 def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: int | None,
-              on_start: Callable[[SeriesSpec], Progress | None] | None,
+              on_start: Callable[[SeriesSpec], EpochProgress | None] | None,
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     from forecaster.modelling import fitting as modelling  # torch lives behind this import
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
-    groups: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
+    groups: dict[Hashable, list[tuple[int, Prepared]]] = {}
 
     def done(i: int, report: TrainReport) -> None:
         if on_start:  # in a fleet a series starts and ends with its fleet: pair the calls, one at a time
@@ -376,7 +294,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
             stopped = True
             break
         try:
-            fitted, size = _fit_group([p for _, p in members], job_run_id)
+            fitted, size = fit_group([p for _, p in members], job_run_id)
         except Exception as exc:  # noqa: BLE001 - the whole fleet failed (device, memory): each says so
             log_event("train.fleet_failed", run_id=job_run_id, size=len(members), error=repr(exc), exc_info=True)
             for i, _ in members:
@@ -385,10 +303,10 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
         for (i, p), (model, result, error) in zip(members, fitted):
             d = loaded[i]
 
-            def finish(d: _Loaded = d, p: Any = p, model: Any = model, result: Any = result,
-                       error: Exception | None = error) -> TrainReport:
-                if error is not None:
-                    return _not_trained(d, error, job_run_id)
+            def finish(d: _Loaded = d, p: Prepared = p, model: RecurrentForecaster | None = model,
+                       result: TrainResult | None = result, error: Exception | None = error) -> TrainReport:
+                if error is not None or model is None:
+                    return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
                 outcome = modelling.score(p, model, result, d.champion)
                 return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
 
@@ -396,17 +314,6 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
     if stopped:
         return [reports[i] for i in sorted(reports)]
     return [reports[i] for i in range(len(specs))]
-
-
-def _fit_alone(p: Any) -> tuple[Any, Any, Exception | None]:
-    """One prepared series through the per-series loop, as ``fit_many`` answers: (model, result, error)."""
-    from forecaster.modelling import fitting as modelling
-
-    try:
-        model, result = modelling.fit_one(p)
-    except Exception as exc:  # noqa: BLE001 - this series' own failure, recorded for it alone
-        return None, None, exc
-    return model, result, None
 
 
 def needs_training(sm: sessionmaker[Session], settings: Settings) -> list[str]:

@@ -1,0 +1,115 @@
+"""`forecaster models list`, `promote`, `baseline`, `rollback`: the registry's versions and what serves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from forecaster.cli.app import app, err, fmt, handle_errors, open_db, out, settings
+
+if TYPE_CHECKING:
+    from forecaster.store.registry import Champion
+    from forecaster.usecases.models import ServingChange
+
+
+models_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@handle_errors
+def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
+    """Versions of a series with holdout metrics side by side with the baselines."""
+    from forecaster.store import registry
+
+    s = settings()
+    sm = open_db(s)
+    with sm() as session:
+        versions = registry.list_versions(session, series_key=key)
+    table = Table(title=escape(f"{key}: model versions (holdout MASE; 'serves' was chosen on validation)"),
+                  title_justify="left")
+    for col in ("version", "status", "created", "cell", "serves", "served", "model", "naive", "seasonal",
+                "champion", "MAE", "reason"):
+        table.add_column(col)
+    for v in versions:
+        m = v.metrics
+        served = m.get("served") or {"label": "recurrent model", "mase": m["model"]["mase"]}
+        table.add_row(
+            f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
+            str(v.hyperparameters.get("cell", "-")), escape(str(served["label"])), fmt(served["mase"]),
+            fmt(m["model"]["mase"]), fmt(m["naive"]["mase"]),
+            fmt((m.get("seasonal_naive") or {}).get("mase")), fmt((m.get("champion") or {}).get("mase")),
+            fmt(m["model"]["mae"]), escape(v.status_reason or ""),
+        )
+    out.print(table if versions else escape(f"{key} has no model versions yet: run `forecaster train`"))
+
+
+def _serving(champ: Champion) -> str:
+    return "the baseline" if champ.version is None else f"v{champ.version}"
+
+
+def _forecast_line(change: ServingChange) -> str:
+    f = change.forecast
+    if f is None:
+        return ""
+    made_by = f"v{f.model_version}" if f.model_version is not None else f.method
+    return f"; stored forecast for {f.target_ts:%Y-%m-%d %H:%M} UTC: {f.value:.6g} ({made_by})"
+
+
+@app.command()
+@handle_errors
+def promote(key: Annotated[str, typer.Argument(help="Series key.")],
+            version: Annotated[int, typer.Argument(help="Version number to serve.")],
+            force: Annotated[bool, typer.Option("--force", help="Serve it even though the gate rejected it.")] = False,
+            ) -> None:
+    """Make VERSION the series' champion (and store its forecast); a version the gate
+    rejected needs --force."""
+    from forecaster.usecases import models
+
+    s = settings()
+    sm = open_db(s)
+    change = models.promote_version(sm, series_key=key, version=version, force=force)
+    champ = change.champion
+    if not champ.changed:
+        was = "it already was"
+    else:
+        was = "was the baseline" if champ.previous_version is None else f"was v{champ.previous_version}"
+    out.print(escape(f"{key}: champion is now v{champ.version} ({was}){_forecast_line(change)}"), highlight=False)
+    gate = "passed" if champ.gate_passed else "rejected it"
+    line = f"gate {gate}: {champ.gate_reason}" + ("; served anyway (--force)" if champ.forced else "")
+    (err if champ.forced else out).print(escape(line), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def baseline(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
+    """Serve the series' baseline (naive or seasonal naive) instead of a model version.
+
+    `forecaster rollback KEY` returns to the version that served; a later retrain whose
+    version passes the gate is promoted as usual."""
+    from forecaster.usecases import models
+
+    s = settings()
+    sm = open_db(s)
+    change = models.serve_baseline(sm, series_key=key)
+    champ = change.champion
+    was = "it already was" if not champ.changed else f"was v{champ.previous_version}"
+    out.print(escape(f"{key}: the baseline serves now ({was}){_forecast_line(change)}"), highlight=False)
+
+
+@app.command()
+@handle_errors
+def rollback(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
+    """Serve again what served before the last move: an earlier version, or the baseline."""
+    from forecaster.usecases import models
+
+    s = settings()
+    sm = open_db(s)
+    change = models.rollback(sm, series_key=key)
+    champ = change.champion
+    before = "the baseline" if champ.previous_version is None else f"v{champ.previous_version}"
+    out.print(escape(f"{key}: rolled back from {before} to {_serving(champ)}{_forecast_line(change)}"),
+              highlight=False)
