@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import Settings, load_settings
 from forecaster.store.tables import Forecast, IngestRun, Observation, Series, write_session
-from forecaster.usecases.ingest import find_series, ingest_many, ingest_series
+from forecaster.store.series import find_series
+from forecaster.usecases.ingest import ingest_many, ingest_series
 
 UTC = dt.timezone.utc
 

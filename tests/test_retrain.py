@@ -16,7 +16,9 @@ from forecaster.store import registry
 from forecaster.config.settings import Settings, load_settings
 from forecaster.store.tables import Forecast, JobRun, ModelVersion, write_session
 from forecaster.usecases.forecasting import get_forecast, next_target_ts
-from forecaster.usecases.ingest import find_series, ingest_series, upsert_observations
+from forecaster.store.observations import upsert as upsert_observations
+from forecaster.store.series import find_series
+from forecaster.usecases.ingest import ingest_series
 from forecaster.store.jobruns import create_run, execute_run
 from forecaster.usecases.retrain import retrain_series
 

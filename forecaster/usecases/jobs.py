@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.usecases import ingest
 from forecaster.store import jobruns
+from forecaster.store.series import find_series
 from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.store.tables import JobRun, ModelVersion, Observation
 from forecaster.errors import ForecasterError, SeriesNotFound
@@ -100,7 +101,7 @@ def _train(sm: sessionmaker[Session], settings: Settings, spec: SeriesSpec, run_
 
     with sm() as session:
         run = session.get(JobRun, run_id)
-        series = ingest.find_series(session, spec.key)
+        series = find_series(session, spec.key)
         if run is not None and series is not None:
             done = _trained_by_run(session, series.id, run_id)
             if done is not None:
