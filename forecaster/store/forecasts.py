@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from forecaster.store.tables import Forecast, Observation, Series
@@ -66,7 +65,8 @@ def scored_errors(session: Session, model_version_id: int, limit: int) -> list[t
     ).all()
     newest: dict[dt.datetime, float] = {}
     for target, value, actual in rows:
-        newest.setdefault(target, actual - value)
+        if actual is not None:  # always: the query asks for it
+            newest.setdefault(target, actual - value)
     return sorted(newest.items())
 
 
@@ -88,7 +88,7 @@ def drop_unscored(session: Session, series_id: int, *, after: dt.datetime | None
     session.execute(delete(Forecast).where(stale).execution_options(synchronize_session=False))
 
 
-def recent_scored(session: Session, series_ids: Sequence[int] | None, window: int) -> list[Row[Any]]:
+def recent_scored(session: Session, series_ids: Sequence[int] | None, window: int) -> list[Any]:
     """Rows (series_id, model_version_id, method, target_ts, made_at, value, lower, upper, actual, previous).
 
     One forecast per (forecaster, target): the latest stored. Then the latest

@@ -75,7 +75,7 @@ def _version(session: Session, series: Series, version: int) -> ModelVersion:
     return mv
 
 
-def newest_versions(series_ids: Collection[int]) -> Select[tuple[ModelVersion]]:
+def newest_versions(series_ids: Collection[int]) -> Select[ModelVersion]:
     """The newest version (highest number) of each of these series, as one query."""
     newest = (select(ModelVersion.series_id, func.max(ModelVersion.version).label("v"))
               .where(ModelVersion.series_id.in_(list(series_ids))).group_by(ModelVersion.series_id).subquery())
