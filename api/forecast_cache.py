@@ -4,7 +4,7 @@
 threadpool hop and three queries per request; most requests would get the
 same bytes as the one before. This cache keeps the response body per series
 key together with a *change token* taken before the body was read
-(``forecaster.store.change_tokens``: SQLite's ``PRAGMA data_version``; on PostgreSQL the row
+(``forecaster.usecases.forecasting.change_probe``: SQLite's ``PRAGMA data_version``; on PostgreSQL the row
 versions of the rows the read uses, in one indexed statement), and serves it
 only while the token is unchanged, so the next GET after a promotion, a
 rollback, an ingest or a retrain — by this process or any other, on any
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from api.schemas import ForecastOut
-from forecaster.store.change_tokens import probe_for
+from forecaster.usecases.forecasting import change_probe
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ForecastCache:
     def __init__(self, engine: Engine) -> None:
         self._entries: dict[str, tuple[Hashable, CachedForecast]] = {}
         self._lock = threading.Lock()
-        self._probe = probe_for(engine.url)
+        self._probe = change_probe(engine)
 
     async def token(self, key: str) -> Hashable | None:
         """The change token of ``key``'s forecast now, or None when none can be taken (nothing is cached)."""

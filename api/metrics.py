@@ -34,7 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forecaster.usecases.accuracy import all_accuracy
 from forecaster.config.settings import MonitoringSettings
-from forecaster.store.tables import utcnow
 from forecaster.logs import log_event
 from forecaster.usecases.figures import metrics_figures
 
@@ -109,7 +108,7 @@ class DatabaseCollector(Collector):
         yield from families
 
     def _read(self) -> list[Metric]:
-        now = utcnow()
+        now = dt.datetime.now(dt.timezone.utc)
         age = GaugeMetricFamily("forecaster_model_age_seconds", "Seconds since the serving champion was trained.",
                                 labels=["series", "version"])
         last_obs = GaugeMetricFamily("forecaster_last_observation_timestamp_seconds",
@@ -127,8 +126,7 @@ class DatabaseCollector(Collector):
         for key, version, created_at in f.champions:
             age.add_metric([key, str(version)], (now - created_at).total_seconds())
         for key, ts in f.newest_observation:
-            if ts is not None:
-                last_obs.add_metric([key], _as_utc(ts).timestamp())
+            last_obs.add_metric([key], ts.timestamp())
         for status, n in f.ingest_runs.items():
             ingest.add_metric([status], n)
         for (kind, status), n in f.job_runs.items():
@@ -153,14 +151,6 @@ class DatabaseCollector(Collector):
             if acc.serving is not None and acc.serving.coverage is not None:
                 coverage.add_metric([key], acc.serving.coverage)
         return [mase, coverage, drifting]
-
-
-def _as_utc(ts: object) -> dt.datetime:
-    """``func.max`` skips the column type on SQLite, so the value may come back naive or as text."""
-    if isinstance(ts, str):
-        ts = dt.datetime.fromisoformat(ts)
-    assert isinstance(ts, dt.datetime)
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
 
 
 class MetricsMiddleware:

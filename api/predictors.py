@@ -21,15 +21,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from forecaster.store import registry
-
-if TYPE_CHECKING:
-    from forecaster.modelling.fitting import Predictor
+from forecaster.usecases import models
+from forecaster.usecases.models import LoadedModel
 
 T = TypeVar("T")
 
@@ -45,21 +42,6 @@ def _configure_torch() -> None:
     import torch
 
     torch.set_num_threads(min(torch.get_num_threads(), TORCH_THREADS))
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A ready predictor and what a response says about it."""
-
-    model_version_id: int
-    series_key: str
-    version: int
-    frequency: str
-    predictor: Predictor
-
-    @property
-    def window(self) -> int:
-        return self.predictor.window
 
 
 class PredictorCache:
@@ -120,8 +102,4 @@ class PredictorCache:
 
     @staticmethod
     def _load(session: Session, model_version_id: int) -> LoadedModel:
-        artifact = registry.load_artifact(session, model_version_id=model_version_id)
-        from forecaster.modelling.fitting import Predictor  # torch: only when a model is loaded
-
-        predictor = Predictor.from_artifact(*artifact.parts())
-        return LoadedModel(model_version_id, artifact.series_key, artifact.version, artifact.frequency, predictor)
+        return models.load_model(session, model_version_id=model_version_id)

@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from forecaster.usecases.forecasting import ForecastView
 from forecaster.store.jobruns import JobRunView
-from forecaster.store.registry import Champion, VersionView
+from forecaster.usecases.models import Champion, VersionView
 
 SERIES_KEY_EXAMPLE = "sine:demo"
 

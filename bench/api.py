@@ -226,7 +226,8 @@ def build_database(path: Path) -> tuple[str, int]:
     from forecaster.store import registry
     from forecaster.store.tables import make_engine, make_sessionmaker, write_session
     from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
-    from forecaster.usecases.ingest import ingest_series, series_by_key
+    from forecaster.store.series import series_by_key
+    from forecaster.usecases.ingest import ingest_series
     from forecaster.usecases.retrain import retrain_series
 
     url = f"sqlite:///{path}"

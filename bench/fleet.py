@@ -122,7 +122,8 @@ def end_to_end(n: int, epochs: int, device: str, amp: bool) -> dict[str, Any]:
     from forecaster.store import migrate
     from forecaster.config.settings import Settings
     from forecaster.store.tables import make_engine, make_sessionmaker, write_session
-    from forecaster.usecases.ingest import sync_series, upsert_observations
+    from forecaster.store.observations import upsert as upsert_observations
+    from forecaster.store.series import sync_series
     from forecaster.usecases.retrain import retrain_many
 
     folder = Path(tempfile.mkdtemp(prefix="forecaster-bench-fleet-"))

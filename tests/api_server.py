@@ -36,7 +36,8 @@ from forecaster.store import registry
 from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine, make_sessionmaker, metadata, write_session
 from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
-from forecaster.usecases.ingest import ingest_series, series_by_key
+from forecaster.store.series import series_by_key
+from forecaster.usecases.ingest import ingest_series
 from forecaster.usecases.retrain import retrain_series
 
 ADMIN_KEY = "test-admin-key"

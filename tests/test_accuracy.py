@@ -16,7 +16,7 @@ from forecaster.store import registry
 from forecaster.usecases.accuracy import all_accuracy, drifting_series, series_accuracy
 from forecaster.store.tables import Forecast, ModelVersion, Series, write_session
 from forecaster.errors import SeriesNotFound
-from forecaster.usecases.ingest import upsert_observations
+from forecaster.store.observations import upsert as upsert_observations
 from tests.api_server import PUSHED, make_settings, running_api
 
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)

@@ -162,7 +162,7 @@ def _add_rejected_copy_of_v2(database_url: str) -> int:
     """A v3 of TRAINED with v2's weights and a holdout MASE of 5 (the gate rejects it); its number."""
     from forecaster.store import registry
     from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker, write_session
-    from forecaster.usecases.ingest import series_by_key
+    from forecaster.store.series import series_by_key
 
     engine = make_engine(database_url)
     try:

@@ -157,7 +157,7 @@ def test_observations_near_the_largest_float_never_make_a_forecast_null_or_a_500
     from sqlalchemy import func, select
 
     from forecaster.store.tables import Observation
-    from forecaster.usecases.ingest import series_by_key
+    from forecaster.store.series import series_by_key
 
     engine = make_engine(sqlite_api.settings.database_url)
     try:
@@ -183,7 +183,7 @@ def test_the_dashboard_draws_a_series_whose_timestamps_reach_year_9999(sqlite_ap
     import datetime as dt
 
     from forecaster.store.tables import Observation
-    from forecaster.usecases.ingest import series_by_key
+    from forecaster.store.series import series_by_key
 
     engine = make_engine(sqlite_api.settings.database_url)
     try:

@@ -13,7 +13,7 @@ from api.routes.models import _fast_windows
 from forecaster.store import registry
 from forecaster.store.tables import Forecast, Series, make_engine, make_sessionmaker, write_session
 from forecaster.usecases.forecasting import refresh_forecast
-from forecaster.usecases.ingest import series_by_key
+from forecaster.store.series import series_by_key
 from tests.api_server import (  # noqa: F401
     BASELINE, TRAINED, api_db, api_template, copy_database, make_settings, running_api, sqlite_api_db,
 )

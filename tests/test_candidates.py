@@ -17,7 +17,8 @@ from forecaster.config.settings import ModelSpec
 from forecaster.store.tables import Forecast, ModelVersion, write_session
 from forecaster.modelling.scoring import conformal_halfwidth
 from forecaster.usecases.forecasting import get_forecast, live_interval, refresh_forecast
-from forecaster.usecases.ingest import find_series, ingest_series
+from forecaster.store.series import find_series
+from forecaster.usecases.ingest import ingest_series
 from forecaster.modelling.intervals import ACIState, coverage_of, walk
 from forecaster.modelling.fitting import gate, train_series
 from forecaster.modelling.selection import choose, ladder

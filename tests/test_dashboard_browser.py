@@ -23,7 +23,8 @@ from forecaster.usecases.accuracy import series_accuracy
 from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine, make_sessionmaker, write_session
 from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
-from forecaster.usecases.ingest import ingest_series, series_by_key
+from forecaster.store.series import series_by_key
+from forecaster.usecases.ingest import ingest_series
 from forecaster.store.jobruns import create_run
 from forecaster.usecases.executor import InProcessQueue
 from forecaster.data.sources import load_snapshot

@@ -13,13 +13,12 @@ from forecaster.modelling.scoring import (
     mae,
     mase,
     metrics_block,
-    naive_next,
     naive_scale,
     rolling_naive,
     rmse,
-    seasonal_naive_next,
     smape,
 )
+from forecaster.modelling.baseline import better_baseline, naive_next, seasonal_naive_next
 
 Y = np.array([1.0, 2.0, 4.0, 0.0])
 YHAT = np.array([2.0, 2.0, 1.0, 0.0])  # errors 1, 0, 3, 0
@@ -55,6 +54,17 @@ def test_rolling_naive_forecasts_each_step_from_the_true_past():
     with pytest.raises(ValueError):
         rolling_naive(v, 2, season=3)
     assert naive_next(v) == 81.0 and seasonal_naive_next(v, 3) == 49.0
+    with pytest.raises(ValueError, match="needs 11 values"):
+        seasonal_naive_next(v, 11)
+
+
+def test_the_better_baseline_is_judged_on_the_same_targets_and_calibrated_on_its_own_errors():
+    season = np.tile([0.0, 10.0, 0.0, -10.0], 10)  # seasonal naive is exact; naive is off by 10 each step
+    assert better_baseline(season, 4, 0.9) == ("seasonal_naive", 0.0, 0.0)
+    ramp = np.arange(12.0)  # naive is off by 1, seasonal naive by 4
+    assert better_baseline(ramp, 4, 0.9) == ("naive", 11.0, 1.0)
+    assert better_baseline(ramp[:5], 4, 0.9) == ("naive", 4.0, None)  # 4 errors: too few for an interval
+    assert better_baseline(season, None, 0.9)[0] == "naive"  # no season: only naive competes
 
 
 def test_conformal_halfwidth_is_the_finite_sample_quantile():

@@ -20,8 +20,9 @@ from forecaster.config.loading import load_settings
 from forecaster.config.settings import ModelSpec
 from forecaster.store.tables import Series, make_engine, make_sessionmaker
 from forecaster.modelling.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
-from forecaster.usecases.forecasting import load_values
-from forecaster.usecases.ingest import find_series, ingest_series
+from forecaster.store.observations import load_values
+from forecaster.store.series import find_series
+from forecaster.usecases.ingest import ingest_series
 from forecaster.modelling.network import ModelConfig, RecurrentForecaster
 from forecaster.modelling.training import Splits, TrainConfig
 from forecaster.store import migrate
@@ -213,7 +214,8 @@ def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(
     from forecaster.config.settings import SeriesSpec
     from forecaster.store.tables import Forecast, write_session
     from forecaster.usecases.forecasting import BatchedRefresh, refresh_forecast, refresh_forecasts
-    from forecaster.usecases.ingest import sync_series, upsert_observations
+    from forecaster.store.observations import upsert as upsert_observations
+    from forecaster.store.series import sync_series
 
     engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
     migrate.upgrade(engine)

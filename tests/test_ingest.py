@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
 from forecaster.store.tables import Forecast, IngestRun, Observation, Series, write_session
-from forecaster.usecases.ingest import find_series, ingest_many, ingest_series
+from forecaster.store.series import find_series
+from forecaster.usecases.ingest import ingest_many, ingest_series
 
 UTC = dt.timezone.utc
 
@@ -216,3 +217,22 @@ def test_cli_ingest_says_unavailable_and_the_log_file_follows(tmp_path: Path) ->
     assert lines and all(pd.Series(lines).str.match(pattern)), lines
     assert any(ln.split()[1:3] == ["WARNING", "ingest.unavailable"] and "series=open-meteo:sf:t" in ln for ln in lines)
     assert any(" INFO ingest.done series=sine:a " in ln for ln in lines)
+
+
+def test_stored_timestamps_and_their_aggregates_come_back_aware_utc(
+        sm: sessionmaker[Session], tmp_path: Path) -> None:
+    from forecaster.store import observations
+
+    settings = settings_for(tmp_path, SINE)
+    ingest_series(sm, settings, settings.series[0])
+    with sm() as s:
+        series = find_series(s, "sine:a")
+        assert series is not None
+        ts, _ = observations.load_values(s, series.id)
+        first, last = observations.first_ts(s, series.id), observations.latest_ts(s, series.id)
+        newest = dict(observations.newest_by_key(s))["sine:a"]
+        stats = observations.stats(s)[series.id]
+    # min/max come back through the column's type: aware, comparable with what was read row by row
+    assert first == ts[0].to_pydatetime() and first.tzinfo == UTC
+    assert last == newest == stats.last_ts == ts[-1].to_pydatetime() and last.tzinfo == UTC
+    assert stats.count == len(ts) == 300

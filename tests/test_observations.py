@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from forecaster.store.tables import Forecast, IngestRun, Observation, make_engine, make_sessionmaker, write_session
 from forecaster.usecases.forecasting import refresh_forecast
-from forecaster.usecases.ingest import series_by_key
+from forecaster.store.series import series_by_key
 from tests.api_server import BASELINE, PUSHED, SPX, Api
 
 PROBLEM = "application/problem+json"

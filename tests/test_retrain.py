@@ -17,7 +17,9 @@ from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
 from forecaster.store.tables import Forecast, JobRun, ModelVersion, write_session
 from forecaster.usecases.forecasting import get_forecast, next_target_ts
-from forecaster.usecases.ingest import find_series, ingest_series, upsert_observations
+from forecaster.store.observations import upsert as upsert_observations
+from forecaster.store.series import find_series
+from forecaster.usecases.ingest import ingest_series
 from forecaster.store.jobruns import create_run
 from forecaster.usecases.executor import InProcessQueue
 from forecaster.usecases.retrain import retrain_series

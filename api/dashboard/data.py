@@ -1,7 +1,7 @@
-"""What the dashboard pages show, built from the figures the core reads (forecaster/usecases/figures.py).
+"""What the dashboard pages show, shaped from the figures the use case reads (forecaster/usecases/figures.py).
 
-    series_rows(session, settings) -> list[SeriesRow]        the table on /
-    series_page(session, settings, key) -> SeriesPage         /series/{key}
+    series_rows(dashboard_table(...)) -> list[SeriesRow]                           the table on /
+    series_page(series_figures(..., points=chart_points)) -> SeriesPage            /series/{key}
 
 Each row also says what its colours mean (``tone``: good, warn, bad, or "" for
 none), so the templates only paint what was decided here.
@@ -14,18 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.orm import Session
 
 from api.dashboard.chart import ChartData, PastPoint
 from api.dashboard.format import method_name
-from forecaster.usecases import catalog
-from forecaster.usecases.accuracy import SeriesAccuracy, all_accuracy, series_accuracy
-from forecaster.config.settings import Settings
-from forecaster.store.tables import Forecast
-from forecaster.usecases.forecasting import load_values
-from forecaster.usecases.ingest import find_series
-from forecaster.usecases.figures import RunInfo, figures, first_observation_ts, forecasts_since
-from forecaster.store.registry import VersionView, list_versions
+from forecaster.usecases.accuracy import SeriesAccuracy
+from forecaster.usecases.figures import DashboardTable, ForecastPoint, RunInfo, SeriesFigures
+from forecaster.usecases.models import VersionView
 
 DAILY_POINTS = 120
 SUBDAILY_SPAN = pd.Timedelta(days=7)
@@ -63,51 +57,30 @@ class SeriesPage:
     versions: list[VersionView]
 
 
-def _aware(ts: Any) -> dt.datetime | None:
-    if ts is None:
-        return None
-    if isinstance(ts, str):
-        ts = dt.datetime.fromisoformat(ts)
-    assert isinstance(ts, dt.datetime)
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
-
-
-def _empty_accuracy(key: str, settings: Settings) -> SeriesAccuracy:
-    m = settings.monitoring
-    return SeriesAccuracy(key, m.accuracy_window, m.drift_min_actuals, [], None, None, False, "no forecasts yet")
-
-
-def _rows(session: Session, settings: Settings, summaries: list[catalog.SeriesSummary],
-          accuracy: dict[str, SeriesAccuracy]) -> list[SeriesRow]:
-    f = figures(session, summaries)
+def series_rows(table: DashboardTable) -> list[SeriesRow]:
+    """One row per series of the table on /, by key."""
+    f = table.figures
     ids, holdouts, served, ingests, trains = f.ids, f.holdouts, f.served, f.ingests, f.trains
     out = []
-    for s in summaries:
+    for s in table.summaries:
         holdout = holdouts.get(s.key, {})
         model = holdout.get("model")
         beats = model is not None and all(model < v for n, v in holdout.items() if n != "model" and v is not None)
         method = served.get(ids.get(s.key, -1))
         serving = method_name(method, s.champion_version) if (method or s.champion_version) else ""
         serving_tone = "" if not serving else ("good" if beats else "") if s.champion_version else "warn"
-        acc = accuracy.get(s.key) or _empty_accuracy(s.key, settings)
+        acc = table.accuracy[s.key]
         live = acc.serving
         live_tone = ("bad" if acc.drifting else "good" if acc.champion_version is not None and live is not None
                      and live.mase is not None and live.mase < 1 and live.count >= acc.min_actuals else "")
         out.append(SeriesRow(
             key=s.key, source=s.source, frequency=s.frequency, unit=s.unit, params=s.params,
-            observation_count=s.observation_count, last_ts=_aware(s.last_observation_ts),
+            observation_count=s.observation_count, last_ts=s.last_observation_ts,
             champion_version=s.champion_version, serving=serving, serving_tone=serving_tone, holdout=holdout,
             beats_baselines=beats, accuracy=acc, live_tone=live_tone,
             last_ingest=ingests.get(s.key), last_train=trains.get(s.key),
         ))
     return out
-
-
-def series_rows(session: Session, settings: Settings) -> list[SeriesRow]:
-    """One row per series (stored or configured), by key."""
-    m = settings.monitoring
-    accuracy = all_accuracy(session, window=m.accuracy_window, min_actuals=m.drift_min_actuals)
-    return _rows(session, settings, catalog.list_series(session, settings), accuracy)
 
 
 def chart_points(frequency: str) -> int:
@@ -128,39 +101,25 @@ def _step(frequency: str) -> dt.timedelta:
     return longest
 
 
-def series_page(session: Session, settings: Settings, key: str) -> SeriesPage:
-    """Everything /series/{key} shows.
-
-    Raises:
-        SeriesNotFound: neither stored nor configured, naming the key.
-    """
-    summary = catalog.series_summary(session, settings, key)
-    series = find_series(session, key)
-    m = settings.monitoring
-    acc = (series_accuracy(session, series_key=key, window=m.accuracy_window, min_actuals=m.drift_min_actuals)
-           if series is not None else _empty_accuracy(key, settings))
-    row = _rows(session, settings, [summary], {key: acc})[0]
-    if series is None or summary.observation_count == 0:
-        versions = [] if series is None else list_versions(session, series_key=key)
-        return SeriesPage(row, None, None, None, None, None, versions)
-    versions = list_versions(session, series_key=key)
-    by_id = {v.id: v.version for v in versions}
-    ts, values = load_values(session, series.id, tail=chart_points(series.frequency))
-    rows = forecasts_since(session, series.id, ts[0].to_pydatetime())
-    by_target: dict[dt.datetime, Forecast] = {}
-    for f in rows:
+def series_page(figures: SeriesFigures) -> SeriesPage:
+    """Everything /series/{key} shows, from its figures (``series_figures(..., points=chart_points)``)."""
+    row = series_rows(figures.table)[0]
+    if not figures.ts:
+        return SeriesPage(row, None, None, None, None, None, figures.versions)
+    by_id = {v.id: v.version for v in figures.versions}
+    by_target: dict[dt.datetime, ForecastPoint] = {}
+    for f in figures.forecasts:
         by_target[f.target_ts] = f  # the latest forecast of each target
     newest = max(by_target.values(), key=lambda f: f.id, default=None)
-    last_obs = ts[-1].to_pydatetime()
+    last_obs = figures.ts[-1]
 
-    def point(f: Forecast) -> PastPoint:
+    def point(f: ForecastPoint) -> PastPoint:
         return PastPoint(f.target_ts, f.value, f.lower, f.upper, f.actual,
                          method_name(f.method, by_id.get(f.model_version_id) if f.model_version_id else None))
 
     past = [point(f) for t, f in by_target.items() if t <= last_obs]
     nxt = point(newest) if newest is not None and newest.target_ts > last_obs else None
-    chart = ChartData([t.to_pydatetime() for t in ts], [float(v) for v in values], _step(series.frequency), past,
-                      nxt, series.unit)
-    first_ts = _aware(first_observation_ts(session, series.id))
-    return SeriesPage(row, first_ts, chart, nxt, newest.made_at if nxt and newest else None,
-                      newest.level if nxt and newest else None, versions)
+    frequency = figures.table.summaries[0].frequency
+    chart = ChartData(figures.ts, figures.values, _step(frequency), past, nxt, figures.table.summaries[0].unit)
+    return SeriesPage(row, figures.first_ts, chart, nxt, newest.made_at if nxt and newest else None,
+                      newest.level if nxt and newest else None, figures.versions)

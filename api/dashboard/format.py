@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+from forecaster.usecases.figures import candidate_label
+
 DASH = "—"
 
 
@@ -51,10 +53,8 @@ def ago(t: dt.datetime | None, now: dt.datetime | None = None) -> str:
 def method_name(method: str | None, version: int | None = None) -> str:
     """``v3`` for a version serving its model, ``v3 AutoETS`` for one serving another candidate,
     ``naive`` / ``seasonal naive`` for a baseline."""
-    from forecaster.modelling.candidates import LABELS  # names only: statsforecast is not imported
-
     if version is not None:
-        return f"v{version}" if method in (None, "model") else f"v{version} {LABELS.get(method, method)}"
+        return f"v{version}" if method in (None, "model") else f"v{version} {candidate_label(method or '')}"
     return (method or "").replace("_", " ") or DASH
 
 

@@ -20,7 +20,6 @@ from api.dashboard.data import SeriesPage, SeriesRow, chart_points
 from api.dashboard.format import FILTERS, mase, method_name
 from forecaster import __version__
 from forecaster.config.settings import Settings
-from forecaster.store.tables import utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -92,7 +91,7 @@ def environment() -> jinja2.Environment:
 
 
 def _render(name: str, **context: Any) -> str:
-    return environment().get_template(name).render(now=utcnow(), **context)
+    return environment().get_template(name).render(now=dt.datetime.now(dt.timezone.utc), **context)
 
 
 def index_html(rows: list[SeriesRow], settings: Settings) -> str:

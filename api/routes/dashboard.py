@@ -15,6 +15,7 @@ from api.dashboard import data, render
 from api.deps import SessionDep, SettingsDep
 from api.routes import problems
 from forecaster.errors import SeriesNotFound
+from forecaster.usecases import figures
 
 router = APIRouter(tags=["dashboard"])
 _HTML: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {}}, "description": "An HTML page."}}
@@ -23,7 +24,7 @@ _HTML: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {}}, "d
 @router.get("/", response_class=HTMLResponse, responses={**_HTML, **problems()})
 def dashboard(session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     """The dashboard: every series with its last observation, champion, holdout and live MASE, last runs."""
-    return HTMLResponse(render.index_html(data.series_rows(session, settings), settings))
+    return HTMLResponse(render.index_html(data.series_rows(figures.dashboard_table(session, settings)), settings))
 
 
 @router.get("/series/{key}", response_class=HTMLResponse,
@@ -32,7 +33,7 @@ def dashboard(session: SessionDep, settings: SettingsDep) -> HTMLResponse:
 def series_dashboard(key: str, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     """One series: chart of recent observations with past and next forecasts, live accuracy, model versions."""
     try:
-        page = data.series_page(session, settings, key)
+        page = data.series_page(figures.series_figures(session, settings, key, data.chart_points))
     except SeriesNotFound as exc:
         return HTMLResponse(render.not_found_html(str(exc)), status_code=404)
     return HTMLResponse(render.series_html(page, str(request.base_url)))

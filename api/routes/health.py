@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -11,11 +9,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from api.deps import StateDep
 from api.routes import problems
 from api.schemas import HealthOut, ReadyOut
-from forecaster.store import migrate
 from forecaster.errors import StorageUnavailable
+from forecaster.usecases.health import schema_state
 
 router = APIRouter(tags=["health"])
-_head_revision = functools.cache(migrate.head_revision)  # the code's head never changes while running
 
 
 @router.get("/healthz", response_model=HealthOut)
@@ -31,14 +28,13 @@ def readyz(state: StateDep) -> ReadyOut:
     Raises:
         StorageUnavailable: the schema is behind (or ahead of) the code, naming both revisions.
     """
-    current = migrate.current_revision(state.engine)  # connection errors become 503 in problems.py
-    head = _head_revision()
-    if current != head:
+    schema = schema_state(state.engine)  # connection errors become 503 in problems.py
+    if not schema.ready:
         raise StorageUnavailable(
-            f"database schema is at revision {current or 'none (empty database)'!s}, this code needs {head}: "
-            "run `forecaster migrate`"
+            f"database schema is at revision {schema.current or 'none (empty database)'!s}, this code needs "
+            f"{schema.head}: run `forecaster migrate`"
         )
-    return ReadyOut(database=state.engine.dialect.name, schema_revision=current, head_revision=head)
+    return ReadyOut(database=schema.database, schema_revision=schema.current, head_revision=schema.head)
 
 
 @router.get("/metrics", response_class=Response,

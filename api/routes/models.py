@@ -15,7 +15,6 @@ from api.deps import AdminDep, AppState, IdPath, SessionDep, SessionMakerDep, St
 from api.problems import BatchTooLarge
 from api.routes import problems
 from api.schemas import ChampionOut, ModelVersionList, ModelVersionOut, PredictIn, PredictOut, PromoteIn
-from forecaster.store import registry
 from forecaster.errors import InvalidInput
 from forecaster.usecases import models
 
@@ -25,14 +24,14 @@ router = APIRouter(prefix="/v1", tags=["models"])
 @router.get("/series/{key}/models", response_model=ModelVersionList, responses=problems(404))
 def list_models(key: str, session: SessionDep) -> ModelVersionList:
     """Every model version of a series, newest first, with metrics, lineage and status."""
-    versions = registry.list_versions(session, series_key=key)
+    versions = models.list_versions(session, series_key=key)
     return ModelVersionList(series_key=key, versions=[ModelVersionOut.from_domain(v) for v in versions])
 
 
 @router.get("/models/{model_version_id}", response_model=ModelVersionOut, responses=problems(404))
 def read_model(model_version_id: IdPath, session: SessionDep) -> ModelVersionOut:
     """One model version by its id: metrics, lineage, status, hyperparameters (never the weights)."""
-    return ModelVersionOut.from_domain(registry.get_version(session, model_version_id=model_version_id))
+    return ModelVersionOut.from_domain(models.get_version(session, model_version_id=model_version_id))
 
 
 _predict_in = TypeAdapter(PredictIn)

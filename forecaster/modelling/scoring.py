@@ -1,4 +1,6 @@
-"""Forecast accuracy, naive baselines and split-conformal intervals: pure numpy.
+"""Forecast accuracy, rolling naive references and split-conformal intervals: pure numpy.
+
+The baselines that serve (naive, seasonal naive) are in forecaster/modelling/baseline.py.
 
 Every metric compares one-step forecasts ``yhat`` with actuals ``y`` (both (n,)).
 MASE divides the MAE by ``naive_scale``: the in-sample one-step naive MAE on the
@@ -60,23 +62,7 @@ def metrics_block(y: np.ndarray, yhat: np.ndarray, scale: float) -> dict[str, fl
             "smape": smape(y, yhat)}
 
 
-# ---------------------------------------------------------------- naive baselines
-
-
-def naive_next(values: np.ndarray) -> float:
-    """Next-step naive forecast: the last value."""
-    return float(values[-1])
-
-
-def seasonal_naive_next(values: np.ndarray, season: int) -> float:
-    """Next-step seasonal naive forecast: the value one season before the next step.
-
-    Raises:
-        ValueError: if the series is shorter than one season.
-    """
-    if len(values) < season:
-        raise ValueError(f"seasonal naive needs {season} values, got {len(values)}")
-    return float(values[-season])
+# ---------------------------------------------------------------- rolling naive
 
 
 def rolling_naive(values: np.ndarray, start: int, season: int = 1) -> np.ndarray:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Collection
+from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm.interfaces import ORMOption
 
+from forecaster.errors import Conflict, ModelNotFound
+from forecaster.store.series import series_by_key
 from forecaster.store.tables import Alias, AliasHistory, ModelVersion, Series, utcnow
-from forecaster.errors import Conflict, ModelNotFound, SeriesNotFound
 
 CHAMPION = "champion"
 
@@ -59,16 +62,6 @@ class Champion:
         return self.version is None
 
 
-def _series(session: Session, key: str, *, lock: bool = False) -> Series:
-    q = select(Series).where(Series.key == key)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
-    row = session.scalar(q)
-    if row is None:
-        raise SeriesNotFound(f"no series {key!r}")
-    return row
-
-
 def _version(session: Session, series: Series, version: int) -> ModelVersion:
     mv = session.scalar(
         select(ModelVersion).where(ModelVersion.series_id == series.id, ModelVersion.version == version)
@@ -80,6 +73,47 @@ def _version(session: Session, series: Series, version: int) -> ModelVersion:
             f"{series.key} has no version {version} (versions: {', '.join(map(str, known)) or 'none yet'})"
         )
     return mv
+
+
+def newest_versions(series_ids: Collection[int]) -> Select[ModelVersion]:
+    """The newest version (highest number) of each of these series, as one query."""
+    newest = (select(ModelVersion.series_id, func.max(ModelVersion.version).label("v"))
+              .where(ModelVersion.series_id.in_(list(series_ids))).group_by(ModelVersion.series_id).subquery())
+    return select(ModelVersion).join(
+        newest, (newest.c.series_id == ModelVersion.series_id) & (newest.c.v == ModelVersion.version))
+
+
+def latest_version(session: Session, series_id: int, *options: ORMOption) -> ModelVersion | None:
+    """The series' newest version (None before any training); ``options`` such as ``load_only``."""
+    return session.scalar(newest_versions([series_id]).options(*options))
+
+
+def versions_by_id(session: Session, ids: Collection[int], *options: ORMOption) -> list[ModelVersion]:
+    """The versions with these ids (any order); ``options`` such as ``load_only``."""
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.id.in_(list(ids))).options(*options)))
+
+
+def version_numbers(session: Session, series_ids: Collection[int]) -> dict[int, int]:
+    """Model version id -> its number, for every version of these series."""
+    return {i: v for i, v in session.execute(
+        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.series_id.in_(list(series_ids))))}
+
+
+class ChampionRef(NamedTuple):
+    """Which version serves a series, and when it was trained."""
+
+    model_version_id: int
+    version: int
+    created_at: dt.datetime
+
+
+def champions(session: Session, series_ids: Collection[int] | None = None) -> dict[int, ChampionRef]:
+    """Series id -> its champion (series a baseline serves are absent), in one query."""
+    q = (select(Alias.series_id, ModelVersion.id, ModelVersion.version, ModelVersion.created_at)
+         .join(ModelVersion, ModelVersion.id == Alias.model_version_id).where(Alias.name == CHAMPION))
+    if series_ids is not None:
+        q = q.where(Alias.series_id.in_(list(series_ids)))
+    return {sid: ChampionRef(mv_id, version, at) for sid, mv_id, version, at in session.execute(q)}
 
 
 def champion_of(session: Session, series_id: int) -> ModelVersion | None:
@@ -107,9 +141,9 @@ def add_version(
     The (series, version) unique constraint makes a concurrent writer fail
     rather than share a number; callers retry in a fresh transaction.
     """
-    last = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.series_id == series.id))
+    last = latest_version(session, series.id, load_only(ModelVersion.version))
     mv = ModelVersion(
-        series_id=series.id, version=(last or 0) + 1, hyperparameters=hyperparameters, scaler=scaler,
+        series_id=series.id, version=(last.version if last is not None else 0) + 1, hyperparameters=hyperparameters, scaler=scaler,
         weights=weights, metrics=metrics, lineage=lineage, status=status, status_reason=status_reason,
     )
     session.add(mv)
@@ -190,7 +224,7 @@ def promote(session: Session, *, series_key: str, version: int, force: bool = Fa
         SeriesNotFound / ModelNotFound: naming the key and version.
         Conflict: the gate rejected the version and ``force`` is false (the message says what the gate said).
     """
-    series = _series(session, series_key, lock=True)
+    series = series_by_key(session, series_key, lock=True)
     mv = _version(session, series, version)
     passed, verdict = gate_verdict(mv)
     old = champion_of(session, series.id)
@@ -228,7 +262,7 @@ def serve_baseline(session: Session, *, series_key: str) -> Champion:
     Raises:
         SeriesNotFound: naming the key.
     """
-    series = _series(session, series_key, lock=True)
+    series = series_by_key(session, series_key, lock=True)
     old = _clear_alias(session, series, f"replaced by the baseline at {utcnow():%Y-%m-%d %H:%M} UTC")
     changed = old is not None
     if changed:
@@ -249,7 +283,7 @@ def rollback(session: Session, *, series_key: str) -> Champion:
         SeriesNotFound: no such series.
         Conflict: the baseline serves and nothing earlier is recorded.
     """
-    series = _series(session, series_key, lock=True)
+    series = series_by_key(session, series_key, lock=True)
     current = champion_of(session, series.id)
     entry = _active_history(session, series)
     if entry is None and current is None:
@@ -291,7 +325,7 @@ def list_versions(session: Session, *, series_key: str) -> list[VersionView]:
     Raises:
         SeriesNotFound: naming the key.
     """
-    series = _series(session, series_key)
+    series = series_by_key(session, series_key)
     champ = champion_of(session, series.id)
     rows = session.scalars(
         select(ModelVersion).where(ModelVersion.series_id == series.id).order_by(ModelVersion.version.desc())

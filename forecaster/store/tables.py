@@ -27,9 +27,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker, Session
 
 NAMING = {
@@ -71,6 +73,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)
+
+
+def aware(aggregate: ColumnElement[Any]) -> ColumnElement[dt.datetime]:
+    """An aggregate of a timestamp column (``func.max(Observation.ts)``) read back through
+    ``UTCDateTime``, as the column itself is: aware UTC on every backend, so no caller repairs it."""
+    return type_coerce(aggregate, UTCDateTime())
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")

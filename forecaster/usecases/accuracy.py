@@ -8,25 +8,24 @@ naive forecast said at the time), so 1.0 means "no better than repeating the
 last value". A champion whose live MASE is above 1 over at least
 ``min_actuals`` actuals is drifting.
 
-One SQL query (window functions, on SQLite and PostgreSQL alike) fetches the
-rows for one series or for all of them, so a Prometheus scrape stays cheap.
+One SQL query (``forecaster.store.forecasts.recent_scored``) fetches the rows
+for one series or for all of them, so a Prometheus scrape stays cheap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from forecaster.config.settings import Settings
-from forecaster.store.tables import Alias, Forecast, ModelVersion, Observation, Series
-from forecaster.errors import SeriesNotFound
-from forecaster.store.registry import CHAMPION
+from forecaster.store import forecasts, registry
+from forecaster.store.series import series_by_key, series_by_keys
+from forecaster.store.tables import ModelVersion, Series
 
 
 @dataclass(frozen=True)
@@ -66,38 +65,7 @@ class SeriesAccuracy:
         return self.serving.mase
 
 
-# ---------------------------------------------------------------- query
-
-
-def _recent_forecasts(session: Session, series_ids: Sequence[int] | None, window: int) -> list[Any]:
-    """Rows (series_id, model_version_id, method, target_ts, made_at, value, lower, upper, actual, previous).
-
-    One forecast per (forecaster, target): the latest stored. Then the latest
-    ``window`` targets per forecaster. ``previous`` is the newest observation
-    before the target (the naive forecast of it), or None.
-    """
-    f = Forecast
-    dedupe = func.row_number().over(
-        partition_by=(f.series_id, f.model_version_id, f.method, f.target_ts), order_by=f.id.desc())
-    inner = select(f.series_id, f.model_version_id, f.method, f.target_ts, f.made_at, f.value, f.lower,
-                   f.upper, f.actual, dedupe.label("dup")).where(f.actual.is_not(None))
-    if series_ids is not None:
-        inner = inner.where(f.series_id.in_(series_ids))
-    s1 = inner.subquery()
-    rank = func.row_number().over(
-        partition_by=(s1.c.series_id, s1.c.model_version_id, s1.c.method), order_by=s1.c.target_ts.desc())
-    s2 = select(s1, rank.label("rank")).where(s1.c.dup == 1).subquery()
-    previous = (
-        select(Observation.value)
-        .where(Observation.series_id == s2.c.series_id, Observation.ts < s2.c.target_ts)
-        .order_by(Observation.ts.desc())
-        .limit(1)
-        .correlate(s2)
-        .scalar_subquery()
-    )
-    q = select(s2.c.series_id, s2.c.model_version_id, s2.c.method, s2.c.target_ts, s2.c.made_at, s2.c.value,
-               s2.c.lower, s2.c.upper, s2.c.actual, previous.label("previous")).where(s2.c.rank <= window)
-    return list(session.execute(q).all())
+# ---------------------------------------------------------------- summaries
 
 
 def summarise(
@@ -165,11 +133,9 @@ def _accuracy(session: Session, series: Iterable[Series], window: int, min_actua
     if not by_id:
         return {}
     ids = list(by_id)
-    raw = _recent_forecasts(session, ids, window)
-    versions = dict(session.execute(
-        select(ModelVersion.id, ModelVersion.version).where(ModelVersion.series_id.in_(ids))).all())
-    champions = {sid: (mv_id, versions[mv_id]) for sid, mv_id in session.execute(
-        select(Alias.series_id, Alias.model_version_id).where(Alias.name == CHAMPION, Alias.series_id.in_(ids)))}
+    raw = forecasts.recent_scored(session, ids, window)
+    versions = registry.version_numbers(session, ids)
+    champions = {sid: (c.model_version_id, c.version) for sid, c in registry.champions(session, ids).items()}
     groups: dict[int, dict[tuple[int | None, str], list[Any]]] = {sid: {} for sid in ids}
     for r in raw:
         groups[r[0]].setdefault((r[1], r[2]), []).append(r)
@@ -191,15 +157,13 @@ def series_accuracy(session: Session, *, series_key: str, window: int = 100, min
     Raises:
         SeriesNotFound: naming the key.
     """
-    series = session.scalar(select(Series).where(Series.key == series_key))
-    if series is None:
-        raise SeriesNotFound(f"no series {series_key!r}")
+    series = series_by_key(session, series_key)
     return _accuracy(session, [series], window, min_actuals)[series_key]
 
 
 def all_accuracy(session: Session, *, window: int = 100, min_actuals: int = 20) -> dict[str, SeriesAccuracy]:
     """``series_accuracy`` of every stored series, by key, in one query for the forecasts."""
-    return _accuracy(session, session.scalars(select(Series).order_by(Series.key)).all(), window, min_actuals)
+    return _accuracy(session, series_by_keys(session), window, min_actuals)
 
 
 def drifting_series(session: Session, settings: Settings) -> list[str]:
@@ -215,23 +179,15 @@ def drifting_series(session: Session, settings: Settings) -> list[str]:
     """
     m = settings.monitoring
     configured = [s.key for s in settings.series]
-    series = session.scalars(select(Series).where(Series.key.in_(configured))).all()
+    series = series_by_keys(session, configured)
+    id_of = {s.key: s.id for s in series}
     due = []
     for key, acc in _accuracy(session, series, m.accuracy_window, m.drift_min_actuals).items():
         if not acc.drifting or acc.serving is None or acc.serving.first_made_at is None:
             continue
-        newest = session.scalar(
-            select(func.max(ModelVersion.created_at)).join(Series, Series.id == ModelVersion.series_id)
-            .where(Series.key == key))
-        if newest is not None and _aware(newest) > acc.serving.first_made_at:
+        newest = registry.latest_version(session, id_of[key], load_only(ModelVersion.created_at))
+        if newest is not None and newest.created_at > acc.serving.first_made_at:
             continue
         due.append(key)
     return sorted(due)
 
-
-def _aware(ts: Any) -> dt.datetime:
-    """``func.max`` skips the column type on SQLite: the value may come back naive or as text."""
-    if isinstance(ts, str):
-        ts = dt.datetime.fromisoformat(ts)
-    assert isinstance(ts, dt.datetime)
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)

@@ -11,20 +11,17 @@ forecaster/usecases/observations.py.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from forecaster.config.settings import Settings
-from forecaster.store.tables import Alias, ModelVersion, Observation, Series
 from forecaster.errors import InvalidInput, SeriesNotFound
-from forecaster.usecases.ingest import find_series
-from forecaster.store.registry import CHAMPION
+from forecaster.store import observations, registry
+from forecaster.store.observations import ObservationsPage
+from forecaster.store.series import series_by_key, series_by_keys
 
 MAX_PAGE = 10_000
 
@@ -47,28 +44,18 @@ class SeriesSummary:
 
 
 def _summaries(session: Session, settings: Settings, key: str | None = None) -> list[SeriesSummary]:
-    stats = (
-        select(Observation.series_id, func.count().label("n"), func.max(Observation.ts).label("last_ts"))
-        .group_by(Observation.series_id)
-    )
-    if key is not None:
-        stats = stats.join(Series, Series.id == Observation.series_id).where(Series.key == key)
-    agg = stats.subquery()
-    q = (
-        select(Series, agg.c.n, agg.c.last_ts, ModelVersion.version, ModelVersion.id)
-        .outerjoin(agg, agg.c.series_id == Series.id)
-        .outerjoin(Alias, (Alias.series_id == Series.id) & (Alias.name == CHAMPION))
-        .outerjoin(ModelVersion, ModelVersion.id == Alias.model_version_id)
-        .order_by(Series.key)
-    )
-    if key is not None:
-        q = q.where(Series.key == key)
+    rows = series_by_keys(session, None if key is None else [key])
+    ids = None if key is None else [s.id for s in rows]  # all: no IN list of every id
+    counts = observations.stats(session, ids)
+    champs = registry.champions(session, ids)
     configured = {s.key for s in settings.series}
-    out = [
-        SeriesSummary(s.key, s.source, s.frequency, s.unit, dict(s.params or {}), last_ts, int(n or 0),
-                      version, mv_id, s.key in configured)
-        for s, n, last_ts, version, mv_id in session.execute(q)
-    ]
+    out = []
+    for s in rows:
+        stats, champ = counts.get(s.id), champs.get(s.id)
+        out.append(SeriesSummary(s.key, s.source, s.frequency, s.unit, dict(s.params or {}),
+                                 stats.last_ts if stats else None, stats.count if stats else 0,
+                                 champ.version if champ else None, champ.model_version_id if champ else None,
+                                 s.key in configured))
     seen = {s.key for s in out}
     # Configured but never synced (no ingest has run yet): listed, with nothing stored.
     for spec in settings.series:
@@ -98,34 +85,6 @@ def series_summary(session: Session, settings: Settings, key: str) -> SeriesSumm
 # ---------------------------------------------------------------- observations
 
 
-@dataclass(frozen=True)
-class ObservationsPage:
-    series_key: str
-    rows: list[tuple[dt.datetime, float]]
-    next_cursor: str | None
-
-
-def encode_cursor(ts: dt.datetime) -> str:
-    """An opaque cursor for 'after ``ts``' (URL-safe base64 of the ISO time)."""
-    return base64.urlsafe_b64encode(ts.astimezone(dt.timezone.utc).isoformat().encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> dt.datetime:
-    """The timestamp inside a cursor.
-
-    Raises:
-        InvalidInput: the cursor did not come from ``encode_cursor``.
-    """
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts = dt.datetime.fromisoformat(text)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged") from None
-    if ts.tzinfo is None:
-        raise InvalidInput(f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged")
-    return ts
-
-
 def _utc(name: str, t: dt.datetime | None) -> dt.datetime | None:
     """``t`` in UTC (None stays None).
 
@@ -149,10 +108,8 @@ def observations_page(
     limit: int = 1000,
     cursor: str | None = None,
 ) -> ObservationsPage:
-    """Observations with ``start <= ts <= end``, oldest first, ``limit`` at most, after ``cursor``.
-
-    Keyset paging on the (series_id, ts) primary key: each page is one index
-    range scan, however deep into the series it is.
+    """Observations with ``start <= ts <= end``, oldest first, ``limit`` at most, after ``cursor``
+    (keyset paging: ``forecaster.store.observations.page``).
 
     Raises:
         SeriesNotFound: naming the key.
@@ -163,17 +120,5 @@ def observations_page(
     start, end = _utc("start", start), _utc("end", end)
     if start is not None and end is not None and end < start:
         raise InvalidInput(f"end {end.isoformat()} is before start {start.isoformat()}")
-    series = find_series(session, series_key)
-    if series is None:
-        raise SeriesNotFound(f"no series {series_key!r}")
-    q = select(Observation.ts, Observation.value).where(Observation.series_id == series.id)
-    if start is not None:
-        q = q.where(Observation.ts >= start)
-    if end is not None:
-        q = q.where(Observation.ts <= end)
-    if cursor is not None:
-        q = q.where(Observation.ts > decode_cursor(cursor))
-    rows = [(t, v) for t, v in session.execute(q.order_by(Observation.ts).limit(limit + 1))]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return ObservationsPage(series_key, rows, encode_cursor(rows[-1][0]) if more else None)
+    series = series_by_key(session, series_key)
+    return observations.page(session, series, start=start, end=end, limit=limit, cursor=cursor)

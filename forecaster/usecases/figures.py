@@ -1,9 +1,9 @@
 """The dashboard's and the metrics' figures, read from the database (never torch).
 
-    figures(session, summaries) -> TableFigures                 the dashboard table on /
-    forecasts_since(session, series_id, since) -> [Forecast]    the chart of /series/{key}
-    first_observation_ts(session, series_id)
-    metrics_figures(session) -> MetricsFigures                  the database gauges of GET /metrics
+    dashboard_table(session, settings) -> DashboardTable              the table on /
+    series_figures(session, settings, key, points) -> SeriesFigures   /series/{key}
+    metrics_figures(session) -> MetricsFigures                        the database gauges of GET /metrics
+    candidate_label(method) -> str                                    a candidate's name for people
 
 Plain frozen data only; the colours (``tone``) of a run's outcome are decided
 here with the outcome, the rest of the presentation in api/dashboard/.
@@ -15,12 +15,19 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from collections.abc import Callable
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, load_only
+
+from forecaster.config.settings import Settings
+from forecaster.modelling.candidates import LABELS  # names only: statsforecast is not imported
+from forecaster.store import forecasts, observations, registry
+from forecaster.store.registry import VersionView, list_versions
+from forecaster.store.series import find_series, ids_by_key, series_by_keys
+from forecaster.store.tables import IngestRun, JobRun, ModelVersion
 from forecaster.usecases import catalog
-from forecaster.store.registry import CHAMPION
-from forecaster.store.tables import Forecast, IngestRun, JobRun, ModelVersion, Observation, Series
+from forecaster.usecases.accuracy import SeriesAccuracy, all_accuracy, series_accuracy
 
 TRAIN_RUNS_SCANNED = 100  # recent train job runs searched for each series' last outcome
 
@@ -68,11 +75,8 @@ def _last_trains(session: Session, ids: dict[str, int]) -> dict[str, RunInfo]:
             status = str(result.get("status"))
             out.setdefault(str(result.get("series")), RunInfo(status, run.finished_at or run.started_at,
                                                               result.get("detail"), TRAIN_TONE.get(status, "")))
-    newest = (select(ModelVersion.series_id, func.max(ModelVersion.version).label("v"))
-              .where(ModelVersion.series_id.in_(list(ids.values()))).group_by(ModelVersion.series_id).subquery())
     key_of = {i: k for k, i in ids.items()}
-    for mv in session.scalars(select(ModelVersion).join(
-            newest, (newest.c.series_id == ModelVersion.series_id) & (newest.c.v == ModelVersion.version))):
+    for mv in session.scalars(registry.newest_versions(ids.values())):
         key = key_of[mv.series_id]
         seen = out.get(key)
         if seen is None or seen.at is None or seen.at < mv.created_at:  # trained outside a job run (CLI, tests)
@@ -87,16 +91,10 @@ def _holdouts(session: Session, ids: dict[str, int],
     """Holdout MASE of the champion and its baselines; with no champion, the baselines' MASE on
     the newest version's holdout (its model left out: it does not serve)."""
     champions = {s.champion_model_version_id for s in summaries if s.champion_model_version_id}
-    newest = (select(ModelVersion.series_id, func.max(ModelVersion.version).label("v"))
-              .where(ModelVersion.series_id.in_(list(ids.values()))).group_by(ModelVersion.series_id).subquery())
-    rows = session.execute(
-        select(ModelVersion.id, ModelVersion.series_id, ModelVersion.metrics).where(ModelVersion.id.in_(champions))
-        .union_all(select(ModelVersion.id, ModelVersion.series_id, ModelVersion.metrics).join(
-            newest, (newest.c.series_id == ModelVersion.series_id) & (newest.c.v == ModelVersion.version))))
-    champion_metrics: dict[int, dict[str, Any]] = {}
-    newest_metrics: dict[int, dict[str, Any]] = {}
-    for mv_id, series_id, metrics in rows:
-        (champion_metrics if mv_id in champions else newest_metrics)[series_id] = metrics
+    small = load_only(ModelVersion.id, ModelVersion.series_id, ModelVersion.metrics)
+    champion_metrics = {mv.series_id: mv.metrics for mv in registry.versions_by_id(session, champions, small)}
+    newest_metrics = {mv.series_id: mv.metrics
+                      for mv in session.scalars(registry.newest_versions(ids.values()).options(small))}
     out: dict[str, dict[str, float | None]] = {}
     for s in summaries:
         sid = ids.get(s.key, -1)
@@ -122,24 +120,84 @@ class TableFigures:
 def figures(session: Session, summaries: list[catalog.SeriesSummary]) -> TableFigures:
     """The figures of the dashboard table for ``summaries`` (one read transaction, no writes)."""
     keys = [s.key for s in summaries]
-    ids = dict(session.execute(select(Series.key, Series.id).where(Series.key.in_(keys))).all())
-    latest = (select(func.max(Forecast.id)).where(Forecast.series_id.in_(list(ids.values())))
-              .group_by(Forecast.series_id))
-    served = {sid: method for sid, method in session.execute(
-        select(Forecast.series_id, Forecast.method).where(Forecast.id.in_(latest)))}
+    ids = ids_by_key(session, keys)
+    served = forecasts.latest_methods(session, list(ids.values()))
     return TableFigures(ids, _holdouts(session, ids, summaries), served, _last_ingests(session, keys),
                         _last_trains(session, ids))
 
 
-def forecasts_since(session: Session, series_id: int, since: dt.datetime) -> list[Forecast]:
-    """Stored forecasts of a series whose target is at or after ``since``, oldest first."""
-    return list(session.scalars(select(Forecast).where(Forecast.series_id == series_id, Forecast.target_ts >= since)
-                                .order_by(Forecast.id)))
+@dataclass(frozen=True)
+class DashboardTable:
+    """What the table on / shows: each series' summary and live accuracy, and the table's figures."""
+
+    summaries: list[catalog.SeriesSummary]
+    accuracy: dict[str, SeriesAccuracy]  # every summary's key; "no forecasts yet" where none was scored
+    figures: TableFigures
 
 
-def first_observation_ts(session: Session, series_id: int) -> Any:
-    """The oldest observation's timestamp (as the driver returns it: SQLite may give naive text)."""
-    return session.scalar(select(func.min(Observation.ts)).where(Observation.series_id == series_id))
+def _empty_accuracy(key: str, settings: Settings) -> SeriesAccuracy:
+    m = settings.monitoring
+    return SeriesAccuracy(key, m.accuracy_window, m.drift_min_actuals, [], None, None, False, "no forecasts yet")
+
+
+def dashboard_table(session: Session, settings: Settings) -> DashboardTable:
+    """The table on /: one row per series (stored or configured), by key."""
+    m = settings.monitoring
+    accuracy = all_accuracy(session, window=m.accuracy_window, min_actuals=m.drift_min_actuals)
+    summaries = catalog.list_series(session, settings)
+    return DashboardTable(summaries, {s.key: accuracy.get(s.key) or _empty_accuracy(s.key, settings)
+                                      for s in summaries}, figures(session, summaries))
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    """One stored forecast as the chart of /series/{key} draws it."""
+
+    id: int
+    target_ts: dt.datetime
+    made_at: dt.datetime
+    value: float
+    lower: float | None
+    upper: float | None
+    level: float | None
+    actual: float | None
+    method: str
+    model_version_id: int | None
+
+
+@dataclass(frozen=True)
+class SeriesFigures:
+    """What /series/{key} shows: its table row's figures, versions, recent observations and forecasts."""
+
+    table: DashboardTable  # this series alone
+    versions: list[VersionView]
+    ts: list[dt.datetime]  # the recent observations charted, oldest first (empty: nothing stored)
+    values: list[float]
+    forecasts: list[ForecastPoint]  # stored forecasts targeting the charted range or later, oldest first
+    first_ts: dt.datetime | None  # the oldest stored observation
+
+
+def series_figures(session: Session, settings: Settings, key: str, points: Callable[[str], int]) -> SeriesFigures:
+    """The figures of /series/{key}, charting the last ``points(frequency)`` observations.
+
+    Raises:
+        SeriesNotFound: neither stored nor configured, naming the key.
+    """
+    summary = catalog.series_summary(session, settings, key)
+    series = find_series(session, key)
+    m = settings.monitoring
+    acc = (series_accuracy(session, series_key=key, window=m.accuracy_window, min_actuals=m.drift_min_actuals)
+           if series is not None else _empty_accuracy(key, settings))
+    table = DashboardTable([summary], {key: acc}, figures(session, [summary]))
+    versions = [] if series is None else list_versions(session, series_key=key)
+    if series is None or summary.observation_count == 0:
+        return SeriesFigures(table, versions, [], [], [], None)
+    ts, values = observations.load_values(session, series.id, tail=points(series.frequency))
+    stamps = [t.to_pydatetime() for t in ts]
+    shown = [ForecastPoint(f.id, f.target_ts, f.made_at, f.value, f.lower, f.upper, f.level, f.actual, f.method,
+                           f.model_version_id) for f in forecasts.since(session, series.id, stamps[0])]
+    return SeriesFigures(table, versions, stamps, [float(v) for v in values], shown,
+                         observations.first_ts(session, series.id))
 
 
 @dataclass(frozen=True)
@@ -147,7 +205,7 @@ class MetricsFigures:
     """What ``GET /metrics`` reports from the database, whichever process wrote it."""
 
     champions: list[tuple[str, int, dt.datetime]]  # (series key, version, trained at)
-    newest_observation: list[tuple[str, Any]]  # (series key, ts as the driver gives it)
+    newest_observation: list[tuple[str, dt.datetime]]  # (series key, ts)
     ingest_runs: dict[str, int]  # by status
     job_runs: dict[tuple[str, str], int]  # by (kind, status)
     queue_tasks: dict[tuple[str, str], int]  # procrastinate tasks by (queue, status); empty on SQLite
@@ -155,19 +213,18 @@ class MetricsFigures:
 
 def metrics_figures(session: Session) -> MetricsFigures:
     """Read every database figure of the metrics endpoint in one session."""
-    from forecaster.store.tables import Alias
     from forecaster.usecases.queue import queue_counts_in
 
-    champions = [(k, v, at) for k, v, at in session.execute(
-        select(Series.key, ModelVersion.version, ModelVersion.created_at)
-        .join(Alias, Alias.series_id == Series.id)
-        .join(ModelVersion, ModelVersion.id == Alias.model_version_id)
-        .where(Alias.name == CHAMPION))]
-    newest = [(k, ts) for k, ts in session.execute(
-        select(Series.key, func.max(Observation.ts)).join(Observation, Observation.series_id == Series.id)
-        .group_by(Series.key))]
+    key_of = {s.id: s.key for s in series_by_keys(session)}
+    champions = [(key_of[sid], c.version, c.created_at) for sid, c in registry.champions(session).items()]
+    newest = observations.newest_by_key(session)
     ingest = {status: n for status, n in session.execute(
         select(IngestRun.status, func.count()).group_by(IngestRun.status))}
     jobs = {(kind, status): n for kind, status, n in session.execute(
         select(JobRun.kind, JobRun.status, func.count()).group_by(JobRun.kind, JobRun.status))}
     return MetricsFigures(champions, newest, ingest, jobs, queue_counts_in(session))
+
+
+def candidate_label(method: str) -> str:
+    """A statistical candidate's name for people (``ets`` -> AutoETS); the method itself when unknown."""
+    return LABELS.get(method, method)

@@ -13,17 +13,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from forecaster.calendar.frequency import season_length
-from forecaster.store.tables import Forecast, ModelVersion, Observation, Series
 from forecaster.errors import InvalidInput, SeriesNotFound
-from forecaster.modelling.scoring import conformal_halfwidth
 from forecaster.logs import log_event
+from forecaster.modelling.baseline import BASELINE_TAIL, better_baseline, naive_next, seasonal_naive_next
+from forecaster.store import forecasts, registry
+from forecaster.store.change_tokens import ChangeProbe, probe_for
+from forecaster.store.observations import load_values
+from forecaster.store.series import series_by_ids, series_by_key
+from forecaster.store.tables import Forecast, ModelVersion, Series, write_session
 
 DEFAULT_LEVEL = 0.9
-BASELINE_TAIL = 500  # recent steps used to pick and calibrate a baseline when no model serves
 
 
 @dataclass(frozen=True)
@@ -69,71 +72,10 @@ def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = 
                            "(DELETE /v1/series/{key}/observations)") from None
 
 
-def load_values(session: Session, series_id: int, *, tail: int | None = None,
-                since: dt.datetime | None = None) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """Stored observations, oldest first, optionally only the last ``tail`` / those at or after ``since``."""
-    q = select(Observation.ts, Observation.value).where(Observation.series_id == series_id)
-    if since is not None:
-        q = q.where(Observation.ts >= since)
-    if tail is not None:
-        q = q.order_by(Observation.ts.desc()).limit(tail)
-        rows = list(session.execute(q).all())[::-1]
-    else:
-        rows = list(session.execute(q.order_by(Observation.ts)).all())
-    return _index([r[0] for r in rows]), np.asarray([r[1] for r in rows], dtype=np.float64)
-
-
-def _index(stamps: list[dt.datetime]) -> pd.DatetimeIndex:
-    """A UTC index of stored timestamps: nanosecond resolution, or microseconds when a stamp lies past
-    what nanoseconds hold (years before 1677 or after 2262: a row stored before validation existed),
-    so that reading a damaged series never fails and its repair stays possible."""
-    try:
-        return pd.DatetimeIndex(stamps, tz="UTC") if stamps else pd.DatetimeIndex([], tz="UTC")
-    except (pd.errors.OutOfBoundsDatetime, OverflowError):
-        naive = np.array([s.astimezone(dt.timezone.utc).replace(tzinfo=None) for s in stamps], dtype="datetime64[us]")
-        return pd.DatetimeIndex(naive).tz_localize("UTC")
-
-
-def _baseline_halfwidth(residuals: np.ndarray, level: float) -> float | None:
-    """The split-conformal half-width of a baseline's recent one-step errors (None below 5)."""
-    residuals = residuals[np.isfinite(residuals)]
-    return conformal_halfwidth(residuals, level) if residuals.size >= 5 else None
-
-
 def baseline_forecast(values: np.ndarray, frequency: str, level: float = DEFAULT_LEVEL) -> tuple[str, float, float | None]:
-    """The better of naive and seasonal naive on the recent past, with a
-    split-conformal half-width from its own one-step errors there.
-
-    Returns (method, value, halfwidth).
-    """
-    season = season_length(frequency)
-    recent = values[-BASELINE_TAIL:]
-    naive_err = recent[1:] - recent[:-1]
-    method, err = "naive", naive_err
-    if season and recent.size > 2 * season:
-        seasonal_err = recent[season:] - recent[:-season]
-        if np.mean(np.abs(seasonal_err)) < np.mean(np.abs(naive_err[season - 1:])):
-            method, err = "seasonal_naive", seasonal_err
-    value = float(values[-season]) if method == "seasonal_naive" else float(values[-1])
-    return method, value, _baseline_halfwidth(err, level)
-
-
-def _store(session: Session, series: Series, **fields: Any) -> Forecast:
-    latest = session.scalar(
-        select(Forecast).where(Forecast.series_id == series.id).order_by(Forecast.id.desc()).limit(1)
-    )
-    if (
-        latest is not None
-        and latest.target_ts == fields["target_ts"]
-        and latest.model_version_id == fields["model_version_id"]
-        and latest.method == fields["method"]
-        and latest.value == fields["value"]
-    ):
-        return latest  # nothing new to say: keep one row per distinct forecast
-    row = Forecast(series_id=series.id, **fields)
-    session.add(row)
-    session.flush()
-    return row
+    """(method, value, half-width) of the baseline that serves a series of this frequency
+    (``forecaster.modelling.baseline.better_baseline`` with the frequency's season)."""
+    return better_baseline(values, season_length(frequency), level)
 
 
 LIVE_ERRORS = 2000  # newest actuals replayed through the served candidate's ACI state
@@ -155,9 +97,9 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
             predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
             parts.append(float(predictor.predict_next(ts, values)))
         elif member == "naive":
-            parts.append(float(values[-1]))
+            parts.append(naive_next(values))
         elif member == "seasonal_naive":
-            parts.append(float(values[-(season_length(series.frequency) or 1)]))
+            parts.append(seasonal_naive_next(values, season_length(series.frequency) or 1))
         else:
             from forecaster.modelling.candidates import serve_next
 
@@ -181,15 +123,8 @@ def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, flo
         return interval.get("halfwidth"), interval.get("level", DEFAULT_LEVEL)
     from forecaster.modelling.intervals import ACIState, walk
 
-    rows = session.execute(
-        select(Forecast.target_ts, Forecast.value, Forecast.actual)
-        .where(Forecast.model_version_id == mv.id, Forecast.actual.is_not(None))
-        .order_by(Forecast.target_ts.desc(), Forecast.id.desc()).limit(LIVE_ERRORS)
-    ).all()
-    latest: dict[Any, float] = {}
-    for target, value, actual in rows:  # newest row per target wins
-        latest.setdefault(target, actual - value)
-    residuals = np.asarray([latest[t] for t in sorted(latest)], dtype=np.float64)
+    errors = forecasts.scored_errors(session, mv.id, LIVE_ERRORS)
+    residuals = np.asarray([e for _, e in errors], dtype=np.float64)
     state = ACIState.from_dict(served["aci"])
     _, state = walk(state, residuals)
     return state.halfwidth, state.level
@@ -204,9 +139,7 @@ def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, An
     ``in_hand`` = (model_version_id, Predictor): a retrain passes the model it just
     trained, so the new champion is not reloaded from its stored bytes.
     """
-    from forecaster.store.registry import champion_of
-
-    mv = champion_of(session, series.id)
+    mv = registry.champion_of(session, series.id)
     window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
     ts, values = load_values(session, series.id, tail=max(BASELINE_TAIL, window + 1))
     if values.size == 0:
@@ -223,7 +156,7 @@ def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, An
             method, value, half = baseline_forecast(values, series.frequency)
         if half is not None and not np.isfinite([value - half, value + half]).all():
             half = None  # an interval past the largest float says nothing
-        row = _store(session, series, model_version_id=None, method=method, target_ts=target, value=value,
+        row = forecasts.store(session, series, model_version_id=None, method=method, target_ts=target, value=value,
                      lower=None if half is None else value - half, upper=None if half is None else value + half,
                      level=DEFAULT_LEVEL if half is not None else None)
     log_event("forecast.stored", series=series.key, method=row.method, model_version_id=row.model_version_id,
@@ -242,7 +175,7 @@ def _store_served(session: Session, series: Series, mv: ModelVersion, target: dt
     half, level = live_interval(session, mv)
     if half is not None and not np.isfinite([value - half, value + half]).all():
         half = None
-    return _store(session, series, model_version_id=mv.id, method=method, target_ts=target, value=value,
+    return forecasts.store(session, series, model_version_id=mv.id, method=method, target_ts=target, value=value,
                   lower=None if half is None else value - half, upper=None if half is None else value + half,
                   level=level)
 
@@ -268,12 +201,10 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
     Returns:
         The stored forecast row (or None) by series id.
     """
-    from forecaster.store.registry import champion_of
-
     rows: dict[int, Forecast | None] = {}
     groups: dict[tuple[Any, ...], list[tuple[Series, ModelVersion, Any, Any, dt.datetime]]] = {}
     for s in series:
-        mv = champion_of(session, s.id)
+        mv = registry.champion_of(session, s.id)
         window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
         if mv is None or not _served_by_model_alone(mv):  # baselines, candidates, combinations: one by one
             rows[s.id] = refresh_forecast(session, s)
@@ -346,16 +277,13 @@ class BatchedRefresh:
         if series.id not in self.series_ids:
             self.series_ids.append(series.id)
 
-    def flush(self, sm: Any) -> int:
+    def flush(self, sm: sessionmaker[Session]) -> int:
         """Refresh every noted series; returns how many."""
-        from forecaster.store.tables import write_session
-
         ids, self.series_ids = self.series_ids, []
         if not ids:
             return 0
         with write_session(sm) as session:
-            series = list(session.scalars(select(Series).where(Series.id.in_(ids))))
-            refresh_forecasts(session, series)
+            refresh_forecasts(session, series_by_ids(session, ids))
         return len(ids)
 
 
@@ -402,33 +330,25 @@ def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVer
     )
 
 
+def change_probe(engine: Engine) -> ChangeProbe | None:
+    """What tells whether a series' stored forecast may have changed since a token was taken
+    (``forecaster.store.change_tokens``); None where no token can be taken (in-memory SQLite)."""
+    return probe_for(engine.url)
+
+
 def get_forecast(session: Session, *, series_key: str) -> ForecastView:
     """The latest stored forecast of a series.
 
     Raises:
         SeriesNotFound: no such series, or it has no forecast yet (the message says which).
     """
-    series = session.scalar(select(Series).where(Series.key == series_key))
-    if series is None:
-        raise SeriesNotFound(f"no series {series_key!r}")
-    f = session.scalar(
-        select(Forecast).where(Forecast.series_id == series.id).order_by(Forecast.id.desc()).limit(1)
-    )
+    series = series_by_key(session, series_key)
+    f = forecasts.latest(session, series.id)
     if f is None:
         raise SeriesNotFound(f"series {series_key!r} has no forecast yet: ingest it first")
     small = load_only(ModelVersion.id, ModelVersion.series_id, ModelVersion.version, ModelVersion.metrics)
     mv = session.get(ModelVersion, f.model_version_id, options=[small]) if f.model_version_id else None
     latest = None
     if mv is None:
-        latest = session.scalar(select(ModelVersion).options(small).where(ModelVersion.series_id == series.id)
-                                .order_by(ModelVersion.version.desc()).limit(1))
+        latest = registry.latest_version(session, series.id, small)
     return _view(series, f, mv, latest)
-
-
-def forecast_history(session: Session, series_id: int, *, limit: int = 200) -> list[Forecast]:
-    """Past stored forecasts, newest first."""
-    return list(
-        session.scalars(
-            select(Forecast).where(Forecast.series_id == series_id).order_by(Forecast.id.desc()).limit(limit)
-        )
-    )

@@ -2,7 +2,8 @@
 
 Re-running never duplicates and never deletes: a timestamp already stored with
 the same value is left alone, one whose value changed upstream is updated and
-counted as such. Every run is recorded in ``ingest_runs``.
+counted as such (``forecaster.store.observations.upsert``). Every run is
+recorded in ``ingest_runs``; a source that cannot answer is retried with backoff.
 """
 
 from __future__ import annotations
@@ -13,30 +14,18 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import pandas as pd
-from sqlalchemy import and_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.data import sources
 from forecaster.config.settings import SeriesSpec, Settings
-from forecaster.store.tables import Forecast, IngestRun, Observation, Series, utcnow, write_session
-from forecaster.errors import ForecasterError, InvalidInput, SeriesNotFound, SourceError, SourceUnavailable
-from forecaster.logs import log_event
+from forecaster.data import sources
 from forecaster.data.validation import SeriesRules, check_frame
+from forecaster.errors import ForecasterError, SeriesNotFound, SourceError, SourceUnavailable
+from forecaster.logs import log_event
+from forecaster.store import observations
+from forecaster.store.series import sync_series
+from forecaster.store.tables import IngestRun, Series, utcnow, write_session
 
 FetchFn = Callable[..., "sources.FetchResult"]
-
-
-@dataclass(frozen=True)
-class UpsertCounts:
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-    @property
-    def changed(self) -> int:
-        return self.new + self.updated
 
 
 @dataclass(frozen=True)
@@ -143,135 +132,11 @@ def retrying_fetch(policy: RetryPolicy, stop: threading.Event, attempts: Attempt
 
 
 
-# ---------------------------------------------------------------- series rows
-
-
-def find_series(session: Session, key: str) -> Series | None:
-    return session.scalar(select(Series).where(Series.key == key))
-
-
-def series_by_key(session: Session, key: str) -> Series:
-    """The series row for ``key``.
-
-    Raises:
-        SeriesNotFound: naming the key.
-    """
-    row = find_series(session, key)
-    if row is None:
-        raise SeriesNotFound(f"no series {key!r}")
-    return row
-
-
-def sync_series(session: Session, spec: SeriesSpec) -> Series:
-    """Create the series row for ``spec`` or bring its source, params and frequency
-    up to date with the config. Runs inside the caller's transaction."""
-    row = find_series(session, spec.key)
-    if row is None:
-        row = Series(key=spec.key, source=spec.source, params=dict(spec.params),
-                     frequency=spec.frequency, unit=spec.unit, calendar=spec.calendar)
-        session.add(row)
-        session.flush()
-    else:
-        row.source, row.params, row.frequency, row.unit = spec.source, dict(spec.params), spec.frequency, spec.unit
-        row.calendar = spec.calendar
-    return row
-
-
 def sync_all_series(sm: sessionmaker[Session], settings: Settings) -> None:
     """Make sure every configured series has its row (so the API lists them before any data)."""
     with write_session(sm) as session:
         for spec in settings.series:
             sync_series(session, spec)
-
-
-def last_timestamp(session: Session, series_id: int) -> dt.datetime | None:
-    return session.scalar(select(func.max(Observation.ts)).where(Observation.series_id == series_id))
-
-
-# ---------------------------------------------------------------- upsert
-
-
-def _insert(dialect: str):  # type: ignore[no-untyped-def]
-    return (postgresql if dialect == "postgresql" else sqlite).insert(Observation)
-
-
-def upsert_observations(session: Session, series: Series, frame: pd.DataFrame) -> UpsertCounts:
-    """Insert new timestamps, update changed values, leave equal ones alone.
-
-    ``frame`` is tidy (``ts`` aware UTC, unique, sorted; ``value`` finite float),
-    as ``sources.tidy_frame`` returns it. Runs inside the caller's transaction and
-    never deletes. Forecasts whose target timestamps arrive get their actual and
-    error filled in.
-
-    Raises:
-        InvalidInput: the frame is not tidy.
-    """
-    if frame.empty:
-        return UpsertCounts()
-    ts = pd.DatetimeIndex(frame["ts"])
-    if ts.tz is None:
-        raise InvalidInput(f"{series.key}: timestamps must be timezone-aware")
-    if not ts.is_unique:
-        raise InvalidInput(f"{series.key}: duplicate timestamps in one batch")
-    stamps = [t.to_pydatetime() for t in ts.tz_convert("UTC")]
-    values = [float(v) for v in frame["value"].to_numpy(dtype="float64")]
-    lo, hi = min(stamps), max(stamps)
-    rows = session.execute(
-        select(Observation.ts, Observation.value).where(
-            Observation.series_id == series.id, Observation.ts >= lo, Observation.ts <= hi
-        )
-    )
-    existing = {t: v for t, v in rows}
-    now = utcnow()
-    new_rows, changed = [], []
-    for t, v in zip(stamps, values):
-        old = existing.get(t)
-        if old is None:
-            new_rows.append({"series_id": series.id, "ts": t, "value": v, "ingested_at": now})
-        elif old != v:
-            changed.append({"b_ts": t, "b_value": v})
-    dialect = session.get_bind().dialect.name
-    for start in range(0, len(new_rows), 5000):
-        stmt = _insert(dialect)
-        # A concurrent writer may have added the same timestamp since we looked:
-        # take the newer value rather than failing the whole series.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value, "ingested_at": now}
-        )
-        session.execute(stmt, new_rows[start:start + 5000])
-    if changed:
-        session.connection().execute(
-            update(Observation.__table__)
-            .where(and_(Observation.series_id == series.id, Observation.ts == bindparam("b_ts")))
-            .values(value=bindparam("b_value"), ingested_at=now),
-            changed,
-        )
-    if new_rows or changed:
-        fill_actuals(session, series.id, lo, hi)
-    return UpsertCounts(new=len(new_rows), updated=len(changed), unchanged=len(stamps) - len(new_rows) - len(changed))
-
-
-def fill_actuals(session: Session, series_id: int, lo: dt.datetime, hi: dt.datetime) -> int:
-    """Record actual and error on stored forecasts whose target lies in [lo, hi]."""
-    obs = (
-        select(Observation.value)
-        .where(Observation.series_id == Forecast.series_id, Observation.ts == Forecast.target_ts)
-        .scalar_subquery()
-    )
-    result = session.execute(
-        update(Forecast)
-        .where(
-            Forecast.series_id == series_id,
-            Forecast.target_ts >= lo,
-            Forecast.target_ts <= hi,
-            select(Observation.ts)
-            .where(Observation.series_id == Forecast.series_id, Observation.ts == Forecast.target_ts)
-            .exists(),
-        )
-        .values(actual=obs, error=obs - Forecast.value)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)
 
 
 # ---------------------------------------------------------------- ingest
@@ -289,7 +154,7 @@ def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | No
 
 def series_rules(session: Session, settings: Settings, series: Series, first_ts: dt.datetime | None = None) -> SeriesRules:
     """The rules (forecaster/data/validation.py) a new observation of ``series`` must meet."""
-    anchor = session.scalar(select(func.min(Observation.ts)).where(Observation.series_id == series.id))
+    anchor = observations.first_ts(session, series.id)
     if anchor is None and series.source == "yfinance":
         anchor = first_ts  # intraday bars start at the exchange's open (NYSE: :30)
     return SeriesRules(series_key=series.key, frequency=series.frequency, calendar=series.calendar,
@@ -338,7 +203,7 @@ def ingest_series(
     status, error, notes = "ok", None, ()
     try:
         with sm() as session:
-            since = last_timestamp(session, series_id)
+            since = observations.latest_ts(session, series_id)
         try:
             result = fetch(spec, settings, since=since)
         except SourceError as exc:
@@ -365,10 +230,10 @@ def ingest_series(
             first = result.frame["ts"].iloc[0].to_pydatetime() if len(result.frame) else None
             check_frame(result.frame, series_rules(session, settings, series, first),
                         what=f"snapshot {spec.snapshot!r} row" if status == "snapshot" else f"{spec.source} row")
-            counts = upsert_observations(session, series, result.frame)
+            counts = observations.upsert(session, series, result.frame)
             if counts.changed and after_write is not None:
                 after_write(session, series)
-            last = last_timestamp(session, series_id)
+            last = observations.latest_ts(session, series_id)
         outcome = IngestOutcome(
             series_key=spec.key, run_id=run_id, status=status, rows_new=counts.new,
             rows_updated=counts.updated, rows_unchanged=counts.unchanged,

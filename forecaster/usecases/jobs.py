@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from forecaster.store.series import find_series
 from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.errors import ForecasterError, SeriesNotFound
 from forecaster.logs import log_event
@@ -100,7 +101,7 @@ def _train(sm: sessionmaker[Session], spec: SeriesSpec, run_id: int, gather: Fle
            progress: EpochProgress | None) -> SeriesResult:
     with sm() as session:
         run = session.get(JobRun, run_id)
-        series = ingest.find_series(session, spec.key)
+        series = find_series(session, spec.key)
         if run is not None and series is not None:
             done = _trained_by_run(session, series.id, run_id)
             if done is not None:

@@ -1,32 +1,88 @@
-"""What an admin decides about what serves a series: promote a version (with force past
-the gate), put the series back on its baseline, roll back to what served before.
+"""Model versions: read them, load one to predict with, and what an admin decides about what
+serves a series: promote a version (with force past the gate), put the series back on its
+baseline, roll back to what served before.
 
-Each function is one transaction: the champion alias, the version statuses, the alias
-history and the stored forecast move together, or nothing changes.
+Each decision is one transaction: the champion alias, the version statuses, the alias
+history and the stored forecast move together, or nothing changes. The views returned
+(``VersionView``, ``Champion``) are the registry's, re-exported here for adapters.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from forecaster.logs import log_event
 from forecaster.store import registry
+from forecaster.store.registry import Champion, VersionView
+from forecaster.store.series import series_by_key
 from forecaster.store.tables import write_session
 from forecaster.usecases.forecasting import ForecastView, get_forecast, refresh_forecast
-from forecaster.usecases.ingest import series_by_key
-from forecaster.logs import log_event
+
+if TYPE_CHECKING:
+    from forecaster.modelling.fitting import Predictor
+
+__all__ = ["Champion", "LoadedModel", "ServingChange", "VersionView", "get_version", "list_versions", "load_model",
+           "promote_version", "rollback", "serve_baseline"]
+
+
+def list_versions(session: Session, *, series_key: str) -> list[VersionView]:
+    """Every version of a series, newest first.
+
+    Raises:
+        SeriesNotFound: naming the key.
+    """
+    return registry.list_versions(session, series_key=series_key)
+
+
+def get_version(session: Session, *, model_version_id: int) -> VersionView:
+    """One version by its global id.
+
+    Raises:
+        ModelNotFound: naming the id.
+    """
+    return registry.get_version(session, model_version_id=model_version_id)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version ready to predict with, and what a response says about it."""
+
+    model_version_id: int
+    series_key: str
+    version: int
+    frequency: str
+    predictor: Predictor
+
+    @property
+    def window(self) -> int:
+        return self.predictor.window
+
+
+def load_model(session: Session, *, model_version_id: int) -> LoadedModel:
+    """Load a version's stored artifact into a predictor (imports torch).
+
+    Raises:
+        ModelNotFound: naming the id.
+    """
+    artifact = registry.load_artifact(session, model_version_id=model_version_id)
+    from forecaster.modelling.fitting import Predictor  # torch: only when a model is loaded
+
+    predictor = Predictor.from_artifact(*artifact.parts())
+    return LoadedModel(model_version_id, artifact.series_key, artifact.version, artifact.frequency, predictor)
 
 
 @dataclass(frozen=True)
 class ServingChange:
     """What serves after the move, and the forecast it now stores (None: no observations yet)."""
 
-    champion: registry.Champion
+    champion: Champion
     forecast: ForecastView | None
 
 
-def _finish(session: Session, champion: registry.Champion, action: str) -> ServingChange:
+def _finish(session: Session, champion: Champion, action: str) -> ServingChange:
     series = series_by_key(session, champion.series_key)
     stored = refresh_forecast(session, series)
     forecast = get_forecast(session, series_key=champion.series_key) if stored is not None else None

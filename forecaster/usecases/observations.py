@@ -21,18 +21,19 @@ from dataclasses import dataclass
 
 import pandas as pd
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import SeriesSpec, Settings
-from forecaster.store.tables import Forecast, IngestRun, Observation, Series, utcnow, write_session
-from forecaster.errors import ConfigError, InvalidInput, SeriesNotFound
-from forecaster.usecases.forecasting import ForecastView, get_forecast, next_target_ts, refresh_forecast
-from forecaster.usecases.ingest import UpsertCounts, find_series, series_by_key, sync_series, upsert_observations
-from forecaster.usecases.ingest import series_rules
-from forecaster.logs import log_event
 from forecaster.data.sources.base import tidy_frame
 from forecaster.data.validation import SeriesRules, check_rows
+from forecaster.errors import ConfigError, InvalidInput, SeriesNotFound
+from forecaster.logs import log_event
+from forecaster.store import forecasts, observations
+from forecaster.store.observations import UpsertCounts
+from forecaster.store.series import find_series, series_by_key, sync_series
+from forecaster.store.tables import IngestRun, Series, utcnow, write_session
+from forecaster.usecases.forecasting import ForecastView, get_forecast, next_target_ts, refresh_forecast
+from forecaster.usecases.ingest import series_rules
 
 # ---------------------------------------------------------------- parsing
 
@@ -174,7 +175,7 @@ def push_observations(
         series, created = _push_target(session, settings, series_key, frequency)
         check_rows(rows, rules_for(session, settings, series, first_ts=rows[0][0] if rows else None), now)
         tidy = tidy_frame(rows_to_frame(rows), label=series_key)
-        counts = upsert_observations(session, series, tidy.frame)
+        counts = observations.upsert(session, series, tidy.frame)
         if counts.changed:
             refresh_forecast(session, series)
         now_ = utcnow()
@@ -234,20 +235,12 @@ def delete_observations(
         raise InvalidInput(f"end {end.isoformat()} is before start {start.isoformat()}")
     with write_session(sm) as session:
         series = series_by_key(session, series_key)
-        in_range = (Observation.series_id == series.id) & (Observation.ts >= start) & (Observation.ts <= end)
-        deleted = int(session.execute(delete(Observation).where(in_range)).rowcount or 0)
+        deleted = observations.delete_range(session, series.id, start, end)
         if deleted:
-            session.execute(
-                update(Forecast)
-                .where(Forecast.series_id == series.id, Forecast.target_ts >= start, Forecast.target_ts <= end)
-                .values(actual=None, error=None)
-                .execution_options(synchronize_session=False)
-            )
-            last = session.scalar(select(func.max(Observation.ts)).where(Observation.series_id == series.id))
-            stale = (Forecast.series_id == series.id) & Forecast.actual.is_(None)
-            if last is not None:
-                stale = stale & (Forecast.target_ts > next_target_ts(last, series.frequency, series.calendar))
-            session.execute(delete(Forecast).where(stale).execution_options(synchronize_session=False))
+            forecasts.clear_actuals(session, series.id, start, end)
+            last = observations.latest_ts(session, series.id)
+            next_step = next_target_ts(last, series.frequency, series.calendar) if last is not None else None
+            forecasts.drop_unscored(session, series.id, after=next_step)
             refresh_forecast(session, series)
         now = utcnow()
         run = IngestRun(series_id=series.id, series_key=series.key, source="delete", started_at=now,

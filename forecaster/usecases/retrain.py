@@ -26,8 +26,9 @@ from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.usecases.fleets import FleetGatherer, fit_group, fleets_pay
 from forecaster.store.tables import Series, write_session
 from forecaster.errors import ForecasterError, InvalidInput, NotEnoughData, TrainingError
-from forecaster.usecases.forecasting import load_values, refresh_forecast
-from forecaster.usecases.ingest import find_series, sync_series
+from forecaster.store.observations import load_values
+from forecaster.store.series import find_series, sync_series
+from forecaster.usecases.forecasting import refresh_forecast
 from forecaster.logs import log_event
 
 if TYPE_CHECKING:

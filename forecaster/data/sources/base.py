@@ -38,11 +38,6 @@ class FetchResult:
     notes: tuple[str, ...] = ()
 
 
-def empty_frame() -> pd.DataFrame:
-    """A frame with no rows and the right columns and dtypes."""
-    return pd.DataFrame({"ts": pd.DatetimeIndex([], tz="UTC"), "value": np.array([], dtype="float64")})
-
-
 def tidy_frame(
     frame: pd.DataFrame,
     *,

@@ -1,0 +1,120 @@
+"""Stored next-step forecasts: one row per distinct forecast, with its actual once it arrives.
+
+Writes run inside the caller's transaction. Actuals are filled in by
+``store.observations`` when the observation of a target is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from forecaster.store.tables import Forecast, Observation, Series
+
+
+def latest(session: Session, series_id: int) -> Forecast | None:
+    """The newest stored forecast of a series."""
+    return session.scalar(
+        select(Forecast).where(Forecast.series_id == series_id).order_by(Forecast.id.desc()).limit(1)
+    )
+
+
+def store(session: Session, series: Series, *, model_version_id: int | None, method: str, target_ts: dt.datetime,
+          value: float, lower: float | None, upper: float | None, level: float | None) -> Forecast:
+    """Store a forecast, unless the newest one already says the same (same target, maker and value)."""
+    newest = latest(session, series.id)
+    if (
+        newest is not None
+        and newest.target_ts == target_ts
+        and newest.model_version_id == model_version_id
+        and newest.method == method
+        and newest.value == value
+    ):
+        return newest  # nothing new to say: keep one row per distinct forecast
+    row = Forecast(series_id=series.id, model_version_id=model_version_id, method=method, target_ts=target_ts,
+                   value=value, lower=lower, upper=upper, level=level)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def since(session: Session, series_id: int, target_ts: dt.datetime) -> list[Forecast]:
+    """Stored forecasts of a series whose target is at or after ``target_ts``, oldest first."""
+    return list(session.scalars(select(Forecast).where(Forecast.series_id == series_id, Forecast.target_ts >= target_ts)
+                                .order_by(Forecast.id)))
+
+
+def latest_methods(session: Session, series_ids: list[int]) -> dict[int, str]:
+    """Series id -> method of its newest stored forecast."""
+    newest = select(func.max(Forecast.id)).where(Forecast.series_id.in_(series_ids)).group_by(Forecast.series_id)
+    return {sid: method for sid, method in session.execute(
+        select(Forecast.series_id, Forecast.method).where(Forecast.id.in_(newest)))}
+
+
+def scored_errors(session: Session, model_version_id: int, limit: int) -> list[tuple[dt.datetime, float]]:
+    """(target, actual - value) of a version's forecasts with an actual, oldest target first; the newest
+    ``limit`` rows are read and the newest forecast of each target wins."""
+    rows = session.execute(
+        select(Forecast.target_ts, Forecast.value, Forecast.actual)
+        .where(Forecast.model_version_id == model_version_id, Forecast.actual.is_not(None))
+        .order_by(Forecast.target_ts.desc(), Forecast.id.desc()).limit(limit)
+    ).all()
+    newest: dict[dt.datetime, float] = {}
+    for target, value, actual in rows:
+        if actual is not None:  # always: the query asks for it
+            newest.setdefault(target, actual - value)
+    return sorted(newest.items())
+
+
+def clear_actuals(session: Session, series_id: int, start: dt.datetime, end: dt.datetime) -> None:
+    """Forget actual and error of forecasts whose target lies in [start, end] (their observations went)."""
+    session.execute(
+        update(Forecast)
+        .where(Forecast.series_id == series_id, Forecast.target_ts >= start, Forecast.target_ts <= end)
+        .values(actual=None, error=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def drop_unscored(session: Session, series_id: int, *, after: dt.datetime | None) -> None:
+    """Delete the forecasts without an actual whose target is past ``after`` (all of them when None)."""
+    stale = (Forecast.series_id == series_id) & Forecast.actual.is_(None)
+    if after is not None:
+        stale = stale & (Forecast.target_ts > after)
+    session.execute(delete(Forecast).where(stale).execution_options(synchronize_session=False))
+
+
+def recent_scored(session: Session, series_ids: Sequence[int] | None, window: int) -> list[Any]:
+    """Rows (series_id, model_version_id, method, target_ts, made_at, value, lower, upper, actual, previous).
+
+    One forecast per (forecaster, target): the latest stored. Then the latest
+    ``window`` targets per forecaster. ``previous`` is the newest observation
+    before the target (the naive forecast of it), or None. One query, window
+    functions, on SQLite and PostgreSQL alike.
+    """
+    f = Forecast
+    dedupe = func.row_number().over(
+        partition_by=(f.series_id, f.model_version_id, f.method, f.target_ts), order_by=f.id.desc())
+    inner = select(f.series_id, f.model_version_id, f.method, f.target_ts, f.made_at, f.value, f.lower,
+                   f.upper, f.actual, dedupe.label("dup")).where(f.actual.is_not(None))
+    if series_ids is not None:
+        inner = inner.where(f.series_id.in_(series_ids))
+    s1 = inner.subquery()
+    rank = func.row_number().over(
+        partition_by=(s1.c.series_id, s1.c.model_version_id, s1.c.method), order_by=s1.c.target_ts.desc())
+    s2 = select(s1, rank.label("rank")).where(s1.c.dup == 1).subquery()
+    previous = (
+        select(Observation.value)
+        .where(Observation.series_id == s2.c.series_id, Observation.ts < s2.c.target_ts)
+        .order_by(Observation.ts.desc())
+        .limit(1)
+        .correlate(s2)
+        .scalar_subquery()
+    )
+    q = select(s2.c.series_id, s2.c.model_version_id, s2.c.method, s2.c.target_ts, s2.c.made_at, s2.c.value,
+               s2.c.lower, s2.c.upper, s2.c.actual, previous.label("previous")).where(s2.c.rank <= window)
+    return list(session.execute(q).all())
