@@ -384,7 +384,7 @@ def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], N
     Returns one (model or None, TrainResult or None, error or None) per series, in order; a
     member whose loss diverged has its TrainingDiverged as the error and the others are unaffected.
     """
-    from forecaster.modelling.fleet import Member, fit_fleet
+    from forecaster.modelling.fleet.training import Member, fit_fleet
     from forecaster.modelling.network import RecurrentForecaster
 
     if not preps:

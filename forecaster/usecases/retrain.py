@@ -208,7 +208,7 @@ class FleetGatherer:
 
     def fit(self, prep: Any) -> tuple[Any, Any, Exception | None, int]:
         """(model, result, error, fleet size) for one prepared series; blocks until its batch is trained."""
-        from forecaster.modelling.fleet import fleet_pays
+        from forecaster.modelling.fleet.sizing import fleet_pays
 
         spec = prep.spec
         if self.wait_s <= 0 or not fleet_pays(spec.device, amp=spec.amp, cell=spec.cell):
@@ -257,7 +257,7 @@ def _fit_group(preps: list[Any],
     """Prepared series of one fleet key, as a fleet where it pays at this size, else one by one:
     each one's (model, result, error), and the fleet size they trained as (1: one by one)."""
     from forecaster.modelling import fitting as modelling
-    from forecaster.modelling.fleet import fleet_pays
+    from forecaster.modelling.fleet.sizing import fleet_pays
 
     spec = preps[0].spec
     if len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps)):
@@ -313,7 +313,7 @@ def retrain_many(
 
 def _fleets_pay(specs: list[SeriesSpec]) -> bool:
     """Whether any series could train as a fleet where it is faster (``fleet.fleet_pays``: a GPU, amp on a bf16 CPU)."""
-    from forecaster.modelling.fleet import fleet_pays  # torch lives behind this import
+    from forecaster.modelling.fleet.sizing import fleet_pays  # torch lives behind this import
 
     return any(fleet_pays(device, amp=amp, cell=cell)
                for device, amp, cell in {(s.model.device, s.model.amp, s.model.cell) for s in specs})
