@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from forecaster.store import registry
 
 if TYPE_CHECKING:
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
 T = TypeVar("T")
 
@@ -121,7 +121,7 @@ class PredictorCache:
     @staticmethod
     def _load(session: Session, model_version_id: int) -> LoadedModel:
         artifact = registry.load_artifact(session, model_version_id=model_version_id)
-        from forecaster.modelling.fitting import Predictor  # torch: only when a model is loaded
+        from forecaster.modelling.predictor import Predictor  # torch: only when a model is loaded
 
         predictor = Predictor.from_artifact(*artifact.parts())
         return LoadedModel(model_version_id, artifact.series_key, artifact.version, artifact.frequency, predictor)

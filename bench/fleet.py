@@ -8,7 +8,7 @@
 Series of ~2,000 points: non-overlapping slices of the bundled real series
 (forecaster/snapshots/, and /work/shared/data/ when present: hourly temperatures
 and irradiance, daily S&P 500 and WTI) first, then seeded sines (random period,
-level, amplitude, noise). Every series is prepared once (``modelling.prepare``:
+level, amplitude, noise). Every series is prepared once (``preparation.prepare``:
 same window 48, hidden 32, one LSTM layer, batch 64, MAE loss; ``epochs`` with
 patience = epochs, so every model runs the same number of epochs and both
 paths do the same work). Then, for each K:
@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.modelling import fitting as modelling  # noqa: E402
+from forecaster.modelling.preparation import prepare  # noqa: E402
 from forecaster.config.settings import ModelSpec  # noqa: E402
 
 LENGTH = 2000
@@ -265,7 +266,7 @@ def main() -> None:
     t0 = time.perf_counter()
     preps = []
     for i, (name, ts, v, freq) in enumerate(pool[: max(ks)]):
-        preps.append((name, modelling.prepare(ts, v, frequency=freq, spec=spec.model_copy(update={"seed": i}))))
+        preps.append((name, prepare(ts, v, frequency=freq, spec=spec.model_copy(update={"seed": i}))))
     prepare_s = time.perf_counter() - t0
     print(f"{len(preps)} series prepared in {prepare_s:.1f} s ({n_real} real slices of {LENGTH} points, "
           f"the rest seeded sines); {epochs} epochs each, device {args.device}", flush=True)

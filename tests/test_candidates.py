@@ -18,7 +18,8 @@ from forecaster.modelling.scoring import conformal_halfwidth
 from forecaster.usecases.forecasting import get_forecast, live_interval, refresh_forecast
 from forecaster.usecases.ingest import find_series, ingest_series
 from forecaster.modelling.intervals import ACIState, coverage_of, walk
-from forecaster.modelling.fitting import gate, train_series
+from forecaster.modelling.fitting import train_series
+from forecaster.modelling.gate import gate
 from forecaster.modelling.selection import choose, ladder
 from forecaster.usecases.retrain import retrain_series
 

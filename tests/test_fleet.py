@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from forecaster.modelling import fitting as modelling
+from forecaster.modelling.preparation import Prepared, prepare
 from forecaster.config.settings import ModelSpec, load_settings
 from forecaster.store.tables import Series, make_engine, make_sessionmaker
 from forecaster.modelling.fleet.recurrence import forward, stack_states
@@ -38,9 +39,9 @@ def sine(n: int, *, seed: int = 1, level: float = 0.0, amplitude: float = 1.0, n
     return ts, level + amplitude * np.sin(2 * np.pi * np.arange(n) / 24) + noise * rng.normal(size=n)
 
 
-def prepared(n: int = 400, **spec) -> modelling.Prepared:
+def prepared(n: int = 400, **spec) -> Prepared:
     ts, v = sine(n, seed=spec.pop("data_seed", 1))
-    return modelling.prepare(ts, v, frequency="1h", spec=ModelSpec(**{**SMALL, **spec}))
+    return prepare(ts, v, frequency="1h", spec=ModelSpec(**{**SMALL, **spec}))
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

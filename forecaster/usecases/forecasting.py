@@ -150,7 +150,7 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
     parts = []
     for member in serving["members"]:
         if member == "model":
-            from forecaster.modelling.fitting import Predictor  # torch: only here, never on a GET
+            from forecaster.modelling.predictor import Predictor  # torch: only here, never on a GET
 
             predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
             parts.append(float(predictor.predict_next(ts, values)))
@@ -299,7 +299,7 @@ def _refresh_batch(session: Session, members: list[tuple[Series, ModelVersion, A
 
     from forecaster.modelling.fleet.recurrence import forward, stack_states
     from forecaster.modelling.network import ModelConfig
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
     rows: dict[int, Forecast | None] = {}
     ok, inputs, states = [], [], []

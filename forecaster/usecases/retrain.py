@@ -1,6 +1,6 @@
 """Retraining service: stored observations → new model version → gate → stored forecast.
 
-The maths is ``modelling.train_series`` (a pure function of data, config and
+The maths is ``fitting.train_series`` (a pure function of data, config and
 seed); this module reads the data, writes the version, moves the alias and
 refreshes the forecast, all in one transaction so that a failed training
 leaves the registry exactly as it was.
@@ -53,7 +53,7 @@ def _champion_predictor(session: Session, series: Series) -> tuple[Any, int | No
     mv = registry.champion_of(session, series.id)
     if mv is None:
         return None, None
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
     return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
 
@@ -73,7 +73,7 @@ class _Loaded:
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
     """The series' data and champion, or a ``skipped`` report when it has no observations."""
-    from forecaster.modelling import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling.preparation import recent_segment
 
     started = time.perf_counter()
     with sm() as session:
@@ -83,7 +83,7 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         ts, values = load_values(session, series.id)
         champion, champion_version = _champion_predictor(session, series)
     try:
-        ts, values, dropped = modelling.recent_segment(ts, values)
+        ts, values, dropped = recent_segment(ts, values)
     except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
         reason = (f"{spec.key}: a stored timestamp is out of range for training ({type(exc).__name__}: {exc}); "
                   "delete it with `forecaster observations delete` or DELETE /v1/series/{key}/observations")
@@ -110,10 +110,10 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
 def _store(sm: sessionmaker[Session], d: _Loaded, outcome: Any, job_run_id: int | None,
            extra_lineage: dict[str, Any] | None = None) -> TrainReport:
     """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
-    from forecaster.modelling import fitting as modelling
+    from forecaster.modelling.gate import gate
 
     spec = d.spec
-    promote, reason = modelling.gate(outcome.metrics)
+    promote, reason = gate(outcome.metrics)
     if d.champion_version is not None:
         reason = reason.replace("champion", f"champion v{d.champion_version}", 1)
     lineage = {**outcome.lineage, "series_key": spec.key, "code_version": __version__, "job_run_id": job_run_id,
@@ -166,6 +166,7 @@ def retrain_series(
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
     """
     from forecaster.modelling import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling.preparation import prepare
 
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
@@ -178,7 +179,7 @@ def retrain_series(
             return _not_trained(d, exc, job_run_id)
         return _store(sm, d, outcome, job_run_id)
     try:
-        prep = modelling.prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+        prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
     except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
     model, result, error, size = gather.fit(prep)
@@ -294,7 +295,7 @@ def retrain_many(
     """Retrain many series; one failing never stops the others. Reports come back in ``specs`` order.
 
     By default the series are read and prepared first, grouped by model shape
-    (``modelling.Prepared.fleet_key``: cell, window, input features, hidden size,
+    (``preparation.Prepared.fleet_key``: cell, window, input features, hidden size,
     layers, loss, batch size, device) and each group is trained as one fleet
     (``forecaster.modelling.fleet``); each series is then scored, gated and stored in its
     own transaction, exactly as alone. Fleets are used where they are faster
@@ -342,6 +343,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     from forecaster.modelling import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling.preparation import prepare
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
@@ -361,7 +363,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 return d
             loaded[i] = d
             try:
-                p = modelling.prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+                p = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
             except InvalidInput as exc:
                 return _not_trained(d, exc, job_run_id)
             groups.setdefault(p.fleet_key, []).append((i, p))

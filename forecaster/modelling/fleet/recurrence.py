@@ -196,7 +196,7 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if ctx.bufs is None:
             raise RuntimeError("the fleet recurrence's backward runs once (it reuses its buffers)")
         XH, A, w_ih_p, w_hh_p, perm, *saved = ctx.bufs

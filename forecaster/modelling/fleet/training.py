@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +21,30 @@ import torch
 import torch.nn.functional as F
 
 from forecaster.errors import TrainingDiverged
-from forecaster.modelling.fleet.recurrence import RecurrenceBuffers, forward, stack_states, unstack_state
-from forecaster.modelling.fleet.sizing import CPU_MAX_MEMBERS, cpu_bf16, fleet_capacity, member_bytes
+from forecaster.modelling.fleet.recurrence import (
+    RecurrenceBuffers,
+    forward,
+    stack_states,
+    unstack_state,
+)
+from forecaster.modelling.fleet.sizing import (
+    CPU_MAX_MEMBERS,
+    cpu_bf16,
+    fleet_capacity,
+    member_bytes,
+)
 from forecaster.modelling.network import ModelConfig, RecurrentForecaster
-from forecaster.modelling.training import Progress, Splits, TrainConfig, TrainResult, pick_device, set_seed
+from forecaster.modelling.training import (
+    Progress,
+    Splits,
+    TrainConfig,
+    TrainResult,
+    pick_device,
+    set_seed,
+)
 
-_LOSSES = {"mae": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}
-_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as trainer.fit uses them
+_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mae": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as modelling.training.fit uses them
 
 
 @dataclass
