@@ -259,7 +259,7 @@ def in_process_predict(url: str, model_version_id: int, windows: Any, repeats: i
     from api.predictors import TORCH_THREADS
     from forecaster.store import registry
     from forecaster.store.tables import make_engine
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
     torch.set_num_threads(min(torch.get_num_threads(), TORCH_THREADS))
     engine = make_engine(url)

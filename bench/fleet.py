@@ -8,7 +8,7 @@
 Series of ~2,000 points: non-overlapping slices of the bundled real series
 (forecaster/snapshots/, and ../shared/data/ when present: hourly temperatures
 and irradiance, daily S&P 500 and WTI) first, then seeded sines (random period,
-level, amplitude, noise). Every series is prepared once (``modelling.prepare``:
+level, amplitude, noise). Every series is prepared once (``preparation.prepare``:
 same window 48, hidden 32, one LSTM layer, batch 64, MAE loss; ``epochs`` with
 patience = epochs, so every model runs the same number of epochs and both
 paths do the same work). Then, for each K:
@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecaster.modelling import fitting as modelling  # noqa: E402
+from forecaster.modelling.preparation import prepare  # noqa: E402
 from forecaster.config.settings import ModelSpec  # noqa: E402
 
 LENGTH = 2000
@@ -157,7 +158,8 @@ def step_micro(ks: list[int], cell: str = "lstm", repeats: int = 3) -> list[dict
     ``repeats`` timings of each, so a busy neighbour on a shared host counts less."""
     import torch.nn.functional as F
 
-    from forecaster.modelling import fleet
+    from forecaster.modelling.fleet import recurrence, sizing
+    from forecaster.modelling.fleet import training as fleet_training
     from forecaster.modelling.network import ModelConfig, RecurrentForecaster
 
     H, L, B = 32, 48, 64
@@ -181,29 +183,29 @@ def step_micro(ks: list[int], cell: str = "lstm", repeats: int = 3) -> list[dict
         return best
 
     def fleet_step(K: int, lowp: torch.dtype | None, n: int = 5) -> float:
-        stacked = fleet.stack_states(cfg, [RecurrentForecaster(cfg).state_dict() for _ in range(K)],
-                                     torch.device("cpu"))
+        stacked = recurrence.stack_states(cfg, [RecurrentForecaster(cfg).state_dict() for _ in range(K)],
+                                          torch.device("cpu"))
         shapes = [p.shape[1:] for p in stacked]
         work = torch.cat([p.reshape(K, -1) for p in stacked], 1)
-        leaves = [v.detach().requires_grad_(True) for v in fleet._split(work, shapes)]
+        leaves = [v.detach().requires_grad_(True) for v in fleet_training._split(work, shapes)]
         m1, m2, steps = torch.zeros_like(work), torch.zeros_like(work), torch.zeros(K, dtype=torch.float64)
         lr, clip = torch.full((K,), 1e-3, dtype=torch.float64), torch.ones(K)
-        x, y, ws = torch.randn(K, B, L, 1), torch.randn(K, B), fleet.Workspace()
+        x, y, ws = torch.randn(K, B, L, 1), torch.randn(K, B), recurrence.RecurrenceBuffers()
         best = float("inf")
         for _ in range(repeats):
             for i in range(n + 1):
                 if i == 1:
                     t = time.perf_counter()
-                pred = fleet.forward(cfg, leaves, x, training=True, workspace=ws, lowp=lowp)
+                pred = recurrence.forward(cfg, leaves, x, training=True, workspace=ws, lowp=lowp)
                 grads = torch.autograd.grad(F.l1_loss(pred, y, reduction="none").mean(1).sum(), leaves)
                 with torch.no_grad():
                     grad = torch.cat([g.reshape(K, -1) for g in grads], 1)
-                    fleet._adam_step(work, grad, m1, m2, steps, None, lr, clip)
+                    fleet_training._adam_step(work, grad, m1, m2, steps, None, lr, clip)
             best = min(best, (time.perf_counter() - t) / n)
         return best
 
     alone = one()
-    bf16 = fleet.cpu_bf16(torch.device("cpu"), True, cell)
+    bf16 = sizing.cpu_bf16(torch.device("cpu"), True, cell)
     rows = []
     for K in ks:
         for lowp in (None, bf16) if bf16 is not None else (None,):
@@ -265,7 +267,7 @@ def main() -> None:
     t0 = time.perf_counter()
     preps = []
     for i, (name, ts, v, freq) in enumerate(pool[: max(ks)]):
-        preps.append((name, modelling.prepare(ts, v, frequency=freq, spec=spec.model_copy(update={"seed": i}))))
+        preps.append((name, prepare(ts, v, frequency=freq, spec=spec.model_copy(update={"seed": i}))))
     prepare_s = time.perf_counter() - t0
     print(f"{len(preps)} series prepared in {prepare_s:.1f} s ({n_real} real slices of {LENGTH} points, "
           f"the rest seeded sines); {epochs} epochs each, device {args.device}", flush=True)

@@ -134,7 +134,7 @@ def _warm_up(queues: Sequence[str], torch_threads: int | None = None) -> float:
         import torch
         import torch._dynamo  # noqa: F401 - pulled in by the first optimiser otherwise
 
-        from forecaster.modelling import fitting as modelling  # noqa: F401
+        from forecaster.modelling import fitting  # noqa: F401
 
         if torch_threads:
             torch.set_num_threads(torch_threads)

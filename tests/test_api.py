@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from forecaster.store import registry
 from forecaster.config.settings import Settings
 from forecaster.store.tables import make_engine
-from forecaster.modelling.fitting import Predictor
+from forecaster.modelling.predictor import Predictor
 from tests.api_server import BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
 
 PROBLEM = "application/problem+json"

@@ -275,7 +275,7 @@ def test_reading_a_forecast_never_imports_torch(sqlite_api_db: str) -> None:
                 "/v1/series/{TRAINED}/forecast", "/v1/series", "/v1/series/{TRAINED}/models", "/metrics")]
             statuses.append(api.client.post("/v1/forecast", json={{"keys": ["{TRAINED}"]}}).status_code)
         print(json.dumps({{"statuses": statuses,
-                           "loaded": sorted(m for m in ("torch", "forecaster.modelling.fitting", "forecaster.modelling.network")
+                           "loaded": sorted(m for m in ("torch", "forecaster.modelling.predictor", "forecaster.modelling.network")
                                             if m in sys.modules)}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

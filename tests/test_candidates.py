@@ -20,7 +20,8 @@ from forecaster.usecases.forecasting import get_forecast, live_interval, refresh
 from forecaster.store.series import find_series
 from forecaster.usecases.ingest import ingest_series
 from forecaster.modelling.intervals import ACIState, coverage_of, walk
-from forecaster.modelling.fitting import gate, train_series
+from forecaster.modelling.fitting import train_series
+from forecaster.modelling.gate import gate
 from forecaster.modelling.selection import choose, ladder
 from forecaster.usecases.retrain import retrain_series
 

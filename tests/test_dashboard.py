@@ -122,7 +122,7 @@ def test_dashboard_pages_never_import_torch(sqlite_api_db: str) -> None:
         with running_api(make_settings({sqlite_api_db!r})) as api:
             statuses = [api.client.get(p).status_code for p in ("/", "/series/{quote(TRAINED, safe='')}",
                                                                 "/series/{BASELINE}", "/series/nope")]
-        print(json.dumps({{"statuses": statuses, "loaded": sorted(m for m in ("torch", "forecaster.modelling.fitting")
+        print(json.dumps({{"statuses": statuses, "loaded": sorted(m for m in ("torch", "forecaster.modelling.predictor")
                                                                   if m in sys.modules)}}))
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""Fleet training (forecaster/modelling/fleet.py): K models in one batched pass, each as if trained alone.
+"""Fleet training (forecaster/modelling/fleet/): K models in one batched pass, each as if trained alone.
 
 Tolerances, stated once: the fleet runs the same maths as trainer.fit (nn.LSTM/GRU/RNN + Adam)
 with other kernels, so weights agree to float32 rounding, not bit for bit: WEIGHT_ATOL after a
@@ -18,8 +18,11 @@ import torch
 from forecaster.modelling import fitting as modelling
 from forecaster.config.loading import load_settings
 from forecaster.config.settings import ModelSpec
+from forecaster.modelling.preparation import Prepared, prepare
 from forecaster.store.tables import Series, make_engine, make_sessionmaker
-from forecaster.modelling.fleet import Member, cpu_bf16, fit_fleet, forward, stack_states
+from forecaster.modelling.fleet.recurrence import forward, stack_states
+from forecaster.modelling.fleet.sizing import cpu_bf16
+from forecaster.modelling.fleet.training import Member, fit_fleet
 from forecaster.store.observations import load_values
 from forecaster.store.series import find_series
 from forecaster.usecases.ingest import ingest_series
@@ -38,9 +41,9 @@ def sine(n: int, *, seed: int = 1, level: float = 0.0, amplitude: float = 1.0, n
     return ts, level + amplitude * np.sin(2 * np.pi * np.arange(n) / 24) + noise * rng.normal(size=n)
 
 
-def prepared(n: int = 400, **spec) -> modelling.Prepared:
+def prepared(n: int = 400, **spec) -> Prepared:
     ts, v = sine(n, seed=spec.pop("data_seed", 1))
-    return modelling.prepare(ts, v, frequency="1h", spec=ModelSpec(**{**SMALL, **spec}))
+    return prepare(ts, v, frequency="1h", spec=ModelSpec(**{**SMALL, **spec}))
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -173,7 +176,7 @@ def _fleet_db(tmp_path: Path, model: str):
 def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones_fail_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from forecaster.modelling import fleet
+    from forecaster.modelling.fleet import sizing as fleet
     from forecaster.usecases.retrain import retrain_many
 
     monkeypatch.setattr(fleet, "FLEET_ON_CPU", True)  # as on a GPU: the grouped path, here on the CPU
@@ -318,7 +321,7 @@ def test_amp_on_the_cpu_runs_the_recurrence_products_in_bf16_to_bf16_accuracy(ce
 def test_the_recurrence_backward_is_the_derivative_of_its_forward(cell, full):
     """In float64, the hand-written backward (inputs, weights, both biases) against central differences
     of the forward along random directions: the maths, independent of nn.LSTM/nn.RNN."""
-    from forecaster.modelling.fleet import _Recurrence
+    from forecaster.modelling.fleet.recurrence import _Recurrence
 
     gen = torch.Generator().manual_seed(3)
     L, K, Fi, B, H = 6, 2, 3, 4, 5
@@ -347,7 +350,7 @@ def test_on_the_cpu_only_amp_groups_of_16_or_more_train_as_fleets(tmp_path: Path
     those groups train member by member, even on the grouped path."""
     import torch
 
-    from forecaster.modelling import fleet
+    from forecaster.modelling.fleet import sizing as fleet
     from forecaster.usecases.retrain import retrain_many
 
     native = fleet.cpu_bf16(torch.device("cpu"), True, "lstm") is not None
@@ -384,7 +387,7 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """What a worker with --concurrency does: one task per series on its own thread, gathered into a fleet."""
-    from forecaster.modelling import fleet
+    from forecaster.modelling.fleet import sizing as fleet
     from forecaster.usecases.fleets import FleetGatherer
     from forecaster.usecases.retrain import retrain_series
 
@@ -418,7 +421,7 @@ def test_a_train_run_in_process_trains_the_series_of_one_shape_as_one_fleet(
     """`forecaster train`, or a run on SQLite: each series goes through run_series, on threads that meet in a fleet."""
     from sqlalchemy import select
 
-    from forecaster.modelling import fleet
+    from forecaster.modelling.fleet import sizing as fleet
     from forecaster.store.tables import ModelVersion
     from forecaster.usecases.executor import run_here
 

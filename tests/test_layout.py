@@ -8,7 +8,10 @@ import sys
 
 import forecaster
 
-TORCH_MODULES = {"forecaster.modelling.network", "forecaster.modelling.training", "forecaster.modelling.fleet"}  # the three that build and fit networks
+TORCH_MODULES = {  # the modules that build and fit networks
+    "forecaster.modelling.network", "forecaster.modelling.training", "forecaster.modelling.fleet.recurrence",
+    "forecaster.modelling.fleet.sizing", "forecaster.modelling.fleet.training",
+}
 
 
 def loaded_after_importing(modules: list[str]) -> list[str]:

@@ -12,7 +12,10 @@ import pytest
 
 from forecaster.config.settings import ModelSpec
 from forecaster.errors import InvalidInput, NotEnoughData
-from forecaster.modelling.fitting import Predictor, TrainOutcome, frequency_defaults, gate, train_series
+from forecaster.modelling.fitting import TrainOutcome, train_series
+from forecaster.modelling.gate import gate
+from forecaster.modelling.predictor import Predictor
+from forecaster.modelling.preparation import frequency_defaults
 
 FAST = dict(hidden_size=16, epochs=25, batch_size=32, lr=0.01, patience=5, device="cpu",
             candidates=())  # statistical candidates: tests/test_candidates.py
@@ -185,7 +188,7 @@ def test_importing_the_pipeline_does_not_load_torch():
 
 
 def test_training_uses_only_the_data_after_the_last_long_gap():
-    from forecaster.modelling.fitting import recent_segment
+    from forecaster.modelling.preparation import recent_segment
 
     old = pd.date_range("2010-01-01", periods=500, freq="h", tz="UTC")
     new = pd.date_range("2026-01-01", periods=300, freq="h", tz="UTC")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from forecaster.modelling import fleet
+from forecaster.modelling.fleet import sizing as fleet
 from forecaster.usecases import ingest
 from forecaster.config.loading import load_settings
 from forecaster.store.tables import ModelVersion, make_engine, make_sessionmaker

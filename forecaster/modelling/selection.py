@@ -16,11 +16,14 @@ forecaster/modelling/candidates.py) and runs the choice and the intervals for on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from forecaster.modelling.candidates import LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COMBINE = (2, 3, 4)  # sizes of the combinations tried
 MARGIN = 0.0  # a combination must beat the best single candidate's validation MAE by this share
@@ -105,7 +108,7 @@ class Ladder:
 
 
 def ladder(
-    ts: Any,
+    ts: pd.DatetimeIndex,
     values: np.ndarray,
     *,
     p_val: int,
@@ -131,8 +134,8 @@ def ladder(
             serve (their holdout figures stay those of the first fit, which never saw it).
     """
     from forecaster.modelling import candidates as cands
-    from forecaster.modelling.scoring import metrics_block
     from forecaster.modelling.intervals import ACIState, coverage_of, walk
+    from forecaster.modelling.scoring import metrics_block
 
     v = np.asarray(values, dtype=np.float64)
     pool = cands.baseline_pool(v, p_val, season)

@@ -153,7 +153,7 @@ def add_version(
 
 def gate_verdict(mv: ModelVersion) -> tuple[bool, str]:
     """What the gate says of ``mv`` from its stored holdout metrics: (passed, reason naming the numbers)."""
-    from forecaster.modelling.fitting import gate  # numpy only: torch is never imported by this
+    from forecaster.modelling.gate import gate  # numpy only: torch is never imported by this
 
     try:
         return gate(mv.metrics)

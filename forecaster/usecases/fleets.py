@@ -22,7 +22,7 @@ from forecaster.errors import TrainingError
 from forecaster.logs import log_event
 
 if TYPE_CHECKING:
-    from forecaster.modelling.fitting import Prepared
+    from forecaster.modelling.preparation import Prepared
     from forecaster.modelling.network import RecurrentForecaster
     from forecaster.modelling.training import TrainResult
 
@@ -32,7 +32,7 @@ Fitted = tuple["RecurrentForecaster | None", "TrainResult | None", Exception | N
 
 def fleets_pay(specs: Iterable[SeriesSpec]) -> bool:
     """Whether any series could train as a fleet where it is faster (``fleet.fleet_pays``: a GPU, amp on a bf16 CPU)."""
-    from forecaster.modelling.fleet import fleet_pays  # torch lives behind this import
+    from forecaster.modelling.fleet.sizing import fleet_pays  # torch lives behind this import
 
     return any(fleet_pays(device, amp=amp, cell=cell)
                for device, amp, cell in {(s.model.device, s.model.amp, s.model.cell) for s in specs})
@@ -58,7 +58,7 @@ class FleetGatherer:
 
     def fit(self, prep: Prepared) -> tuple[RecurrentForecaster | None, TrainResult | None, Exception | None, int]:
         """(model, result, error, fleet size) for one prepared series; blocks until its batch is trained."""
-        from forecaster.modelling.fleet import fleet_pays
+        from forecaster.modelling.fleet.sizing import fleet_pays
 
         spec = prep.spec
         if self.wait_s <= 0 or not fleet_pays(spec.device, amp=spec.amp, cell=spec.cell):
@@ -105,23 +105,23 @@ class _Batch:
 def fit_group(preps: list[Prepared], job_run_id: int | None = None) -> tuple[list[Fitted], int]:
     """Prepared series of one fleet key, as a fleet where it pays at this size, else one by one:
     each one's (model, result, error), and the fleet size they trained as (1: one by one)."""
-    from forecaster.modelling import fitting as modelling
-    from forecaster.modelling.fleet import fleet_pays
+    from forecaster.modelling import fitting
+    from forecaster.modelling.fleet.sizing import fleet_pays
 
     spec = preps[0].spec
     if len(preps) > 1 and fleet_pays(spec.device, amp=spec.amp, cell=spec.cell, size=len(preps)):
         log_event("train.fleet", run_id=job_run_id, size=len(preps), cell=spec.cell, window=preps[0].window,
                   hidden_size=spec.hidden_size)
-        return modelling.fit_many(preps), len(preps)
+        return fitting.fit_many(preps), len(preps)
     return [fit_alone(p) for p in preps], 1
 
 
 def fit_alone(prep: Prepared) -> Fitted:
     """One prepared series through the per-series loop, as ``fit_many`` answers: (model, result, error)."""
-    from forecaster.modelling import fitting as modelling
+    from forecaster.modelling import fitting
 
     try:
-        model, result = modelling.fit_one(prep)
+        model, result = fitting.fit_one(prep)
     except Exception as exc:  # noqa: BLE001 - this series' own failure, recorded for it alone
         return None, None, exc
     return model, result, None

@@ -92,7 +92,7 @@ def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
     parts = []
     for member in serving["members"]:
         if member == "model":
-            from forecaster.modelling.fitting import Predictor  # torch: only here, never on a GET
+            from forecaster.modelling.predictor import Predictor  # torch: only here, never on a GET
 
             predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
             parts.append(float(predictor.predict_next(ts, values)))
@@ -193,7 +193,7 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
 
     Instead of one model load and one forward pass per series, the champions'
     stored weights (safetensors) are stacked per shape (cell, input features,
-    hidden size, layers, window) and run in one pass of ``forecaster.modelling.fleet.forward``
+    hidden size, layers, window) and run in one pass of ``forecaster.modelling.fleet.recurrence.forward``
     per ``FLEET_PREDICT`` models. A series served by a baseline, with too little
     data, or whose artifact cannot be stacked goes through ``refresh_forecast``
     unchanged. Runs inside the caller's transaction.
@@ -228,9 +228,9 @@ def _refresh_batch(session: Session, members: list[tuple[Series, ModelVersion, A
     import torch  # only here, never on a GET
     from safetensors.torch import load as st_load
 
-    from forecaster.modelling.fleet import forward, stack_states
+    from forecaster.modelling.fleet.recurrence import forward, stack_states
     from forecaster.modelling.network import ModelConfig
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
     rows: dict[int, Forecast | None] = {}
     ok, inputs, states = [], [], []

@@ -22,7 +22,7 @@ from forecaster.store.tables import write_session
 from forecaster.usecases.forecasting import ForecastView, get_forecast, refresh_forecast
 
 if TYPE_CHECKING:
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
 __all__ = ["Champion", "LoadedModel", "ServingChange", "VersionView", "get_version", "list_versions", "load_model",
            "promote_version", "rollback", "serve_baseline"]
@@ -68,7 +68,7 @@ def load_model(session: Session, *, model_version_id: int) -> LoadedModel:
         ModelNotFound: naming the id.
     """
     artifact = registry.load_artifact(session, model_version_id=model_version_id)
-    from forecaster.modelling.fitting import Predictor  # torch: only when a model is loaded
+    from forecaster.modelling.predictor import Predictor  # torch: only when a model is loaded
 
     predictor = Predictor.from_artifact(*artifact.parts())
     return LoadedModel(model_version_id, artifact.series_key, artifact.version, artifact.frequency, predictor)

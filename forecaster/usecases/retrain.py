@@ -1,6 +1,6 @@
 """Retraining service: stored observations → new model version → gate → stored forecast.
 
-The maths is ``modelling.train_series`` (a pure function of data, config and
+The maths is ``fitting.train_series`` (a pure function of data, config and
 seed); this module reads the data, writes the version, moves the alias and
 refreshes the forecast, all in one transaction so that a failed training
 leaves the registry exactly as it was. How series of one model shape are
@@ -32,7 +32,9 @@ from forecaster.usecases.forecasting import refresh_forecast
 from forecaster.logs import log_event
 
 if TYPE_CHECKING:
-    from forecaster.modelling.fitting import Predictor, Prepared, TrainOutcome
+    from forecaster.modelling.fitting import TrainOutcome
+    from forecaster.modelling.predictor import Predictor
+    from forecaster.modelling.preparation import Prepared
     from forecaster.modelling.network import RecurrentForecaster
     from forecaster.modelling.training import TrainResult
 
@@ -61,7 +63,7 @@ def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | N
     mv = registry.champion_of(session, series.id)
     if mv is None:
         return None, None
-    from forecaster.modelling.fitting import Predictor
+    from forecaster.modelling.predictor import Predictor
 
     return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
 
@@ -81,7 +83,7 @@ class _Loaded:
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
     """The series' data and champion, or a ``skipped`` report when it has no observations."""
-    from forecaster.modelling import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling.preparation import recent_segment
 
     started = time.perf_counter()
     with sm() as session:
@@ -91,7 +93,7 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         ts, values = load_values(session, series.id)
         champion, champion_version = _champion_predictor(session, series)
     try:
-        ts, values, dropped = modelling.recent_segment(ts, values)
+        ts, values, dropped = recent_segment(ts, values)
     except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
         reason = (f"{spec.key}: a stored timestamp is out of range for training ({type(exc).__name__}: {exc}); "
                   "delete it with `forecaster observations delete` or DELETE /v1/series/{key}/observations")
@@ -118,10 +120,10 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
 def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run_id: int | None,
            extra_lineage: dict[str, Any] | None = None) -> TrainReport:
     """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
-    from forecaster.modelling import fitting as modelling
+    from forecaster.modelling.gate import gate
 
     spec = d.spec
-    promote, reason = modelling.gate(outcome.metrics)
+    promote, reason = gate(outcome.metrics)
     if d.champion_version is not None:
         reason = reason.replace("champion", f"champion v{d.champion_version}", 1)
     lineage = {**outcome.lineage, "series_key": spec.key, "code_version": __version__, "job_run_id": job_run_id,
@@ -172,26 +174,27 @@ def retrain_series(
     Never raises for a problem with this series' data or training: the report
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
     """
-    from forecaster.modelling import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling import fitting  # torch lives behind this import
+    from forecaster.modelling.preparation import prepare
 
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
         return d
     if gather is None:
         try:
-            outcome = modelling.train_series(d.ts, d.values, frequency=spec.frequency, spec=spec.model,
+            outcome = fitting.train_series(d.ts, d.values, frequency=spec.frequency, spec=spec.model,
                                             champion=d.champion, progress=progress)
         except (TrainingError, InvalidInput) as exc:
             return _not_trained(d, exc, job_run_id)
         return _store(sm, d, outcome, job_run_id)
     try:
-        prep = modelling.prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+        prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
     except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
     model, result, error, size = gather.fit(prep)
     if error is not None or model is None:
         return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
-    outcome = modelling.score(prep, model, result, d.champion)
+    outcome = fitting.score(prep, model, result, d.champion)
     return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
 
 
@@ -221,7 +224,7 @@ def retrain_many(
     """Retrain many series; one failing never stops the others. Reports come back in ``specs`` order.
 
     By default the series are read and prepared first, grouped by model shape
-    (``modelling.Prepared.fleet_key``: cell, window, input features, hidden size,
+    (``preparation.Prepared.fleet_key``: cell, window, input features, hidden size,
     layers, loss, batch size, device) and each group is trained as one fleet
     (``forecaster.modelling.fleet``); each series is then scored, gated and stored in its
     own transaction, exactly as alone. Fleets are used where they are faster
@@ -260,7 +263,8 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_start: Callable[[SeriesSpec], EpochProgress | None] | None,
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
-    from forecaster.modelling import fitting as modelling  # torch lives behind this import
+    from forecaster.modelling import fitting  # torch lives behind this import
+    from forecaster.modelling.preparation import prepare
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
@@ -280,7 +284,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 return d
             loaded[i] = d
             try:
-                p = modelling.prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+                p = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
             except InvalidInput as exc:
                 return _not_trained(d, exc, job_run_id)
             groups.setdefault(p.fleet_key, []).append((i, p))
@@ -308,7 +312,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                        result: TrainResult | None = result, error: Exception | None = error) -> TrainReport:
                 if error is not None or model is None:
                     return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
-                outcome = modelling.score(p, model, result, d.champion)
+                outcome = fitting.score(p, model, result, d.champion)
                 return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
 
             done(i, _guarded(d.spec, job_run_id, finish))
