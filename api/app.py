@@ -33,7 +33,7 @@ from api.routes import accuracy, dashboard, observations
 from forecaster import __version__
 from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
-from forecaster.store.tables import make_engine, make_sessionmaker
+from forecaster.usecases.database import open_database
 from forecaster.logs import configure_logging, log_event, log_to_file
 from forecaster.usecases.executor import make_queue
 
@@ -56,8 +56,7 @@ Errors are `application/problem+json` with `type`, `title`, `status` and a `deta
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings`` (no connection is opened until a request needs one)."""
-    engine = make_engine(settings.database_url)
-    sm = make_sessionmaker(engine)
+    engine, sm = open_database(settings.database_url)
     state = AppState(settings=settings, engine=engine, sm=sm, queue=make_queue(sm, settings),
                      predictors=PredictorCache(settings.api.predict_cache_size), forecasts=ForecastCache(engine),
                      metrics=ApiMetrics(sm, settings.monitoring))

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from forecaster.usecases.forecasting import ForecastView
-from forecaster.store.jobruns import JobRunView
+from forecaster.usecases.jobs import JobRunView
 from forecaster.usecases.models import Champion, VersionView
 
 SERIES_KEY_EXAMPLE = "sine:demo"

@@ -49,10 +49,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import Settings
 from forecaster.logs import log_event
-from forecaster.store import jobruns
-from forecaster.store import migrate as mig
-from forecaster.store.tables import make_engine, make_sessionmaker
+from forecaster.usecases.database import open_database, schema_state
 from forecaster.usecases.executor import make_queue
+from forecaster.usecases.jobs import abandon_runs
 from forecaster.usecases.queue import WorkQueue
 from jobs import tasks
 from jobs.cron import cron_trigger
@@ -157,8 +156,7 @@ class SchedulerLoop:
         """Block until ``stop`` is set; the lease is released on the way out."""
         opts = self.options
         logging.getLogger("apscheduler").setLevel(logging.ERROR)  # its events are logged as ours
-        engine = make_engine(self.settings.database_url)
-        sm = make_sessionmaker(engine)
+        engine, sm = open_database(self.settings.database_url)
         lease = make_lease(self.settings.database_url, idle_timeout_s=opts.lease_timeout_s)
         jobs = plan_jobs(self.settings)
         log_event("scheduler.start", pid=os.getpid(), lease=lease.description,
@@ -198,7 +196,7 @@ class SchedulerLoop:
     def _database_answers(self, engine: Engine) -> bool:
         """True when the database answers and its schema is at head (checked without logging)."""
         try:
-            return mig.at_head(engine)
+            return schema_state(engine).ready
         except SQLAlchemyError:
             return False
 
@@ -208,12 +206,12 @@ class SchedulerLoop:
         while not self.stop.is_set():
             attempt += 1
             try:
-                if mig.at_head(engine):
+                state = schema_state(engine)
+                if state.ready:
                     if attempt > 1:
                         log_event("scheduler.database_available", attempts=attempt)
                     return True
-                reason = (f"schema at {mig.current_revision(engine) or 'nothing'}, not {mig.head_revision()}: "
-                          "run `forecaster migrate`")
+                reason = f"{state.describe()}: run `forecaster migrate`"
             except SQLAlchemyError as exc:
                 reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             log_event("scheduler.database_unavailable", attempt=attempt, retry_s=self.options.leader_retry_s,
@@ -229,7 +227,7 @@ class SchedulerLoop:
             # With workers, a queued or running run is alive in the queue whatever happened to
             # the last leader: nothing to abandon. In process, the last leader took its runs with it.
             abandoned = 0 if queue is not None and not queue.runs_in_process else (
-                jobruns.mark_abandoned(sm) + tasks.abandon_cron_runs(sm))
+                abandon_runs(sm) + tasks.abandon_cron_runs(sm))
         except SQLAlchemyError as exc:
             log_event("scheduler.db_error", error=str(exc).splitlines()[0], level=logging.WARNING)
             abandoned = 0

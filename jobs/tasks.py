@@ -22,10 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import Settings
 from forecaster.logs import log_event
-from forecaster.store import jobruns
 from forecaster.usecases.executor import InProcessQueue
 from forecaster.usecases.ingest import RetryPolicy
-from forecaster.usecases.jobs import start_run
+from forecaster.usecases.jobs import abandon_runs, record_run, start_run
 from forecaster.usecases.queue import WorkQueue
 
 
@@ -69,7 +68,7 @@ def fire(ctx: JobContext, *, job_id: str, kind: str, keys: Sequence[str]) -> int
             log_event("job.fired", job=job_id, kind=kind, run_id=run.id, series=run.series_total,
                       executor="queue")
             return run.id
-        run = jobruns.create_run(ctx.sm, ctx.settings, kind=kind, keys=list(keys), trigger="cron")
+        run = record_run(ctx.sm, ctx.settings, kind=kind, keys=list(keys), trigger="cron")
         log_event("job.fired", job=job_id, kind=kind, run_id=run.id, series=run.series_total)
         queue.execute(run.id, stop=ctx.stop)
         return run.id
@@ -87,4 +86,4 @@ def abandon_cron_runs(sm: sessionmaker[Session]) -> int:
     run was left behind by a previous leader that died. Runs the API started
     are not touched (they may be alive in an API process).
     """
-    return jobruns.mark_abandoned(sm, older_than=None, trigger="cron")
+    return abandon_runs(sm, trigger="cron", any_age=True)

@@ -134,7 +134,9 @@ def _warm_up(queues: Sequence[str], torch_threads: int | None = None) -> float:
         import torch
         import torch._dynamo  # noqa: F401 - pulled in by the first optimiser otherwise
 
-        from forecaster.modelling import fitting  # noqa: F401
+        from forecaster.usecases.retrain import load_training
+
+        load_training()
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -144,10 +146,9 @@ def _warm_up(queues: Sequence[str], torch_threads: int | None = None) -> float:
 async def _serve(settings: Settings, concurrency: int, queues: Sequence[str]) -> int:
     from procrastinate.worker import Worker
 
-    from forecaster.store.tables import make_engine, make_sessionmaker
+    from forecaster.usecases.database import open_database
 
-    engine = make_engine(settings.database_url)
-    sm = make_sessionmaker(engine)
+    engine, sm = open_database(settings.database_url)
     thread_stop = threading.Event()  # cuts an ingest's retry backoff short on shutdown
     drift_queue = TaskQueue(sm, settings)  # where a drift retrain after an ingest run goes
     # procrastinate runs sync tasks on the loop's default executor, which asyncio sizes to

@@ -126,3 +126,16 @@ def test_no_import_cycles_between_modules() -> None:
         if module not in state:
             visit(module, [module])
     assert cycles == [], cycles
+
+
+ADAPTERS = ("api", "jobs", "forecaster.cli")
+ADAPTER_MAY_IMPORT = ("forecaster.usecases", "forecaster.config", "forecaster.calendar", "forecaster.errors",
+                      "forecaster.logs", "forecaster.plugins")
+
+
+def test_adapters_call_use_cases_only() -> None:
+    """Routes, CLI commands, jobs and tasks reach the core through the use cases (plus settings and errors)."""
+    graph = _imports()
+    past = sorted({f"{a} -> {b}" for a, targets in graph.items() if a.startswith(ADAPTERS) for b in targets
+                   if b.startswith("forecaster.") and not b.startswith(ADAPTERS) and not b.startswith(ADAPTER_MAY_IMPORT)})
+    assert past == [], past

@@ -10,7 +10,7 @@ from api.deps import StateDep
 from api.routes import problems
 from api.schemas import HealthOut, ReadyOut
 from forecaster.errors import StorageUnavailable
-from forecaster.usecases.health import schema_state
+from forecaster.usecases.database import schema_state
 
 router = APIRouter(tags=["health"])
 

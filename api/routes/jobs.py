@@ -12,14 +12,13 @@ from fastapi import APIRouter, Body, Query, Response, status
 from api.deps import AdminDep, IdPath, StateDep
 from api.routes import problems
 from api.schemas import JobRunList, JobRunOut, JobTriggerIn
-from forecaster.store import jobruns
-from forecaster.usecases.jobs import start_run
+from forecaster.usecases import jobs as job_runs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AdminDep])
 
 
 def _trigger(state: StateDep, kind: str, body: JobTriggerIn | None, response: Response) -> JobRunOut:
-    run = start_run(state.sm, state.settings, state.queue, kind=kind, keys=body.keys if body else None,
+    run = job_runs.start_run(state.sm, state.settings, state.queue, kind=kind, keys=body.keys if body else None,
                     trigger="api", snapshot_fallback=state.settings.snapshot_fallback)
     response.headers["Location"] = f"/v1/jobs/runs/{run.id}"
     return JobRunOut.from_domain(run)
@@ -48,10 +47,10 @@ def list_runs(
     kind: Annotated[Literal["ingest", "train"] | None, Query()] = None,
 ) -> JobRunList:
     """Recent job runs, newest first."""
-    return JobRunList(runs=[JobRunOut.from_domain(r) for r in jobruns.list_runs(state.sm, limit=limit, kind=kind)])
+    return JobRunList(runs=[JobRunOut.from_domain(r) for r in job_runs.list_runs(state.sm, limit=limit, kind=kind)])
 
 
 @router.get("/runs/{run_id}", response_model=JobRunOut, responses=problems(401, 403, 404))
 def read_run(run_id: IdPath, state: StateDep) -> JobRunOut:
     """One job run with its progress (series done, failed, the one running now)."""
-    return JobRunOut.from_domain(jobruns.get_run(state.sm, run_id))
+    return JobRunOut.from_domain(job_runs.get_run(state.sm, run_id))

@@ -95,18 +95,11 @@ def open_db(s: Settings, *, migrate: bool = False) -> sessionmaker[Session]:
     Raises:
         StorageUnavailable: the schema is not at head and ``migrate`` is false.
     """
-    from forecaster.store import migrate as mig
-    from forecaster.store.tables import make_engine, make_sessionmaker
+    from forecaster.usecases.database import open_database, require_head
 
-    engine = make_engine(s.database_url)
-    if migrate:
-        mig.upgrade(engine)
-    elif not mig.at_head(engine):
-        raise StorageUnavailable(
-            f"database schema is at {mig.current_revision(engine) or 'nothing'}, not {mig.head_revision()}: "
-            "run `forecaster migrate` first"
-        )
-    return make_sessionmaker(engine)
+    engine, sm = open_database(s.database_url)
+    require_head(engine, upgrade=migrate)
+    return sm
 
 
 def progress_bar() -> Progress:

@@ -11,7 +11,7 @@ from rich.table import Table
 from forecaster.cli.app import app, err, fmt, handle_errors, open_db, out, settings
 
 if TYPE_CHECKING:
-    from forecaster.store.registry import Champion
+    from forecaster.usecases.models import Champion
     from forecaster.usecases.models import ServingChange
 
 
@@ -23,12 +23,12 @@ app.add_typer(models_app, name="models")
 @handle_errors
 def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
     """Versions of a series with holdout metrics side by side with the baselines."""
-    from forecaster.store import registry
+    from forecaster.usecases.models import list_versions
 
     s = settings()
     sm = open_db(s)
     with sm() as session:
-        versions = registry.list_versions(session, series_key=key)
+        versions = list_versions(session, series_key=key)
     table = Table(title=escape(f"{key}: model versions (holdout MASE; 'serves' was chosen on validation)"),
                   title_justify="left")
     for col in ("version", "status", "created", "cell", "serves", "served", "model", "naive", "seasonal",

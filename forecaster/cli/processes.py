@@ -19,14 +19,11 @@ def migrate(
     downgrade: Annotated[bool, typer.Option(help="Go down to REVISION instead (e.g. base).")] = False,
 ) -> None:
     """Bring the database schema to the head revision (or another one)."""
-    from forecaster.store import migrate as mig
-    from forecaster.store.tables import make_engine
+    from forecaster.usecases.database import move_schema, open_database
 
     s = settings()
-    engine = make_engine(s.database_url)
-    before = mig.current_revision(engine)
-    (mig.downgrade if downgrade else mig.upgrade)(engine, revision)
-    after = mig.current_revision(engine)
+    engine, _ = open_database(s.database_url)
+    before, after = move_schema(engine, revision, down=downgrade)
     url = engine.url.render_as_string(hide_password=True)
     engine.dispose()
     out.print(f"database {url}: schema {before or 'empty'} -> {after or 'empty'}", highlight=False)

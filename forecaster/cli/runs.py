@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.cli.app import app, fmt, handle_errors, open_db, out, progress_bar, settings
 from forecaster.config.settings import Settings
-from forecaster.store.jobruns import run_keys
+from forecaster.usecases.jobs import series_of_run
 
 if TYPE_CHECKING:
     from forecaster.usecases.jobs import SeriesResult
@@ -55,7 +55,7 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
     from forecaster.usecases.executor import run_here
 
     with progress_bar() as bar:
-        task = bar.add_task("ingest", total=len(run_keys(s, kind="ingest", keys=keys)))
+        task = bar.add_task("ingest", total=len(series_of_run(s, kind="ingest", keys=keys)))
 
         def done(result: SeriesResult) -> None:
             bar.update(task, advance=1, description=result.series_key)
@@ -110,7 +110,7 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None,
     from forecaster.usecases.executor import run_here
 
     with progress_bar() as bar:
-        overall = bar.add_task("train", total=len(run_keys(s, kind="train", keys=keys)))
+        overall = bar.add_task("train", total=len(series_of_run(s, kind="train", keys=keys)))
         tasks: dict[str, TaskID] = {}  # series in hand -> its bar (several at once when fleets train)
 
         def on_start(key: str) -> EpochProgress:

@@ -10,4 +10,5 @@ input, call one of these, and map the result; none of them runs SQL of its own.
     observations   push observations (validated, atomic), delete a range (the repair)
     jobs           start a job run (enqueue or run in process); one series of a run (a worker task)
     figures        the dashboard's and the metrics' figures, read from the database
+    database       open the database, move its schema, say whether it can serve
 """

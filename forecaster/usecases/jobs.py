@@ -29,6 +29,7 @@ from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.errors import ForecasterError, SeriesNotFound
 from forecaster.logs import log_event
 from forecaster.store import jobruns
+from forecaster.store.jobruns import JobRunView as JobRunView  # the view these use cases return
 from forecaster.store.tables import JobRun, ModelVersion, Observation
 from forecaster.usecases import ingest
 from forecaster.usecases.fleets import FleetGatherer
@@ -54,7 +55,7 @@ class SeriesResult:
 
 def start_run(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *, kind: str,
               keys: Sequence[str] | None = None, trigger: str = "manual",
-              snapshot_fallback: bool = False) -> jobruns.JobRunView:
+              snapshot_fallback: bool = False) -> JobRunView:
     """Record a job run over ``keys`` (every configured series when None) and hand it to ``queue``.
 
     Returns the run as recorded (``queued``); poll ``jobruns.get_run`` for progress.
@@ -195,7 +196,7 @@ def run_series(
 
 
 def retrain_drifting(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *, run_id: int,
-                     keys: Sequence[str]) -> jobruns.JobRunView | None:
+                     keys: Sequence[str]) -> JobRunView | None:
     """After ingest run ``run_id``, start a retrain (trigger ``drift``) of those of ``keys`` whose champion drifts.
 
     Returns the new run, or None when nothing drifts.
@@ -208,3 +209,44 @@ def retrain_drifting(sm: sessionmaker[Session], settings: Settings, queue: WorkQ
         return None
     log_event("drift.retrain", run_id=run_id, series=",".join(due))
     return start_run(sm, settings, queue, kind="train", keys=due, trigger="drift")
+
+
+def get_run(sm: sessionmaker[Session], run_id: int) -> JobRunView:
+    """One job run and its progress.
+
+    Raises:
+        RunNotFound: no such run.
+    """
+    return jobruns.get_run(sm, run_id)
+
+
+def list_runs(sm: sessionmaker[Session], *, limit: int = 50, kind: str | None = None) -> list[JobRunView]:
+    """The newest job runs first, of one kind or all."""
+    return jobruns.list_runs(sm, limit=limit, kind=kind)
+
+
+def series_of_run(settings: Settings, *, kind: str, keys: Sequence[str] | None) -> list[str]:
+    """The series a run of ``kind`` over ``keys`` would cover (each once; push series never ingested).
+
+    Raises:
+        InvalidInput: unknown kind.
+        SeriesNotFound: a key is not configured.
+    """
+    return jobruns.run_keys(settings, kind=kind, keys=keys)
+
+
+def abandon_runs(sm: sessionmaker[Session], *, trigger: str | None = None, any_age: bool = False) -> int:
+    """Mark runs a dead process left 'running' or 'queued' as interrupted; how many.
+
+    ``trigger`` limits it to runs of one origin; ``any_age`` takes them whatever their age
+    (otherwise only those started more than six hours ago).
+    """
+    if any_age:
+        return jobruns.mark_abandoned(sm, older_than=None, trigger=trigger)
+    return jobruns.mark_abandoned(sm, trigger=trigger)
+
+
+def record_run(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: Sequence[str],
+               trigger: str) -> JobRunView:
+    """Record a queued run over ``keys`` for an executor of this process to run."""
+    return jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger=trigger)

@@ -41,6 +41,13 @@ if TYPE_CHECKING:
 EpochProgress = Callable[[int, int, float], None]  # (epoch, epochs, validation loss) after each epoch
 
 
+
+def load_training() -> None:
+    """Import what training needs (torch, the fitting code) now, so a process's first retrain costs what every later one does."""
+    import importlib
+
+    importlib.import_module("forecaster.modelling.fitting")
+
 @dataclass(frozen=True)
 class TrainReport:
     """What one series' retrain did: promoted, rejected, skipped (too little data) or failed."""
