@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import CLIENT_GONE
 from forecaster.usecases.accuracy import all_accuracy
 from forecaster.config.settings import MonitoringSettings
 from forecaster.store.tables import utcnow
@@ -40,6 +41,7 @@ from forecaster.usecases.figures import metrics_figures
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"  # the route label of requests that matched no route (404s)
+CLIENT_CLOSED_REQUEST = 499  # the status label of requests whose client left mid-request (nginx's code)
 
 
 class ApiMetrics:
@@ -186,6 +188,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if scope.get(CLIENT_GONE):
+                status = CLIENT_CLOSED_REQUEST  # nothing was answered, and no server error happened
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")
