@@ -221,3 +221,73 @@ def test_a_client_that_leaves_mid_upload_is_no_server_error(served: Served) -> N
     log = served.log.read_bytes()[log_before:].decode()
     assert "api.client_disconnected" in log and " DEBUG " in log
     assert "ERROR" not in log and "Traceback" not in log, log
+
+
+# ---------------------------------------------------------------- request heads
+
+
+def _until_closed(sock: socket.socket, timeout_s: float) -> bytes:
+    """What the server sends until it closes the connection (an AssertionError after ``timeout_s``)."""
+    sock.settimeout(timeout_s)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"the connection was still open after {timeout_s} s (got {got[:80]!r})") from None
+    return got
+
+
+def test_a_header_that_never_ends_is_refused_without_growing_the_server(served: Served) -> None:
+    before = served.rss_bytes()
+    sent = 0
+    started = time.perf_counter()
+    with socket.create_connection((served.host, served.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        try:
+            while sent < 20 * 1024 * 1024:  # 20 MB of one header value, as long as the server takes it
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = _until_closed(sock, 5)
+    assert time.perf_counter() - started < 5
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert served.rss_bytes() - before < 5 * 1024 * 1024, f"the server grew while {sent} header bytes came"
+    assert httpx.get(f"{served.url}/healthz").status_code == 200
+
+
+def _trickle_until_closed(sock: socket.socket, every_s: float, limit_s: float) -> tuple[float, bytes]:
+    """Send one more header line every ``every_s`` (never the blank line that ends them) until the
+    server closes; the seconds that took and what it answered."""
+    started = time.perf_counter()
+    sock.settimeout(every_s)
+    n = 0
+    while time.perf_counter() - started < limit_s:
+        try:
+            sock.sendall(f"X-Slow-{n}: 1\r\n".encode())
+            n += 1
+            answer = sock.recv(65536)  # the server's answer, or b"" when it closed
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        return time.perf_counter() - started, answer
+    raise AssertionError(f"still open after {limit_s} s of a slow head")
+
+
+def test_a_slow_or_silent_connection_is_closed_after_the_head_timeout(served: Served) -> None:
+    with socket.create_connection((served.host, served.port)) as slow, \
+            socket.create_connection((served.host, served.port)) as silent:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        took, answer = _trickle_until_closed(slow, every_s=0.3, limit_s=HEAD_TIMEOUT_S + 5)
+        assert HEAD_TIMEOUT_S - 0.5 <= took < HEAD_TIMEOUT_S + 2, took
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert _until_closed(silent, 2) == b""  # a connection that sent nothing is closed as well
+    # Requests whose heads arrive in time, on one kept-alive connection, are unaffected.
+    with httpx.Client(base_url=served.url) as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+            time.sleep(HEAD_TIMEOUT_S / 2)
