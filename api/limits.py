@@ -10,7 +10,7 @@ check, so that is the last moment before anything is read):
   at once when Content-Length announces it, else as soon as the counted bytes of a
   chunked body pass it. Nothing over a cap is ever buffered or parsed.
 
-Requests nobody reads a body of (GET, a route without one) are not touched.
+GET and HEAD requests, and routes that read no body, are not touched.
 
 Caps (``body_caps``), each about what the route can need, never above ``max_bytes``:
 
@@ -122,7 +122,7 @@ class BodyGuard:
         return cap.bytes, too_large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):  # no route reads their bodies
             await self.app(scope, receive, send)
             return
         admitted: tuple[int, AnsweredEarly] | None = None  # decided when the body is first asked for

@@ -3,8 +3,8 @@
 Two kinds:
 
 - counted in this process: requests and latency by route template (never the
-  raw path, so series keys do not explode the label set) and status, forecasts
-  served, windows predicted;
+  raw path, so series keys do not explode the label set) and status (499: the
+  client left before the answer), forecasts served, windows predicted;
 - read from the database at each scrape, so that they are right however many
   API and scheduler processes there are: each champion's age, each series'
   last observation, ingest runs and job runs by status, and each series' live
