@@ -5,7 +5,8 @@ sessionmaker (no connection yet), the work queue (forecaster/usecases/queue.py: 
 workers on PostgreSQL, a thread of this process on SQLite) and the predictor cache, and
 the lifespan disposes of them on shutdown. Middleware, outermost first:
 metrics (sees every status, 500s included), the catch-all that turns escaped
-exceptions into a 500 problem, the request body limit, then FastAPI's
+exceptions into a 500 problem, the security headers of HTML pages (api/headers.py), the admin
+key and body caps (api/limits.py), then FastAPI's
 exception handlers (problems.py).
 """
 
@@ -26,6 +27,8 @@ from fastapi_offline import FastAPIOffline
 from api import problems
 from api.deps import AppState
 from api.forecast_cache import ForecastCache
+from api.headers import DOCS_CSP, SecurityHeaders
+from api.limits import BodyGuard, body_caps
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.predictors import PredictorCache
 from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
@@ -38,9 +41,8 @@ from forecaster.logs import configure_logging, log_event, log_to_file
 from forecaster.usecases.executor import make_queue
 
 DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI / ReDoc scripts, styles and favicon
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
-MAX_BODY_BYTES = 64 * 1024 * 1024  # ~1.5M pushed CSV rows, or 4096 windows of ~800 values: split larger
+DOCS_URL = "/docs"  # Swagger UI
+MAX_BODY_BYTES = 64 * 1024 * 1024  # the largest body any route takes (a push: ~1.5M CSV rows); api/limits.py
 
 DESCRIPTION = """\
 Next-step forecasts of the series declared in `forecaster.toml`, served from the database.
@@ -81,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     # /docs and /redoc load their scripts and styles from this app (fastapi-offline ships
     # Swagger UI and ReDoc), never from a CDN: the service is often air-gapped.
     app = FastAPIOffline(
-        static_url=DOCS_ASSETS_URL, redoc_url=None, title="forecaster", version=__version__,
+        docs_url=DOCS_URL, static_url=DOCS_ASSETS_URL, redoc_url=None, title="forecaster", version=__version__,
         description=DESCRIPTION, lifespan=lifespan,
         openapi_tags=[
             {"name": "forecasts", "description": "Stored next-step forecasts (database reads only)."},
@@ -102,7 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
     # Innermost first: the forecast GET's cache hits are answered before routing, inside the error
     # and metrics layers (so they are caught and counted like any request).
     app.add_middleware(forecasts.ForecastFastPath, state=state)
-    app.add_middleware(problems.BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyGuard, caps=body_caps(settings, MAX_BODY_BYTES), api_keys=settings.api_keys)
+    docs_pages = (DOCS_URL, str(app.swagger_ui_oauth2_redirect_url))  # Swagger UI runs inline scripts
+    app.add_middleware(SecurityHeaders, by_path=dict.fromkeys(docs_pages, DOCS_CSP))
     app.add_middleware(problems.CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # added last = outermost
     return app

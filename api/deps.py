@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -28,7 +28,7 @@ from api.metrics import ApiMetrics
 from api.predictors import PredictorCache
 from api.problems import NotAllowed, NotAuthenticated, UnsupportedMediaType
 from forecaster.config.settings import Settings
-from forecaster.errors import InvalidInput
+from forecaster.errors import ForecasterError, InvalidInput
 from forecaster.usecases.queue import WorkQueue
 
 API_KEY_HEADER = "X-API-Key"
@@ -84,28 +84,36 @@ _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                         description="One of the keys in the config's `api_keys`.")
 
 
-async def require_admin(state: StateDep, key: Annotated[str | None, Security(_api_key)]) -> None:
-    """Let the request through only with one of ``settings.api_keys`` in ``X-API-Key``.
+def admin_refusal(keys: Sequence[str], key: str | None) -> ForecasterError | None:
+    """Why ``key`` may not use the admin endpoints, or None when it is one of ``keys``.
 
     Every configured key is compared (constant time each), so the time taken
-    does not tell which key came close.
-
-    Raises:
-        NotAllowed: no keys are configured (403, saying how to configure one), or the key is wrong.
-        NotAuthenticated: no key was sent (401).
+    does not tell which key came close. Also used before a body is read (api/limits.py).
     """
-    keys = state.settings.api_keys
     if not keys:
-        raise NotAllowed("admin endpoints are disabled: no api_keys are configured; add "
-                         "api_keys = [\"...\"] to the config file or set FORECASTER_API_KEYS='[\"...\"]'")
+        return NotAllowed("admin endpoints are disabled: no api_keys are configured; add "
+                          "api_keys = [\"...\"] to the config file or set FORECASTER_API_KEYS='[\"...\"]'")
     if not key:
-        raise NotAuthenticated(f"this endpoint needs an admin key: send it in the {API_KEY_HEADER} header")
+        return NotAuthenticated(f"this endpoint needs an admin key: send it in the {API_KEY_HEADER} header")
     sent = key.encode()
     matched = False
     for k in keys:
         matched |= hmac.compare_digest(sent, k.encode())
     if not matched:
-        raise NotAllowed(f"the {API_KEY_HEADER} sent is not one of the configured api_keys")
+        return NotAllowed(f"the {API_KEY_HEADER} sent is not one of the configured api_keys")
+    return None
+
+
+async def require_admin(state: StateDep, key: Annotated[str | None, Security(_api_key)]) -> None:
+    """Let the request through only with one of ``settings.api_keys`` in ``X-API-Key``.
+
+    Raises:
+        NotAllowed: no keys are configured (403, saying how to configure one), or the key is wrong.
+        NotAuthenticated: no key was sent (401).
+    """
+    refusal = admin_refusal(state.settings.api_keys, key)
+    if refusal is not None:
+        raise refusal
 
 
 AdminDep = Depends(require_admin)

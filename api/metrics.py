@@ -3,8 +3,8 @@
 Two kinds:
 
 - counted in this process: requests and latency by route template (never the
-  raw path, so series keys do not explode the label set) and status, forecasts
-  served, windows predicted;
+  raw path, so series keys do not explode the label set) and status (499: the
+  client left before the answer), forecasts served, windows predicted;
 - read from the database at each scrape, so that they are right however many
   API and scheduler processes there are: each champion's age, each series'
   last observation, ingest runs and job runs by status, and each series' live
@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import CLIENT_GONE
 from forecaster.usecases.accuracy import all_accuracy
 from forecaster.config.settings import MonitoringSettings
 from forecaster.logs import log_event
@@ -39,6 +40,7 @@ from forecaster.usecases.figures import metrics_figures
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"  # the route label of requests that matched no route (404s)
+CLIENT_CLOSED_REQUEST = 499  # the status label of requests whose client left mid-request (nginx's code)
 
 
 class ApiMetrics:
@@ -176,6 +178,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if scope.get(CLIENT_GONE):
+                status = CLIENT_CLOSED_REQUEST  # nothing was answered, and no server error happened
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")

@@ -21,7 +21,8 @@ whose body says nothing about the code; the traceback goes to the log.
     sqlalchemy OperationalError, DisconnectionError, pool TimeoutError  503
     sqlalchemy IntegrityError ............... 409  (a concurrent write won; retry)
     RequestValidationError .................. 422  (names the field and the value sent)
-    a body over the size limit .............. 413  (BodyLimitMiddleware)
+    a body over its route's cap ............. 413  (api/limits.py, with the cap as ``limit``)
+    the client leaving mid-request .......... logged at DEBUG, nothing sent, counted as 499
     anything else ........................... 500
 """
 
@@ -37,6 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -70,6 +72,18 @@ class BatchTooLarge(InvalidInput):
 
 class UnsupportedMediaType(InvalidInput):
     """A body in a format the endpoint does not read (it names the ones it does)."""
+
+
+class AnsweredEarly(StarletteHTTPException):
+    """A refusal decided as a body is first asked for (api/limits.py), its problem answer ready.
+
+    An HTTP exception, not one of ours: FastAPI passes those through its own body
+    parsing, where anything else would become a 400.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 STATUS: dict[type[BaseException], int] = {
@@ -110,6 +124,7 @@ TYPES: dict[type[BaseException], str] = {
 }
 
 BODY_TOO_LARGE = "urn:forecaster:problem:body-too-large"
+CLIENT_GONE = "forecaster.client_gone"  # scope key: the client left before the answer (metrics count a 499)
 STORAGE_DETAIL = "the database is unavailable; try again shortly (the server log has the reason)"
 INTERNAL_DETAIL = "an unexpected error occurred; the server log has the details"
 
@@ -147,15 +162,20 @@ def _phrase(status: int) -> str:
 # ---------------------------------------------------------------- handlers
 
 
-async def _forecaster_error(request: Request, exc: Exception) -> Response:
+def error_response(exc: BaseException) -> Response:
+    """The problem answer to one of our errors: its status, stable type and ``str(exc)`` as the detail."""
     status = status_for(exc)
-    if status >= 500:
-        log_event("api.error", level=logging.ERROR, exc_info=True, path=request.url.path,
-                  error=f"{type(exc).__name__}: {exc}")
     headers = {"WWW-Authenticate": 'APIKey header="X-API-Key"'} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "5"}
     return problem(status, str(exc), type_=_type_for(exc), headers=headers)
+
+
+async def _forecaster_error(request: Request, exc: Exception) -> Response:
+    if status_for(exc) >= 500:
+        log_event("api.error", level=logging.ERROR, exc_info=True, path=request.url.path,
+                  error=f"{type(exc).__name__}: {exc}")
+    return error_response(exc)
 
 
 async def _storage_error(request: Request, exc: Exception) -> Response:
@@ -214,13 +234,14 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, AnsweredEarly):
+        return exc.response
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, default=str)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path} (see /docs)"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path} (see /docs)"
-    type_ = BODY_TOO_LARGE if exc.status_code == 413 else "about:blank"
-    return problem(exc.status_code, detail, type_=type_, headers=exc.headers)
+    return problem(exc.status_code, detail, headers=exc.headers)
 
 
 def install(app: FastAPI) -> None:
@@ -239,7 +260,8 @@ class CatchAllMiddleware:
     Starlette's own last-resort handler re-raises after answering, which logs
     the traceback a second time; this one logs it once and keeps the body free
     of code details. If the response had already started there is nothing to
-    send, and the exception propagates to the server.
+    send, and the exception propagates to the server. A client that left
+    mid-body (``ClientDisconnect``) is no error: a DEBUG line, and nothing sent.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -259,6 +281,10 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:  # nobody to answer, and not the server's fault
+            scope[CLIENT_GONE] = True
+            log_event("api.client_disconnected", level=logging.DEBUG, method=scope.get("method"),
+                      path=scope.get("path"))
         except Exception as exc:
             if started:
                 raise
@@ -266,40 +292,3 @@ class CatchAllMiddleware:
                       path=scope.get("path"), error=type(exc).__name__)
             response = problem(500, INTERNAL_DETAIL, type_="urn:forecaster:problem:internal")
             await response(scope, receive, send)
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with a 413 problem.
-
-    Bodies announced too large (Content-Length) are refused before they are
-    read; chunked bodies are counted as they arrive, and the handler reading
-    one gets an HTTP 413 exception (FastAPI passes those through its body
-    parsing; anything else it would turn into a 400). GET and friends pass untouched.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_bytes
-        detail = f"the request body is over {limit} bytes: split it into smaller requests"
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await problem(413, detail, type_=BODY_TOO_LARGE)(scope, receive, send)
-                return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise StarletteHTTPException(413, detail)
-            return message
-
-        await self.app(scope, counted, send)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from api.protocol import server_options
 from forecaster.config.settings import Settings
 from forecaster.errors import InvalidInput
 from forecaster.logs import configure_logging, log_event, log_to_file, uvicorn_log_config
@@ -53,7 +54,8 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
     ``settings.config_path``) and the ``FORECASTER_*`` environment; settings
     made in code and not in the file or environment do not reach those workers.
     The database is not needed to start: while it is away, ``/healthz`` answers
-    200 and ``/readyz`` and the data routes 503.
+    200 and ``/readyz`` and the data routes 503. Request heads are bounded in size
+    and time, idle connections closed (api/protocol.py).
 
     Raises:
         InvalidInput: ``port`` outside 1-65535 or ``workers`` below 1 (the CLI exits 2).
@@ -73,10 +75,11 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
             os.environ["FORECASTER_LOG_FILE"] = settings.log_file
         log_event("api.serve", host=host, port=port, workers=workers, config=settings.config_path)
         _run_until_signal(lambda: uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers,
-                                              log_level=log_level, log_config=log_config))
+                                              log_level=log_level, log_config=log_config, **server_options()))
         return
     from api.app import create_app
 
     log_event("api.serve", host=host, port=port, workers=1, config=settings.config_path)
     app = create_app(settings)
-    _run_until_signal(lambda: uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config))
+    _run_until_signal(lambda: uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config,
+                                          **server_options()))

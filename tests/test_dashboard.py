@@ -20,8 +20,10 @@ from api.dashboard.format import mase, method_name, num
 from api.dashboard.ticks import format_time_tick, time_ticks, value_ticks
 from forecaster.store import migrate
 from forecaster.config.settings import Settings
-from forecaster.store.tables import ModelVersion, Series, make_engine, make_sessionmaker, write_session
-from tests.api_server import BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
+from forecaster.store.tables import (
+    IngestRun, JobRun, ModelVersion, Series, make_engine, make_sessionmaker, utcnow, write_session,
+)
+from tests.api_server import ADMIN_KEY, BASELINE, PUSHED, SPX, TRAINED, Api, make_settings, running_api
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.timezone.utc
@@ -103,6 +105,40 @@ def test_user_provided_text_is_escaped(sqlite_api_db: str) -> None:
         page, index = api.client.get(f"/series/{TRAINED}").text, api.client.get("/").text
     assert "<script>" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
     assert "<b>°C</b>" not in page + index and "&lt;b&gt;°C&lt;/b&gt;" in page and "&lt;b&gt;°C&lt;/b&gt;" in index
+
+
+def test_pages_never_copy_the_host_header_and_carry_security_headers(sqlite_api: Api) -> None:
+    r = sqlite_api.client.get(f"/series/{SPX}", headers={"Host": "evil.example"})
+    assert r.status_code == 200 and "evil.example" not in r.text
+    assert f'"$URL/v1/series/{quote(SPX, safe="")}/observations"' in r.text  # the copy-paste command
+    for page in (sqlite_api.client.get("/"), r, sqlite_api.client.get("/series/nope:x")):
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_failed_run_is_public_but_its_error_text_needs_the_key(sqlite_api_db: str) -> None:
+    ingest_error = "connection to http://scraper:hunter2@10.0.0.7/feed refused"
+    train_error = "RuntimeError: /srv/forecaster/secret/weights.pt is not readable"
+    engine = make_engine(sqlite_api_db)
+    try:
+        with write_session(make_sessionmaker(engine)) as session:
+            session.add(IngestRun(series_key=BASELINE, source="sine", status="failed", finished_at=utcnow(),
+                                  error=ingest_error))
+            session.add(JobRun(kind="train", trigger="api", series_keys=[TRAINED], status="failed",
+                               finished_at=utcnow(), series_total=1, series_failed=1, error=train_error,
+                               progress={"results": [{"series": TRAINED, "status": "failed", "detail": train_error}]}))
+    finally:
+        engine.dispose()
+    with running_api(make_settings(sqlite_api_db)) as api:
+        pages = {path: api.client.get(path).text for path in ("/", f"/series/{BASELINE}", f"/series/{TRAINED}")}
+        runs = api.client.get("/v1/jobs/runs", headers={"X-API-Key": ADMIN_KEY}).json()["runs"]
+        assert api.client.get("/v1/jobs/runs").status_code == 401
+    for path, html in pages.items():
+        assert "hunter2" not in html and "10.0.0.7" not in html and "/srv/forecaster" not in html, path
+    assert "failed" in _row(pages["/"], BASELINE) and "failed" in _row(pages["/"], TRAINED)
+    assert "the error text: GET /v1/jobs/runs (admin key) or the server log" in pages[f"/series/{BASELINE}"]
+    assert runs[0]["error"] == train_error  # with the key, the whole text
 
 
 def test_an_empty_install_says_how_to_start(tmp_path: Path) -> None:

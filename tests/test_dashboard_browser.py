@@ -159,3 +159,26 @@ def test_a_series_page_draws_the_chart_and_the_live_accuracy(dashboard: Any, pag
     page.goto(f"{dashboard.url}/series/{quote(PUSH, safe='')}")
     assert "No observations yet" in page.locator("#chart").inner_text()
     page.screenshot(path=str(SHOTS / f"series-{slug(PUSH)}.png"), full_page=True)
+
+
+def test_the_pages_security_policy_blocks_nothing_they_use(dashboard: Any, page: Any) -> None:
+    blocked: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            blocked.append(message.text)
+
+    page.on("console", on_console)
+    try:
+        for path in ("/", f"/series/{quote(SF, safe='')}"):
+            answer = page.goto(f"{dashboard.url}{path}")
+            assert "default-src 'none'" in answer.headers["content-security-policy"]
+            assert answer.headers["x-frame-options"] == "DENY"
+            # The inline stylesheet and style attributes still apply.
+            assert page.locator("header.top").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(17, 24, 39)"
+        assert page.locator("#next .v").evaluate("e => getComputedStyle(e).color") == "rgb(124, 58, 237)"
+        page.goto(f"{dashboard.url}/docs")
+        page.locator(".opblock").first.wait_for(timeout=20_000)  # Swagger UI ran its inline script
+        assert blocked == []
+    finally:
+        page.remove_listener("console", on_console)

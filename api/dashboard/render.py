@@ -1,7 +1,7 @@
 """The dashboard's HTML: Jinja2 templates (autoescaped: every key, unit and reason is escaped)
 filled from ``api.dashboard.data``.
 
-    index_html(rows, settings) / series_html(page, settings) / not_found_html(detail)
+    index_html(rows, settings) / series_html(page) / not_found_html(detail)
 """
 
 from __future__ import annotations
@@ -117,11 +117,11 @@ def span_label(frequency: str, ts: list[dt.datetime]) -> str:
     return f"Last {round(days)} days" if wanted != 120 and days >= 2 else f"Last {len(ts)} observations"
 
 
-def series_html(page: SeriesPage, base_url: str) -> str:
-    """One series: tiles, chart, live accuracy, version history."""
+def series_html(page: SeriesPage) -> str:
+    """One series: tiles, chart, live accuracy, version history (no request header reaches the page)."""
     chart = page.chart
     return _render(
-        "series.html", r=page.row, page=page, base_url=base_url,
+        "series.html", r=page.row, page=page,
         chart_svg=render_chart(chart) if chart else "",
         span_label=span_label(page.row.frequency, list(chart.ts)) if chart else "",
         beating={v.version for v in page.versions if _beats_baselines(v.metrics or {})},

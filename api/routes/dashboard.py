@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from api.dashboard import data, render
@@ -30,10 +30,10 @@ def dashboard(session: SessionDep, settings: SettingsDep) -> HTMLResponse:
 @router.get("/series/{key}", response_class=HTMLResponse,
             responses={**_HTML, 404: {"content": {"text/html": {}}, "description": "No such series (an HTML page)."},
                        **problems()})
-def series_dashboard(key: str, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+def series_dashboard(key: str, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     """One series: chart of recent observations with past and next forecasts, live accuracy, model versions."""
     try:
         page = data.series_page(figures.series_figures(session, settings, key, data.chart_points))
     except SeriesNotFound as exc:
         return HTMLResponse(render.not_found_html(str(exc)), status_code=404)
-    return HTMLResponse(render.series_html(page, str(request.base_url)))
+    return HTMLResponse(render.series_html(page))
