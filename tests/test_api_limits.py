@@ -36,7 +36,7 @@ import sys
 import api.protocol
 api.protocol.HEAD_TIMEOUT_S = float(sys.argv[3])
 from api.server import serve
-from forecaster.config.settings import load_settings
+from forecaster.config.loading import load_settings
 serve(load_settings(sys.argv[1]), port=int(sys.argv[2]))
 """
 
