@@ -77,10 +77,16 @@ def _fast_windows(raw: bytes) -> np.ndarray | None:
                 or doc.get("last_ts") is not None:
             return None
         windows = doc["windows"]
-        if not isinstance(windows, simdjson.Array) or len(windows) == 0:
+        if not isinstance(windows, simdjson.Array):
             return None
         rows = len(windows)
-        lengths = {len(row) for row in windows}  # a number in place of a row: TypeError
+        if rows == 0:
+            return None
+        lengths = set()
+        for row in windows:
+            if not isinstance(row, simdjson.Array):  # a number in place of a row
+                return None
+            lengths.add(len(row))
         if len(lengths) != 1 or raw.count(b"[") != rows + 1:  # ragged, or an array nested in a row
             return None
         values = np.frombuffer(windows.as_buffer(of_type="d"), dtype=np.float64).reshape(rows, lengths.pop())

@@ -268,6 +268,9 @@ class SchedulerSettings(_Strict):
         return self
 
 
+QUEUE_NAMES: tuple[Literal["train", "ingest"], ...] = ("train", "ingest")  # a worker takes both by default
+
+
 class WorkersSettings(_Strict):
     """Where retrains and ingests run: in this process, or on `forecaster worker` processes (see README, Scaling out)."""
 
@@ -275,7 +278,7 @@ class WorkersSettings(_Strict):
     concurrency: int = Field(default=1, ge=1, le=64)  # tasks one `forecaster worker` runs at once (threads)
     torch_threads: int | None = Field(default=None, ge=1, le=1024)  # a worker's torch threads; None: every core (torch's default)
     fleet_wait_s: float = Field(default=1.0, ge=0, le=60)  # concurrency > 1: how long a train task waits for others of its shape to fleet with (0: never)
-    queues: list[Literal["train", "ingest"]] = Field(default_factory=lambda: ["train", "ingest"], min_length=1)
+    queues: list[Literal["train", "ingest"]] = Field(default_factory=lambda: list(QUEUE_NAMES), min_length=1)
     heartbeat_s: float = Field(default=5.0, ge=0.5)  # a worker writes its heartbeat this often
     stalled_after_s: float = Field(default=30.0, ge=1.0)  # a worker this long without a heartbeat is dead
     stalled_check_s: float = Field(default=10.0, ge=0.5)  # each worker looks for dead workers' tasks this often

@@ -168,7 +168,8 @@ def _form(model: Any) -> str:
     if "arma" in m:
         from statsforecast.arima import arima_string
 
-        return " ".join(arima_string(m).split())
+        describe: Callable[[Any], str] = arima_string  # statsforecast leaves it unannotated
+        return " ".join(describe(m).split())
     if "modeltype" in m:
         return f"Theta({m['modeltype']})"
     return type(model).__name__

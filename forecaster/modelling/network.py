@@ -8,6 +8,7 @@ plain JSON-able dict. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+_CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class RecurrentForecaster(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)  # (B, L, H)
-        return self.head(out[:, -1]).squeeze(-1)  # (B,)
+        value: torch.Tensor = self.head(out[:, -1]).squeeze(-1)  # (B,)
+        return value
 
 
 def to_artifact(model: nn.Module) -> bytes:

@@ -50,7 +50,8 @@ class Choice:
 
     def combine(self, forecasts: dict[str, np.ndarray]) -> np.ndarray:
         """The served forecasts from each member's."""
-        return np.mean([np.asarray(forecasts[m], dtype=np.float64) for m in self.members], axis=0)
+        mean: np.ndarray = np.mean([np.asarray(forecasts[m], dtype=np.float64) for m in self.members], axis=0)
+        return mean
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "members": list(self.members), "label": self.label,
@@ -155,7 +156,7 @@ def ladder(
 
     blocks: dict[str, Any] = {}
     for name, f in pool.forecasts.items():
-        block = {"label": cands.LABELS.get(name, name), "val": metrics_block(y_val, f[:k], scale),
+        block: dict[str, Any] = {"label": cands.LABELS.get(name, name), "val": metrics_block(y_val, f[:k], scale),
                  "holdout": metrics_block(y_hold, f[k:], scale)}
         block["interval"] = interval(f)[0]
         if name in pool.fitted:

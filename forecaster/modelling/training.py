@@ -129,12 +129,14 @@ def fit(model: nn.Module, data: Splits, cfg: TrainConfig, progress: Progress | N
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total = torch.zeros((), device=device)
-        for idx in torch.randperm(len(yt), generator=gen, device=device).split(cfg.batch_size):
+        order: torch.Tensor = torch.randperm(len(yt), generator=gen, device=device)
+        for idx in torch.split(order, cfg.batch_size):
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 pred = model(xt[idx]).float()  # (B, L, F) -> (B,)
             loss = loss_fn(pred, yt[idx])
             opt.zero_grad(set_to_none=True)
-            grad_scaler.scale(loss).backward()
+            scaled: torch.Tensor = grad_scaler.scale(loss)
+            torch.autograd.backward(scaled)
             if cfg.grad_clip:
                 grad_scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -249,4 +249,5 @@ def denormalise(
 ) -> np.ndarray:
     """Undo ``normalise`` on model outputs yn (m,); ``last`` (m,) is each window's last value."""
     ref = loc if target == "value" else last
-    return ref + scale * np.asarray(yn, dtype=np.float64)
+    values: np.ndarray = ref + scale * np.asarray(yn, dtype=np.float64)
+    return values

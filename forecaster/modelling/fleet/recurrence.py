@@ -115,7 +115,7 @@ class _Recurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # under CUDA autocast: all bf16
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)  # type: ignore[untyped-decorator]  # torch's own; under CUDA autocast: all bf16
     def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
                 b_hh: torch.Tensor, cell: str, full: bool, train: bool, ws: LayerBuffers | None,
                 lowp: torch.dtype | None) -> torch.Tensor:
@@ -195,7 +195,7 @@ class _Recurrence(torch.autograd.Function):
         return hs[1:] if full else hs[L]
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
+    @torch.amp.custom_bwd(device_type="cuda")  # type: ignore[untyped-decorator]  # torch's own
     def backward(ctx: Any, d_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if ctx.bufs is None:
             raise RuntimeError("the fleet recurrence's backward runs once (it reuses its buffers)")
@@ -278,8 +278,8 @@ def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor
             w_ih, w_hh, b_ih, b_hh = params[4 * layer : 4 * layer + 4]
             last = layer == config.num_layers - 1
             ws = workspace.layer(layer) if workspace is not None and train else None
-            out = _Recurrence.apply(seq, w_ih, w_hh, b_ih, b_hh, config.cell, not last, train, ws,
-                                    lowp if train else None)
+            out: torch.Tensor = _Recurrence.apply(  # type: ignore[no-untyped-call]  # torch's own
+                seq, w_ih, w_hh, b_ih, b_hh, config.cell, not last, train, ws, lowp if train else None)
             if last:
                 h = out
             else:
