@@ -78,6 +78,11 @@ def _value_problem(value: float) -> str | None:
     return None
 
 
+def _not_a_number(value: float | None) -> str:
+    """Why a pushed row without a finite value is refused: dropping it would hide what the client sent."""
+    return "the value is missing" if value is None else f"value {value} is not a finite number"
+
+
 def _range_problem(ts: dt.datetime, latest: dt.datetime, rules: SeriesRules) -> str | None:
     if ts < MIN_TS:
         return f"ts {_fmt_ts(ts)} is before {MIN_TS.date()} (the earliest time stored)"
@@ -106,7 +111,10 @@ def check_rows(rows: Sequence[tuple[dt.datetime, float | None]], rules: SeriesRu
         except OverflowError:  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
             raise _refuse(rules, f"row {i} (ts={ts.isoformat()}, value={value})",
                           "ts is outside the representable range of times") from None
-        problem = (None if value is None else _value_problem(float(value))) or _range_problem(utc, latest, rules)
+        if value is None or not math.isfinite(value):
+            problem: str | None = _not_a_number(value)
+        else:
+            problem = _value_problem(float(value)) or _range_problem(utc, latest, rules)
         if problem:
             raise _refuse(rules, f"row {i} (ts={_fmt_ts(utc)}, value={value})", problem)
     if rows:
