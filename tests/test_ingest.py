@@ -188,6 +188,24 @@ def test_bad_rows_in_a_source_answer_are_rejected_one_by_one_and_the_rest_stored
     assert run is not None and (run.status, run.rows_rejected, run.error) == ("ok", 2, note)
 
 
+def test_cli_ingest_table_counts_and_names_a_rejected_row(tmp_path: Path) -> None:
+    write_csv(tmp_path / "load.csv", [("2024-03-01T00:00:00Z", "1"), ("2024-03-01T00:17:00Z", "2"),
+                                      ("2024-03-01T01:00:00Z", "3")])
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + CSV)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+    assert run("migrate").returncode == 0
+    out = run("ingest")
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "csv:plant" in ln)
+    assert [c.strip() for c in line.split("│")][2:7] == ["ok", "2", "0", "0", "1"]
+    note = " ".join(ln.split("│")[-2].strip() for ln in out.stdout.splitlines() if ln.count("│") > 2)  # wrapped cell
+    assert "rejected 1 row that breaks the series' rules: csv row ts=2024-03-01T00:17:00Z" in note
+
+
 YAHOO = ('[sources.yfinance]\nbase_url = "{url}"\n'
          '[[series]]\nkey = "yfinance:^GSPC:close"\nsource = "yfinance"\nfrequency = "1B"\n'
          'params = {{ ticker = "^GSPC" }}\n')

@@ -169,8 +169,8 @@ def rejection_note(screened: ScreenedFrame) -> str | None:
     if not screened.rejected:
         return None
     more = screened.rejected - len(screened.named)
-    rows = "row" if screened.rejected == 1 else "rows"
-    return (f"rejected {screened.rejected} {rows} that break the series' rules: " + "; ".join(screened.named)
+    rows = "row that breaks" if screened.rejected == 1 else "rows that break"
+    return (f"rejected {screened.rejected} {rows} the series' rules: " + "; ".join(screened.named)
             + (f"; and {more} more" if more else ""))
 
 
