@@ -215,7 +215,8 @@ def ingest_series(
     """
     fetch = fetch or sources.fetch
     series_id, run_id = _start_run(sm, spec, job_run_id)
-    status, error, notes = "ok", None, ()
+    status, error = "ok", None
+    notes: tuple[str, ...] = ()
     try:
         with sm() as session:
             since = observations.latest_ts(session, series_id)
