@@ -109,10 +109,11 @@ class ObservationPage(_Out):
 
 
 class ObservationIn(_In):
-    """One observation; ``ts`` must carry a UTC offset (``Z`` or ``+01:00``)."""
+    """One pushed observation (the shape documented for a push; forecaster/data/push_body.py reads it)."""
 
-    ts: AwareDatetime
-    value: float | None = Field(description="NaN, infinite or null values are dropped and counted as rejected.")
+    ts: AwareDatetime = Field(description="ISO-8601 extended text with a UTC offset (`Z` or `+01:00`); "
+                                          "no epoch numbers.")
+    value: float = Field(description="A finite number; booleans, null, NaN and text are refused.")
 
 
 class PushOut(_Out):
@@ -120,7 +121,7 @@ class PushOut(_Out):
 
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
         "series_key": "push:meter", "created": False, "new": 24, "updated": 1, "unchanged": 0, "rejected": 1,
-        "notes": ["dropped 1 rows with NaN/inf values"], "ingest_run_id": 12, "forecast": None,
+        "notes": ["1 duplicate timestamps: kept the last"], "ingest_run_id": 12, "forecast": None,
     }]})
 
     series_key: str
@@ -128,7 +129,7 @@ class PushOut(_Out):
     new: int
     updated: int
     unchanged: int
-    rejected: int
+    rejected: int = Field(description="Rows replaced by a later row with the same timestamp (the last row wins).")
     notes: list[str]
     ingest_run_id: int
     forecast: ForecastOut | None = Field(description="The stored forecast after the push.")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from forecaster.config.settings import Settings
 from forecaster.store.tables import Forecast, IngestRun, Observation, Series, write_session
 from forecaster.store.series import find_series
 from forecaster.usecases.ingest import ingest_many, ingest_series
+from tests.fakes import FakeYahoo
 
 UTC = dt.timezone.utc
 
@@ -170,20 +172,65 @@ DOWN_OM = ('[sources.open-meteo]\nforecast_url = "http://127.0.0.1:1/v1/forecast
            'params = { latitude = 37.77, longitude = -122.42, variable = "temperature_2m" }\n')
 
 
-def test_one_bad_row_in_a_source_answer_fails_the_series_and_stores_nothing(tmp_path: Path,
-                                                                            sm: sessionmaker[Session]) -> None:
+def test_bad_rows_in_a_source_answer_are_rejected_one_by_one_and_the_rest_stored(
+        tmp_path: Path, sm: sessionmaker[Session]) -> None:
     rows = [(f"2024-03-01T{h:02d}:00:00Z", str(h)) for h in range(5)]
-    write_csv(tmp_path / "load.csv", rows + [("2999-01-01T00:00:00Z", "0.4")])
+    write_csv(tmp_path / "load.csv", rows + [("2999-01-01T00:00:00Z", "0.4"), ("2024-03-01T05:17:00Z", "5")])
     s = settings_for(tmp_path, CSV)
     out = ingest_series(sm, s, s.series[0])
-    assert out.status == "failed" and count_obs(sm, "csv:plant") == 0
-    assert out.error == ("csv:plant: csv row ts=2999-01-01T00:00:00Z (value=0.4): ts 2999-01-01T00:00:00Z is in the "
-                         "future" + (out.error or "").split("is in the future", 1)[1])
-    write_csv(tmp_path / "load.csv", rows + [("2024-03-01T05:17:00Z", "5")])
-    out = ingest_series(sm, s, s.series[0])
-    assert out.status == "failed" and "ts=2024-03-01T05:17:00Z" in (out.error or "") and "on the hour" in (out.error or "")
-    write_csv(tmp_path / "load.csv", rows)
-    assert ingest_series(sm, s, s.series[0]).rows_new == 5
+    assert (out.status, out.rows_new, out.rows_rejected) == ("ok", 5, 2)
+    assert count_obs(sm, "csv:plant") == 5
+    note = next(n for n in out.notes if n.startswith("rejected 2 rows"))
+    assert "ts=2999-01-01T00:00:00Z (value=0.4): ts 2999-01-01T00:00:00Z is in the future" in note
+    assert "ts=2024-03-01T05:17:00Z (value=5): is off the series' calendar" in note
+    with sm() as session:
+        run = session.get(IngestRun, out.run_id)
+    assert run is not None and (run.status, run.rows_rejected, run.error) == ("ok", 2, note)
+
+
+def test_cli_ingest_table_counts_and_names_a_rejected_row(tmp_path: Path) -> None:
+    write_csv(tmp_path / "load.csv", [("2024-03-01T00:00:00Z", "1"), ("2024-03-01T00:17:00Z", "2"),
+                                      ("2024-03-01T01:00:00Z", "3")])
+    cfg = tmp_path / "forecaster.toml"
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "f.db"}"\n' + CSV)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "forecaster.cli", "--config", str(cfg), *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+
+    assert run("migrate").returncode == 0
+    out = run("ingest")
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "csv:plant" in ln)
+    assert [c.strip() for c in line.split("│")][2:7] == ["ok", "2", "0", "0", "1"]
+    note = " ".join(ln.split("│")[-2].strip() for ln in out.stdout.splitlines() if ln.count("│") > 2)  # wrapped cell
+    assert "rejected 1 row that breaks the series' rules: csv row ts=2024-03-01T00:17:00Z" in note
+
+
+YAHOO = ('[sources.yfinance]\nbase_url = "{url}"\n'
+         '[[series]]\nkey = "yfinance:^GSPC:close"\nsource = "yfinance"\nfrequency = "1B"\n'
+         'params = {{ ticker = "^GSPC" }}\n')
+
+
+def test_a_yahoo_row_on_a_closed_day_is_rejected_and_the_series_keeps_ingesting(
+        tmp_path: Path, sm: sessionmaker[Session], fake_yahoo: FakeYahoo,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Christmas 2018: XNYS was closed, yet the answer holds a (provisional) bar for it
+    christmas = pd.DataFrame({"date": [dt.date(2018, 12, 25)], "close": [2400.0], "adjclose": [2400.0]})
+    fake_yahoo.bars = pd.concat([fake_yahoo.bars, christmas]).sort_values("date").reset_index(drop=True)
+    s = settings_for(tmp_path, YAHOO.format(url=fake_yahoo.url))
+    with caplog.at_level(logging.WARNING):
+        first = ingest_series(sm, s, s.series[0])
+    assert (first.status, first.rows_new, first.rows_rejected) == ("ok", 300, 1), first.error
+    named = "ts=2018-12-25T00:00:00Z (value=2400): is off the series' calendar: 1B follows the XNYS trading days"
+    assert any(named in n for n in first.notes)
+    assert any(r.levelno == logging.WARNING and named in r.getMessage() for r in caplog.records)
+    second = ingest_series(sm, s, s.series[0])
+    assert (second.status, second.rows_new, second.rows_unchanged, second.rows_rejected) == ("ok", 0, 300, 1)
+    with sm() as session:
+        runs = session.execute(select(IngestRun.status, IngestRun.rows_rejected).order_by(IngestRun.id)).all()
+        christmas_stored = session.scalar(select(func.count()).select_from(Observation)
+                                          .where(Observation.ts == dt.datetime(2018, 12, 25, tzinfo=UTC)))
+    assert [tuple(r) for r in runs] == [("ok", 1), ("ok", 1)] and christmas_stored == 0
 
 
 def test_an_unreachable_source_with_stored_data_is_unavailable_not_a_snapshot_reload(

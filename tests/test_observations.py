@@ -4,6 +4,7 @@ over the API and the CLI, with the stored forecast and live accuracy following."
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import subprocess
 import sys
@@ -190,3 +191,25 @@ def test_times_past_year_9999_in_utc_are_a_422_on_every_observations_route(sqlit
     assert r.status_code == 422 and "outside the representable range" in r.json()["detail"]
     r = push(sqlite_api, PUSHED, [{"ts": far, "value": 1.0}])
     assert r.status_code == 422 and "row 1" in r.json()["detail"]
+
+
+# ---------------------------------------------------------------- cursors
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", [
+    b64(b"0001-01-01T00:00:00+05:00"),  # before year 1 in UTC
+    b64(b"9999-12-31T23:00:00-05:00"),  # past year 9999 in UTC
+    b64(b"2024-01-01T00:00:00"),  # no offset
+    b64(b"\xff\xfe"), b64(b"yesterday"), b64(b""), "a", "!!!", "\u00e9t\u00e9", "%00",
+])
+def test_a_cursor_this_api_did_not_give_out_is_a_422_naming_it(api: Api, cursor: str) -> None:
+    r = api.client.get(f"/v1/series/{BASELINE}/observations", params={"cursor": cursor, "limit": 5})
+    assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM), r.text
+    assert f"cursor {cursor!r} is not one this API gave out" in r.json()["detail"]
+    first = api.client.get(f"/v1/series/{BASELINE}/observations", params={"limit": 5}).json()
+    again = api.client.get(f"/v1/series/{BASELINE}/observations", params={"cursor": first["next_cursor"], "limit": 5})
+    assert again.status_code == 200 and again.json()["observations"][0]["ts"] > first["observations"][-1]["ts"]

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, TypeAdapter
+from pydantic import AwareDatetime
 
-from api.deps import AdminDep, AppState, StateDep, parse_json
+from api.deps import AdminDep, AppState, StateDep
 from api.problems import UnsupportedMediaType
 from api.routes import problems
 from api.schemas import DeleteObservationsOut, ForecastOut, ObservationIn, PushOut
@@ -17,12 +17,15 @@ from forecaster.errors import InvalidInput
 from forecaster.usecases import observations as usecase
 
 router = APIRouter(prefix="/v1", tags=["series"])
-_observations = TypeAdapter(list[ObservationIn])
 _CSV_EXAMPLE = "ts,value\n2024-01-01T00:00:00Z,1.5\n2024-01-01T01:00:00Z,1.7\n"
 _PUSH_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "A JSON list of {ts, value}, or CSV with the header `ts,value`. Timestamps need a UTC offset.",
+        "description": "A JSON list of {ts, value}, or CSV with the header `ts,value`, read by the same rules: "
+                       "`ts` is ISO-8601 extended text with a UTC offset (`2024-01-01T00:00:00Z`, "
+                       "`2024-01-01T01:00+01:00`; no epoch numbers), `value` a finite number written as JSON "
+                       "writes numbers (no booleans, null, empty cells or text). A timestamp sent twice: the last "
+                       "row wins.",
         "content": {
             "application/json": {
                 "schema": {"type": "array", "items": ObservationIn.model_json_schema()},
@@ -46,7 +49,7 @@ def _parse_rows(media: str, body: bytes) -> list[tuple[dt.datetime, float | None
                                f"({body[exc.start:exc.start + 1]!r}) cannot be decoded; send UTF-8") from None
         return list(usecase.parse_csv_observations(text))
     if media == "application/json" or media.endswith("+json"):
-        return [(r.ts, r.value) for r in parse_json(_observations, body)]
+        return list(usecase.parse_json_observations(body))
     raise UnsupportedMediaType(f"content-type {media or 'none'!r} is not read here: "
                                "send application/json (a list of {ts, value}) or text/csv (header ts,value)")
 
@@ -68,10 +71,13 @@ async def push_observations(
 ) -> PushOut:
     """Push observations (admin): checked, upserted, then the stored forecast is refreshed, in one transaction.
 
-    Every row must be on the series' calendar, not in the future (beyond `observations.future_tolerance_s`)
-    and finite within ±1e15; one bad row refuses the whole push (422 naming the row and the rule) and
-    nothing is stored. A timestamp already stored with the same value counts as unchanged, with another
-    value as updated. Rows whose value is empty or NaN are dropped and counted as rejected.
+    JSON and CSV bodies are read by one set of rules: `ts` is ISO-8601 extended text with a UTC offset
+    (`Z` or `+01:00`; epoch numbers, ISO basic and week dates are refused), `value` a finite number
+    (booleans, null, empty cells, NaN and text are refused). Every row must be on the series' calendar,
+    not in the future (beyond `observations.future_tolerance_s`) and within ±1e15. Any row that cannot be
+    stored refuses the whole push (422 naming the row and the rule) and nothing is stored. A timestamp
+    sent twice in one push: the last row wins, and the earlier ones count as rejected, with a note. A
+    timestamp already stored with the same value counts as unchanged, with another value as updated.
     """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()

@@ -1,10 +1,11 @@
 """Every observation that enters is checked against its series, by one set of rules.
 
     SeriesRules(series_key, frequency, calendar=None, anchor=None, future_tolerance_s=86400)
-    check_rows(rows, rules, now=None)        # pushed rows, named "row N" (1 = first row sent)
-    check_frame(frame, rules, now=None)      # a source's tidy frame, rows named by their ts
+    check_rows(rows, rules, now=None)        # pushed rows, named "row N" (1 = first row sent): all or none
+    screen_frame(frame, rules, now=None)     # a source's tidy frame: the good rows, the bad ones named by ts
+    check_frame(frame, rules, now=None)      # a frame as one batch: the first bad row is raised
 
-Rules (the first broken one is named, with the row, and nothing of the batch is stored):
+Rules (a broken one is named, with the row):
 
 * representable: ``|value| <= MAX_ABS_VALUE``; the timestamp is not before
   ``MIN_TS`` (pandas and both databases hold it);
@@ -14,10 +15,14 @@ Rules (the first broken one is named, with the row, and nothing of the batch is 
   grid through ``anchor`` (the series' first stored observation; with none
   stored, midnight UTC, so an hourly series is on the hour); other steps are at
   midnight UTC on the offset's days (``1B`` Monday-Friday, or the trading days
-  of ``calendar`` such as XNYS; ``1W`` Sundays; ``1MS`` the first of the month).
+  of ``calendar`` such as XNYS; ``1W`` Sundays; ``1MS`` the first of the month);
+* pushed rows only: a value is a finite number (a source's missing or
+  non-finite values are dropped and counted as rejected by ``tidy_frame``).
 
-A missing or non-finite value (None, NaN, ±inf) is not a broken rule: such
-rows are dropped and counted as rejected, with a note (``tidy_frame``).
+A push is atomic (one bad row refuses the batch and nothing is stored: the
+client can fix it and resend); an upstream answer is screened row by row (one
+bad upstream row must not stop the series for good: the good rows are stored,
+the bad ones counted as rejected and named).
 """
 
 from __future__ import annotations
@@ -73,6 +78,11 @@ def _value_problem(value: float) -> str | None:
     return None
 
 
+def _not_a_number(value: float | None) -> str:
+    """Why a pushed row without a finite value is refused: dropping it would hide what the client sent."""
+    return "the value is missing" if value is None else f"value {value} is not a finite number"
+
+
 def _range_problem(ts: dt.datetime, latest: dt.datetime, rules: SeriesRules) -> str | None:
     if ts < MIN_TS:
         return f"ts {_fmt_ts(ts)} is before {MIN_TS.date()} (the earliest time stored)"
@@ -101,7 +111,10 @@ def check_rows(rows: Sequence[tuple[dt.datetime, float | None]], rules: SeriesRu
         except OverflowError:  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
             raise _refuse(rules, f"row {i} (ts={ts.isoformat()}, value={value})",
                           "ts is outside the representable range of times") from None
-        problem = (None if value is None else _value_problem(float(value))) or _range_problem(utc, latest, rules)
+        if value is None or not math.isfinite(value):
+            problem: str | None = _not_a_number(value)
+        else:
+            problem = _value_problem(float(value)) or _range_problem(utc, latest, rules)
         if problem:
             raise _refuse(rules, f"row {i} (ts={_fmt_ts(utc)}, value={value})", problem)
     if rows:
@@ -113,30 +126,60 @@ def check_rows(rows: Sequence[tuple[dt.datetime, float | None]], rules: SeriesRu
             raise _refuse(rules, f"row {i + 1} (ts={_fmt_ts(ts)}, value={value})", calendar_rule(rules))
 
 
-def check_frame(frame: pd.DataFrame, rules: SeriesRules, now: dt.datetime | None = None,
-                what: str = "row") -> None:
-    """Check a source's tidy frame (``ts`` UTC, ``value``); a bad row is named by its timestamp.
+@dataclass(frozen=True)
+class ScreenedFrame:
+    """A source's frame split by the rules: the rows that pass, and how many did not, with the first few named.
 
-    Raises:
-        InvalidInput: ``"<key>: row ts=...: <rule>; nothing was stored"``.
+    Attributes:
+        frame: the rows that meet every rule, in their order.
+        rejected: how many rows broke a rule.
+        named: ``"ts=...: <rule>"`` for the first ``MAX_NAMED`` rejected rows.
     """
+
+    frame: pd.DataFrame
+    rejected: int = 0
+    named: tuple[str, ...] = ()
+
+
+MAX_NAMED = 3  # rejected rows named in a run's note; the rest are counted
+
+
+def screen_frame(frame: pd.DataFrame, rules: SeriesRules, now: dt.datetime | None = None,
+                 what: str = "row") -> ScreenedFrame:
+    """Check a source's tidy frame (``ts`` UTC, ``value``) row by row: one bad upstream row must not stop
+    the series, so the rows that break a rule are set aside and named by their timestamp."""
     if frame.empty:
-        return
+        return ScreenedFrame(frame)
     ts = pd.DatetimeIndex(frame["ts"])
     values = frame["value"].to_numpy(dtype="float64")
     latest = _now(now) + dt.timedelta(seconds=rules.future_tolerance_s)
     bad_value = np.isfinite(values) & (np.abs(np.where(np.isfinite(values), values, 0.0)) > MAX_ABS_VALUE)
-    bad_ts = (ts < pd.Timestamp(MIN_TS)) | (ts > pd.Timestamp(latest))
-    bad = bad_value | np.asarray(bad_ts)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    bad_range = bad_value | np.asarray((ts < pd.Timestamp(MIN_TS)) | (ts > pd.Timestamp(latest)))
+    bad = bad_range.copy()
+    bad[~bad_range] = off_calendar(ts[~bad_range], rules)  # times out of range may not fit the grid's arithmetic
+    named = []
+    for i in np.flatnonzero(bad)[:MAX_NAMED]:
         t = ts[i].to_pydatetime()
-        problem = _value_problem(float(values[i])) if bad_value[i] else _range_problem(t, latest, rules)
-        raise _refuse(rules, f"{what} ts={_fmt_ts(t)} (value={values[i]:g})", problem or "is out of range")
-    off = off_calendar(ts, rules)
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        raise _refuse(rules, f"{what} ts={_fmt_ts(ts[i])} (value={values[i]:g})", calendar_rule(rules))
+        if bad_value[i]:
+            problem = _value_problem(float(values[i]))
+        elif bad_range[i]:
+            problem = _range_problem(t, latest, rules)
+        else:
+            problem = calendar_rule(rules)
+        named.append(f"{what} ts={_fmt_ts(t)} (value={values[i]:g}): {problem or 'is out of range'}")
+    return ScreenedFrame(frame[~bad].reset_index(drop=True), int(bad.sum()), tuple(named))
+
+
+def check_frame(frame: pd.DataFrame, rules: SeriesRules, now: dt.datetime | None = None,
+                what: str = "row") -> None:
+    """Check a source's tidy frame as one batch; the first bad row is raised, named by its timestamp.
+
+    Raises:
+        InvalidInput: ``"<key>: row ts=...: <rule>; nothing was stored"``.
+    """
+    screened = screen_frame(frame, rules, now, what)
+    if screened.named:
+        raise InvalidInput(f"{rules.series_key}: {screened.named[0]}; nothing was stored")
 
 
 def _offset(frequency: str) -> pd.DateOffset:

@@ -194,19 +194,21 @@ def encode_cursor(ts: dt.datetime) -> str:
 
 
 def decode_cursor(cursor: str) -> dt.datetime:
-    """The timestamp inside a cursor.
+    """The (UTC) timestamp inside a cursor.
 
     Raises:
-        InvalidInput: the cursor did not come from ``encode_cursor``.
+        InvalidInput: the cursor did not come from ``encode_cursor``: not base64 text of an ISO time
+            with an offset, or a time that lies outside what UTC can hold (``0001-01-01T00:00+05:00``).
     """
+    refused = InvalidInput(f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged")
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts = dt.datetime.fromisoformat(text)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged") from None
-    if ts.tzinfo is None:
-        raise InvalidInput(f"cursor {cursor!r} is not one this API gave out; pass next_cursor unchanged")
-    return ts
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        ts = dt.datetime.fromisoformat(raw.decode())
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            raise refused
+        return ts.astimezone(dt.timezone.utc)
+    except (binascii.Error, UnicodeError, ValueError, OverflowError):
+        raise refused from None
 
 
 def page(session: Session, series: Series, *, start: dt.datetime | None, end: dt.datetime | None, limit: int,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.data import sources
-from forecaster.data.validation import SeriesRules, check_frame
+from forecaster.data.validation import ScreenedFrame, SeriesRules, screen_frame
 from forecaster.errors import ForecasterError, SeriesNotFound, SourceError, SourceUnavailable
 from forecaster.logs import log_event
 from forecaster.store import observations
@@ -35,7 +35,9 @@ class IngestOutcome:
     ``status``: ``ok``; ``snapshot`` (the source was unreachable and nothing
     was stored yet: the bundled snapshot was loaded); ``unavailable`` (the
     source was unreachable: nothing changed, the stored data keeps serving);
-    ``failed`` (bad data or an error: nothing from this answer was stored).
+    ``failed`` (an answer that cannot be read, or an error: nothing from it was stored).
+    ``rejection`` names the first rows of the answer that broke the series' rules
+    (they are in ``rows_rejected``, the others were stored); the run row keeps it as its note.
     """
 
     series_key: str
@@ -48,6 +50,7 @@ class IngestOutcome:
     last_ts: dt.datetime | None = None
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rejection: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -161,6 +164,16 @@ def series_rules(session: Session, settings: Settings, series: Series, first_ts:
                        anchor=anchor, future_tolerance_s=settings.observations.future_tolerance_s)
 
 
+def rejection_note(screened: ScreenedFrame) -> str | None:
+    """The sentence naming the rows an upstream answer had that break the series' rules (None: none)."""
+    if not screened.rejected:
+        return None
+    more = screened.rejected - len(screened.named)
+    rows = "row that breaks" if screened.rejected == 1 else "rows that break"
+    return (f"rejected {screened.rejected} {rows} the series' rules: " + "; ".join(screened.named)
+            + (f"; and {more} more" if more else ""))
+
+
 def _finish_run(sm: sessionmaker[Session], run_id: int, outcome: IngestOutcome) -> None:
     with write_session(sm) as session:
         run = session.get(IngestRun, run_id)
@@ -169,7 +182,8 @@ def _finish_run(sm: sessionmaker[Session], run_id: int, outcome: IngestOutcome) 
         run.status = outcome.status
         run.rows_new, run.rows_updated = outcome.rows_new, outcome.rows_updated
         run.rows_unchanged, run.rows_rejected = outcome.rows_unchanged, outcome.rows_rejected
-        run.error = outcome.error  # for snapshot and unavailable: the one message that says so
+        # the run's one line of text: the failure, the snapshot or outage message, and the rows set aside
+        run.error = "; ".join(t for t in (outcome.error, outcome.rejection) if t) or None
 
 
 AfterWrite = Callable[[Session, Series], None]
@@ -191,16 +205,18 @@ def ingest_series(
     is on, the series names a bundled snapshot and nothing is stored yet, the
     snapshot is loaded (``snapshot``); otherwise an unreachable source
     (``SourceUnavailable``) makes the outcome ``unavailable`` (the stored data
-    keeps serving). Every row is checked against the series (forecaster/data/validation.py):
-    one bad row fails the series naming it, and nothing from that answer is
-    stored; so does any other error (``failed``, with the error text). A failure
-    while writing rolls the series back to how it was.
+    keeps serving). Every row is checked against the series (forecaster/data/validation.py)
+    one by one: the rows that break a rule are counted as rejected and the first
+    few named (in the notes, the run's text and a WARNING log line), the others
+    are stored. Any other error fails the series (``failed``, with the error
+    text); a failure while writing rolls the series back to how it was.
     ``after_write(session, series)`` runs inside the same transaction when rows
     changed (the stored forecast is refreshed there).
     """
     fetch = fetch or sources.fetch
     series_id, run_id = _start_run(sm, spec, job_run_id)
-    status, error, notes = "ok", None, ()
+    status, error = "ok", None
+    notes: tuple[str, ...] = ()
     try:
         with sm() as session:
             since = observations.latest_ts(session, series_id)
@@ -228,19 +244,25 @@ def ingest_series(
             series = session.get(Series, series_id)
             assert series is not None
             first = result.frame["ts"].iloc[0].to_pydatetime() if len(result.frame) else None
-            check_frame(result.frame, series_rules(session, settings, series, first),
-                        what=f"snapshot {spec.snapshot!r} row" if status == "snapshot" else f"{spec.source} row")
-            counts = observations.upsert(session, series, result.frame)
+            screened = screen_frame(result.frame, series_rules(session, settings, series, first),
+                                    what=f"snapshot {spec.snapshot!r} row" if status == "snapshot" else f"{spec.source} row")
+            counts = observations.upsert(session, series, screened.frame)
             if counts.changed and after_write is not None:
                 after_write(session, series)
             last = observations.latest_ts(session, series_id)
+        rejection = rejection_note(screened)
+        if rejection is not None:
+            notes = notes + (rejection,)
+            log_event("ingest.rejected", level=logging.WARNING, series=spec.key, run_id=run_id,
+                      rows=screened.rejected, detail=rejection)
+        rejected = result.rejected + screened.rejected
         outcome = IngestOutcome(
             series_key=spec.key, run_id=run_id, status=status, rows_new=counts.new,
             rows_updated=counts.updated, rows_unchanged=counts.unchanged,
-            rows_rejected=result.rejected, last_ts=last, error=error, notes=notes,
+            rows_rejected=rejected, last_ts=last, error=error, notes=notes, rejection=rejection,
         )
         log_event("ingest.done", series=spec.key, run_id=run_id, status=status, new=counts.new,
-                  updated=counts.updated, unchanged=counts.unchanged, rejected=result.rejected)
+                  updated=counts.updated, unchanged=counts.unchanged, rejected=rejected)
     except ForecasterError as exc:
         text = str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"  # the message names the series
         outcome = IngestOutcome(series_key=spec.key, run_id=run_id, status="failed", error=text)

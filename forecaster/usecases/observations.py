@@ -1,6 +1,7 @@
 """Writing observations by hand: a client's push and an admin's repair.
 
-    parse_csv_observations(text) / rows_to_frame(rows)          (parsing pushed bodies)
+    parse_json_observations(body) / parse_csv_observations(text)  (parsing pushed bodies, one set of rules)
+    rows_to_frame(rows)
     rules_for(session, settings, series) -> SeriesRules          (what a row of this series must satisfy)
     push_observations(sm, settings, series_key=, rows=, frequency=) -> PushResult
     delete_observations(sm, settings, series_key=, start=, end=) -> DeleteResult
@@ -13,9 +14,7 @@ in one transaction.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.settings import SeriesSpec, Settings
+from forecaster.data import push_body
 from forecaster.data.sources.base import tidy_frame
 from forecaster.data.validation import SeriesRules, check_rows
 from forecaster.errors import ConfigError, InvalidInput, SeriesNotFound
@@ -37,54 +37,24 @@ from forecaster.usecases.ingest import series_rules
 
 # ---------------------------------------------------------------- parsing
 
-_MISSING_WORDS = frozenset({"", "nan", "-nan", "+nan", "na", "n/a", "null", "none"})
+
+def parse_json_observations(body: bytes) -> list[tuple[dt.datetime, float]]:
+    """Rows of a JSON push body (``forecaster/data/push_body.py``: the rules CSV follows too).
+
+    Raises:
+        InvalidInput: not valid JSON, not a list of {ts, value}, or a row that breaks a rule, naming it.
+    """
+    return push_body.parse_json_rows(body)
 
 
 def parse_csv_observations(text: str) -> list[tuple[dt.datetime, float]]:
-    """Rows of a ``ts,value`` CSV body as (aware ts, value); empty or NaN values become NaN.
+    """Rows of a ``ts,value`` CSV push body, by the same rules as JSON.
 
     Raises:
-        InvalidInput: no ``ts``/``value`` header, or a row whose timestamp has
-            no UTC offset or cannot be read, or whose value is not a number,
-            naming the row (1 = the first row after the header).
+        InvalidInput: no ``ts``/``value`` header, or a row that breaks a rule, naming it
+            (1 = the first row after the header).
     """
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    try:
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "ts" not in header or "value" not in header:
-            raise InvalidInput(f"CSV header must name the columns ts,value; got {','.join(header) or 'nothing'!r}")
-        i_ts, i_value = header.index("ts"), header.index("value")
-        out: list[tuple[dt.datetime, float]] = []
-        for n, row in enumerate(reader, start=1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) <= max(i_ts, i_value):
-                raise InvalidInput(f"row {n}: {len(row)} columns; expected ts,value")
-            out.append((_parse_ts(row[i_ts].strip(), n), _parse_value(row[i_value].strip(), n)))
-    except csv.Error as exc:  # a NUL byte, an unclosed quote at the end
-        raise InvalidInput(f"the CSV body cannot be read: {exc} (line {reader.line_num})") from None
-    return out
-
-
-def _parse_ts(text: str, row: int) -> dt.datetime:
-    try:
-        ts = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"row {row}: timestamp {text!r} cannot be read; use ISO-8601 "
-                           "with an offset, such as '2024-01-01T00:00:00Z'") from None
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise InvalidInput(f"row {row}: timestamp {text!r} has no UTC offset; add one, "
-                           "such as '2024-01-01T00:00:00Z' or '2024-01-01T01:00:00+01:00'")
-    return ts
-
-
-def _parse_value(text: str, row: int) -> float:
-    if text.lower() in _MISSING_WORDS:
-        return float("nan")
-    try:
-        return float(text)
-    except ValueError:
-        raise InvalidInput(f"row {row}: value {text!r} is not a number") from None
+    return push_body.parse_csv_rows(text)
 
 
 def rows_to_frame(rows: Sequence[tuple[dt.datetime, float | None]]) -> pd.DataFrame:
@@ -164,8 +134,9 @@ def push_observations(
     Allowed for a series declared in the config (any source), or, when
     ``settings.api.allow_push_create``, for a push series (created here when
     new, with ``frequency``). Every row is checked against the series
-    (``forecaster.data.validation``): one bad row refuses the whole push, naming it.
-    Rows whose value is missing (None/NaN) are dropped and counted as rejected.
+    (``forecaster.data.validation``): one bad row (a missing or non-finite value
+    included) refuses the whole push, naming it. Of rows sharing a timestamp the
+    last one wins; the earlier ones are counted as rejected, with a note.
 
     Raises:
         SeriesNotFound: the key is not declared and pushes may not create series.
