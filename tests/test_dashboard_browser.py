@@ -25,6 +25,7 @@ from forecaster.store.tables import make_engine, make_sessionmaker, write_sessio
 from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
 from forecaster.store.series import series_by_key
 from forecaster.usecases.ingest import ingest_series
+from forecaster.usecases.models import rollback
 from forecaster.store.jobruns import create_run
 from forecaster.usecases.executor import InProcessQueue
 from forecaster.data.sources import load_snapshot
@@ -182,3 +183,59 @@ def test_the_pages_security_policy_blocks_nothing_they_use(dashboard: Any, page:
         assert blocked == []
     finally:
         page.remove_listener("console", on_console)
+
+
+# ---------------------------------------------------------------- the versions table at a laptop's width
+
+VERSIONED = "sine:versions"
+
+
+@pytest.fixture(scope="module")
+def versioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A series trained three times (tiny model, two statistical candidates), then rolled back once:
+    a champion, a retired and a rejected version, with long reasons."""
+    tmp = tmp_path_factory.mktemp("versions")
+    url = f"sqlite:///{tmp / 'versions.db'}"
+    settings = Settings(database_url=url, snapshot_fallback=False, series=[
+        {"key": VERSIONED, "source": "sine", "frequency": "1h",
+         "model": {**TINY, "candidates": ["ets_seasonal", "theta"]},
+         "params": {"period": 24, "noise": 0.3, "length": 400, "seed": 5}}])
+    engine = make_engine(url)
+    try:
+        migrate.upgrade(engine)
+        sm = make_sessionmaker(engine)
+        assert ingest_series(sm, settings, settings.series[0], after_write=refresh_after_ingest).ok
+        for _ in range(3):
+            run = create_run(sm, settings, kind="train", keys=[VERSIONED])
+            assert InProcessQueue(sm, settings).execute(run.id).status == "ok"
+        assert rollback(sm, series_key=VERSIONED).champion.version == 2  # v3 is rejected now
+    finally:
+        engine.dispose()
+    with running_api(settings) as api:
+        yield api
+
+
+def test_the_versions_table_fits_a_1400_pixel_window_reasons_and_all(versioned: Any, page: Any) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    try:
+        assert page.goto(f"{versioned.url}/series/{quote(VERSIONED, safe='')}").status == 200
+        page.locator("#versions").scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "series-versions-1400.png"), full_page=True)
+        rows = page.locator("#versions tbody tr")
+        assert rows.count() == 3
+        card = page.locator("#versions")
+        scroll_width, client_width = card.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert scroll_width <= client_width  # nothing hides behind a sideways scroll
+        for i in range(3):
+            reason = rows.nth(i).locator("td.reason")
+            assert reason.inner_text().strip()  # every version says why it serves or not
+            box = reason.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 1400
+        coverage = {rows.nth(i).get_attribute("data-version"): rows.nth(i).locator("td.coverage").inner_text()
+                    for i in range(3)}
+        assert coverage["3"] == "—"  # rejected: its interval serves no one
+        assert coverage["2"].endswith("%") and coverage["1"].endswith("%")
+        assert "rolled back to v2" in rows.first.locator("td.reason").inner_text()
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

@@ -29,7 +29,10 @@ def _block_mase(metrics: dict[str, Any], name: str) -> str:
     return mase(block.get("mase"))
 
 
-def _interval_coverage(metrics: dict[str, Any]) -> float | None:
+def _interval_coverage(metrics: dict[str, Any], status: str) -> float | None:
+    """The holdout coverage of the interval the version serves; None for a rejected one, whose interval serves no one."""
+    if status == "rejected":
+        return None
     value = (metrics.get("served_interval") or metrics.get("interval") or {}).get("coverage")
     return None if value is None else float(value)
 

@@ -4,6 +4,7 @@
     runs.py          ingest, train (one job run executed here, shown as a table)
     observations.py  observations delete
     models.py        models list, promote, baseline, rollback
+    holdout.py       a version's holdout figures as the train and models tables show them
     processes.py     migrate, serve, scheduler, worker, up
 """
 

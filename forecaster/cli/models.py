@@ -8,11 +8,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from forecaster.cli import holdout
 from forecaster.cli.app import app, err, fmt, handle_errors, open_db, out, settings
 
 if TYPE_CHECKING:
-    from forecaster.usecases.models import Champion
-    from forecaster.usecases.models import ServingChange
+    from forecaster.usecases.models import Champion, ServingChange
 
 
 models_app = typer.Typer(help="Model versions in the registry.", no_args_is_help=True)
@@ -22,27 +22,28 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 @handle_errors
 def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None:
-    """Versions of a series with holdout metrics side by side with the baselines."""
+    """Versions of a series: what each serves, its holdout MASE and MAE, the model's and the baselines' beside it."""
     from forecaster.usecases.models import list_versions
 
     s = settings()
     sm = open_db(s)
     with sm() as session:
         versions = list_versions(session, series_key=key)
-    table = Table(title=escape(f"{key}: model versions (holdout MASE; 'serves' was chosen on validation)"),
-                  title_justify="left")
-    for col in ("version", "status", "created", "cell", "serves", "served", "model", "naive", "seasonal",
-                "champion", "MAE", "reason"):
+    table = Table(title=escape(f"{key}: model versions: holdout MASE of what each serves (chosen on validation), "
+                               "the recurrent model's and the baselines' (lower is better); * serves now"),
+                  title_justify="left",
+                  caption=f"MAE: of what serves, in the series' unit; {holdout.COVERAGE_NOTE}",
+                  caption_justify="left")
+    for col in ("version", "status", "created", "cell", "serves", "MASE", "model", "naive", "seasonal",
+                "champion", "MAE", "coverage", "reason"):
         table.add_column(col)
     for v in versions:
         m = v.metrics
-        served = m.get("served") or {"label": "recurrent model", "mase": m["model"]["mase"]}
         table.add_row(
             f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
-            str(v.hyperparameters.get("cell", "-")), escape(str(served["label"])), fmt(served["mase"]),
-            fmt(m["model"]["mase"]), fmt(m["naive"]["mase"]),
-            fmt((m.get("seasonal_naive") or {}).get("mase")), fmt((m.get("champion") or {}).get("mase")),
-            fmt(m["model"]["mae"]), escape(v.status_reason or ""),
+            str(v.hyperparameters.get("cell", "-")), escape(holdout.served_label(m)), fmt(holdout.served_mase(m)),
+            *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS), fmt(holdout.served_block(m).get("mae")),
+            holdout.percent(holdout.served_coverage(m, v.status)), escape(v.status_reason or ""),
         )
     out.print(table if versions else escape(f"{key} has no model versions yet: run `forecaster train`"))
 

@@ -15,7 +15,16 @@ from rich.progress import TaskID
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.cli.app import app, fmt, handle_errors, open_db, out, progress_bar, settings
+from forecaster.cli import holdout
+from forecaster.cli.app import (
+    app,
+    fmt,
+    handle_errors,
+    open_db,
+    out,
+    progress_bar,
+    settings,
+)
 from forecaster.config.settings import Settings
 from forecaster.usecases.jobs import series_of_run
 
@@ -83,22 +92,24 @@ def ingest(
 
 
 def train_table(results: list[SeriesResult]) -> Table:
-    """One row per series: its new version's holdout MASE beside the baselines' and the champion's."""
+    """One row per series: what its new version serves and that holdout MASE, the recurrent model's
+    beside it, the baselines' and the champion's, and the coverage of the interval that serves."""
     from forecaster.usecases.retrain import TrainReport
 
-    table = Table(title="train: holdout MASE of the new version vs the baselines (lower is better)", title_justify="left")
-    for col in ("series", "status", "version", "model", "naive", "seasonal", "champion", "coverage", "device", "time"):
+    table = Table(title="train: holdout MASE of what each new version serves (chosen on validation), "
+                        "the recurrent model's and the baselines' (lower is better)",
+                  title_justify="left", caption=holdout.COVERAGE_NOTE, caption_justify="left")
+    for col in ("series", "status", "version", "serves", "MASE", "model", "naive", "seasonal", "champion",
+                "coverage", "device", "time"):
         table.add_column(col)
     for res in results:
         r = res.outcome if isinstance(res.outcome, TrainReport) else None
         m = (r.metrics if r else None) or {}
-        cov = (m.get("interval") or {}).get("coverage")
         table.add_row(
             escape(res.series_key), f"[{TRAIN_COLOURS.get(res.status, 'red')}]{res.status}[/]",
-            f"v{r.version}" if r and r.version else "-",
-            fmt((m.get("model") or {}).get("mase")), fmt((m.get("naive") or {}).get("mase")),
-            fmt((m.get("seasonal_naive") or {}).get("mase")), fmt((m.get("champion") or {}).get("mase")),
-            "-" if cov is None else f"{cov:.0%}", (r.device if r else None) or "-",
+            f"v{r.version}" if r and r.version else "-", escape(holdout.served_label(m)),
+            fmt(holdout.served_mase(m)), *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS),
+            holdout.percent(holdout.served_coverage(m, res.status)), (r.device if r else None) or "-",
             f"{r.duration_s:.1f}s" if r else "-",
         )
     return table
