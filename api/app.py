@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html
-from fastapi.responses import HTMLResponse
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
 from fastapi_offline import FastAPIOffline
 
 from api import problems
@@ -31,13 +31,23 @@ from api.headers import DOCS_CSP, SecurityHeaders
 from api.limits import BodyGuard, body_caps
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.predictors import PredictorCache
-from api.routes import DESCRIPTIONS, PROBLEM_CONTENT, forecasts, health, jobs, models, series
-from api.routes import accuracy, dashboard, observations
+from api.routes import (
+    DESCRIPTIONS,
+    PROBLEM_CONTENT,
+    accuracy,
+    dashboard,
+    forecasts,
+    health,
+    jobs,
+    models,
+    observations,
+    series,
+)
 from forecaster import __version__
 from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
-from forecaster.usecases.database import open_database
 from forecaster.logs import configure_logging, log_event, log_to_file
+from forecaster.usecases.database import open_database
 from forecaster.usecases.executor import make_queue
 
 DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI / ReDoc scripts, styles and favicon

@@ -33,9 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import CLIENT_GONE
-from forecaster.usecases.accuracy import all_accuracy
 from forecaster.config.settings import MonitoringSettings
 from forecaster.logs import log_event
+from forecaster.usecases.accuracy import all_accuracy
 from forecaster.usecases.figures import metrics_figures
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -110,7 +110,7 @@ class DatabaseCollector(Collector):
         yield from families
 
     def _read(self) -> list[Metric]:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         age = GaugeMetricFamily("forecaster_model_age_seconds", "Seconds since the serving champion was trained.",
                                 labels=["series", "version"])
         last_obs = GaugeMetricFamily("forecaster_last_observation_timestamp_seconds",

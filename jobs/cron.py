@@ -26,7 +26,7 @@ def weekday_field(field: str) -> str:
     return ",".join(DAY_NAMES[d] for d in sorted(days))
 
 
-def cron_trigger(expr: str, *, timezone: dt.tzinfo = dt.timezone.utc) -> BaseTrigger:
+def cron_trigger(expr: str, *, timezone: dt.tzinfo = dt.UTC) -> BaseTrigger:
     """A trigger that fires exactly when cron would fire ``expr`` (in ``timezone``, UTC by default).
 
     Raises:

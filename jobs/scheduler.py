@@ -105,7 +105,7 @@ def build_scheduler(ctx: tasks.JobContext, jobs: list[PlannedJob], *, run_now: b
     retrain job, once (sequentially, so that retrain sees the fresh data).
     """
     sched = BackgroundScheduler(
-        timezone=dt.timezone.utc,
+        timezone=dt.UTC,
         executors={"default": ThreadPoolExecutor(max_workers=len(jobs) + 1)},
     )
     for job in jobs:
@@ -126,7 +126,7 @@ def build_scheduler(ctx: tasks.JobContext, jobs: list[PlannedJob], *, run_now: b
         )
     if run_now and jobs:
         sched.add_job(_run_each_once, kwargs={"ctx": ctx, "jobs": jobs}, id="start", name="run each job once",
-                      next_run_time=dt.datetime.now(dt.timezone.utc), misfire_grace_time=None)
+                      next_run_time=dt.datetime.now(dt.UTC), misfire_grace_time=None)
 
     def on_event(event: JobEvent) -> None:
         if event.code == EVENT_JOB_MISSED:

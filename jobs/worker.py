@@ -95,7 +95,8 @@ async def _recover_stalled(app: Any, settings: Settings) -> None:
             try:
                 await app.job_manager.retry_job(job)
             except Exception as exc:  # noqa: BLE001 - another worker requeued it first
-                log_event("worker.stalled_retry_skipped", job=job.id, reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
+                reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                log_event("worker.stalled_retry_skipped", job=job.id, reason=reason)
                 continue
             log_event("worker.stalled_requeued", job=job.id, task=job.task_name,
                       series=(job.task_kwargs or {}).get("series_key"), dead_worker=job.worker_id,

@@ -83,7 +83,7 @@ def _grid(s: _Scale, data: ChartData) -> list[str]:
     try:
         end = s.t0 + dt.timedelta(seconds=s.span)
     except OverflowError:  # data up to year 9999: the air after the last point does not fit
-        end = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+        end = dt.datetime.max.replace(tzinfo=dt.UTC)
     ticks, unit = time_ticks(s.t0, end)
     for t in ticks:
         x = _f(s.x(t))

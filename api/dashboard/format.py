@@ -32,14 +32,14 @@ def pct(v: float | None) -> str:
 
 def when(t: dt.datetime | None) -> str:
     """``2024-03-01 09:00`` (UTC; the pages say so once)."""
-    return DASH if t is None else f"{t.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M}"
+    return DASH if t is None else f"{t.astimezone(dt.UTC):%Y-%m-%d %H:%M}"
 
 
 def ago(t: dt.datetime | None, now: dt.datetime | None = None) -> str:
     """``just now``, ``12 min ago``, ``3 h ago``, ``5 d ago``."""
     if t is None:
         return DASH
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     s = (now - t).total_seconds()
     if s < 60:
         return "just now"

@@ -30,7 +30,10 @@ def _block_mase(metrics: dict[str, Any], name: str) -> str:
 
 
 def _interval_coverage(metrics: dict[str, Any], status: str) -> float | None:
-    """The holdout coverage of the interval the version serves; None for a rejected one, whose interval serves no one."""
+    """The holdout coverage of the interval the version serves.
+
+    None for a rejected version: its interval serves no one.
+    """
     if status == "rejected":
         return None
     value = (metrics.get("served_interval") or metrics.get("interval") or {}).get("coverage")
@@ -94,7 +97,7 @@ def environment() -> jinja2.Environment:
 
 
 def _render(name: str, **context: Any) -> str:
-    return environment().get_template(name).render(now=dt.datetime.now(dt.timezone.utc), **context)
+    return environment().get_template(name).render(now=dt.datetime.now(dt.UTC), **context)
 
 
 def index_html(rows: list[SeriesRow], settings: Settings) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _H = 3600
 _D = 86400
 # (seconds, label) candidates; months and years are calendar steps, the rest fixed.

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep, SettingsDep
 from api.routes import problems
-from forecaster.usecases.accuracy import AccuracyRow, SeriesAccuracy, series_accuracy
 from forecaster.errors import SeriesNotFound
+from forecaster.usecases.accuracy import AccuracyRow, SeriesAccuracy, series_accuracy
 
 router = APIRouter(prefix="/v1", tags=["forecasts"])
 

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from forecaster.usecases import catalog as queries
 from api.deps import SessionDep, SettingsDep
 from api.routes import problems
 from api.schemas import ObservationOut, ObservationPage, SeriesList, SeriesOut
+from forecaster.usecases import catalog as queries
 
 router = APIRouter(prefix="/v1", tags=["series"])
 

@@ -57,7 +57,7 @@ def parse_cron(expr: str) -> CronFields:
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"needs 5 fields (minute hour day month weekday), got {len(fields)}")
-    for text, field in zip(fields, CRON_FIELDS):
+    for text, field in zip(fields, CRON_FIELDS, strict=True):
         _check_field(text, field)
     parsed = CronFields(*fields)
     if not parsed.day.startswith("*") and parsed.day_of_week.startswith("*"):

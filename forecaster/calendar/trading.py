@@ -47,7 +47,8 @@ def check_exchange(name: str) -> str:
     """
     upper = name.strip().upper()
     if upper not in known_exchanges():
-        examples = ", ".join(n for n in ("XNYS", "XNAS", "XLON", "XFRA", "XETR", "XTKS", "XHKG") if n in known_exchanges())
+        common = ("XNYS", "XNAS", "XLON", "XFRA", "XETR", "XTKS", "XHKG")
+        examples = ", ".join(n for n in common if n in known_exchanges())
         raise ValueError(f"is not an exchange calendar (examples: {examples}; "
                          "the full list is exchange_calendars.get_calendar_names())")
     return upper

@@ -9,7 +9,6 @@ printed as one line naming the bad value, and the command exits 2.
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster.config.loading import load_settings
 from forecaster.config.settings import Settings
-from forecaster.errors import ForecasterError, StorageUnavailable
+from forecaster.errors import ForecasterError
 
 app = typer.Typer(
     help="Self-hosted time-series forecasting: ingest, train, gate, serve, track.",

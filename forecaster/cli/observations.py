@@ -10,7 +10,6 @@ from rich.markup import escape
 
 from forecaster.cli.app import app, fail, handle_errors, open_db, out, settings
 
-
 observations_app = typer.Typer(help="Stored observations: repair what should not have got in.", no_args_is_help=True)
 app.add_typer(observations_app, name="observations")
 

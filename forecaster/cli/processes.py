@@ -48,8 +48,8 @@ def serve(
         fail(f"--workers {workers}: at least 1 worker process is needed")
 
     from forecaster import plugins
-    from forecaster.usecases.ingest import sync_all_series
     from forecaster.logs import log_event
+    from forecaster.usecases.ingest import sync_all_series
 
     s = settings()
     try:

@@ -80,8 +80,10 @@ def run_ingest(s: Settings, sm: sessionmaker[Session], keys: list[str] | None, *
 @app.command()
 @handle_errors
 def ingest(
-    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
-    snapshot: Annotated[bool, typer.Option(help="Fall back to the bundled snapshot when a source is unreachable.")] = False,
+    series: Annotated[list[str] | None,
+                      typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
+    snapshot: Annotated[bool, typer.Option(
+        help="Fall back to the bundled snapshot when a source is unreachable.")] = False,
 ) -> None:
     """Fetch every configured series (or --series KEY) and upsert new observations."""
     s = settings()
@@ -151,9 +153,12 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None,
 @app.command()
 @handle_errors
 def train(
-    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
+    series: Annotated[list[str] | None,
+                      typer.Option("--series", "-s", help="Only this series key (repeatable).")] = None,
     one_by_one: Annotated[bool, typer.Option(
-        "--one-by-one", help="Train each series alone in turn, never in fleets (fleets: on a GPU, or amp groups of 16+ on a bf16 CPU).")] = False,
+        "--one-by-one",
+        help="Train each series alone in turn, never in fleets (fleets: on a GPU, or amp groups of 16+ on a bf16 CPU).",
+    )] = False,
 ) -> None:
     """Train a new model version per series, gate it against the baselines and the champion.
 

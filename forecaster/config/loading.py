@@ -48,7 +48,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, required: bool 
         raise ConfigError(describe_errors(exc, data=data, file=file)) from None
     except SettingsError as exc:  # an environment variable that should hold JSON does not
         field = str(exc).split('"')[1] if '"' in str(exc) else ""
-        var = next((n for n in os.environ if n.upper() == f"{ENV_PREFIX}{field.upper()}"), f"{ENV_PREFIX}{field.upper()}")
+        name = f"{ENV_PREFIX}{field.upper()}"
+        var = next((n for n in os.environ if n.upper() == name), name)
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"environment variable {var} = {os.environ.get(var, '')!r} is not valid JSON "
                           f"for {field}{cause}") from None

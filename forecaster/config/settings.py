@@ -272,19 +272,22 @@ QUEUE_NAMES: tuple[Literal["train", "ingest"], ...] = ("train", "ingest")  # a w
 
 
 class WorkersSettings(_Strict):
-    """Where retrains and ingests run: in this process, or on `forecaster worker` processes (see README, Scaling out)."""
+    """Where retrains and ingests run: in this process, or on `forecaster worker` processes (README: Scaling out)."""
 
     queue: Literal["auto", "in-process"] = "auto"  # auto: procrastinate on PostgreSQL, in-process on SQLite
     concurrency: int = Field(default=1, ge=1, le=64)  # tasks one `forecaster worker` runs at once (threads)
-    torch_threads: int | None = Field(default=None, ge=1, le=1024)  # a worker's torch threads; None: every core (torch's default)
-    fleet_wait_s: float = Field(default=1.0, ge=0, le=60)  # concurrency > 1: how long a train task waits for others of its shape to fleet with (0: never)
+    # a worker's torch threads; None: every core (torch's default)
+    torch_threads: int | None = Field(default=None, ge=1, le=1024)
+    # concurrency > 1: how long a train task waits for others of its shape to fleet with (0: never)
+    fleet_wait_s: float = Field(default=1.0, ge=0, le=60)
     queues: list[Literal["train", "ingest"]] = Field(default_factory=lambda: list(QUEUE_NAMES), min_length=1)
     heartbeat_s: float = Field(default=5.0, ge=0.5)  # a worker writes its heartbeat this often
     stalled_after_s: float = Field(default=30.0, ge=1.0)  # a worker this long without a heartbeat is dead
     stalled_check_s: float = Field(default=10.0, ge=0.5)  # each worker looks for dead workers' tasks this often
     poll_s: float = Field(default=2.0, ge=0.1)  # fallback poll for new tasks (LISTEN/NOTIFY wakes workers at once)
     database_retry_s: float = Field(default=5.0, ge=0.1)  # a worker without its database tries again this often
-    shutdown_timeout_s: float = Field(default=110.0, ge=1.0)  # SIGTERM: tasks in hand are flagged aborted after this (a training still ends)
+    # SIGTERM: tasks in hand are flagged aborted after this (a training still ends)
+    shutdown_timeout_s: float = Field(default=110.0, ge=1.0)
 
     @model_validator(mode="after")
     def _stalled_covers_heartbeats(self) -> WorkersSettings:
@@ -300,7 +303,8 @@ class WorkersSettings(_Strict):
 class ObservationsSettings(_Strict):
     """Rules every incoming observation meets (forecaster/data/validation.py)."""
 
-    future_tolerance_s: float = Field(default=86_400.0, ge=0, le=3.2e8)  # how far past now a timestamp may lie (<= ~10 years)
+    # how far past now a timestamp may lie (<= ~10 years)
+    future_tolerance_s: float = Field(default=86_400.0, ge=0, le=3.2e8)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

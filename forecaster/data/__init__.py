@@ -1,1 +1,4 @@
-"""Where data comes from and how it is checked: the sources (Yahoo, Open-Meteo, CSV, sine, snapshots) and the rules an observation must meet."""
+"""Where data comes from and how it is checked.
+
+The sources (Yahoo, Open-Meteo, CSV, sine, snapshots), push bodies, and the rules an observation must meet.
+"""

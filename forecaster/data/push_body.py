@@ -41,7 +41,8 @@ _JSON = TypeAdapter(Any)  # pydantic's parser: fast on number-heavy bodies, and 
 
 def parse_ts(raw: object, row: int) -> dt.datetime:
     """An aware timestamp from the ``ts`` of row ``row`` (JSON value or CSV text)."""
-    if (isinstance(raw, (int, float)) and not isinstance(raw, bool)) or (isinstance(raw, str) and _NUMBER.fullmatch(raw)):
+    is_number = isinstance(raw, (int, float)) and not isinstance(raw, bool)
+    if is_number or (isinstance(raw, str) and _NUMBER.fullmatch(raw)):
         raise InvalidInput(f"row {row}: ts {raw} is a number; send ISO-8601 text with a UTC offset, {_EXAMPLE} "
                            "(epoch numbers are not read: seconds and milliseconds cannot be told apart)")
     if raw is None or raw == "":

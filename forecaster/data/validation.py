@@ -37,7 +37,7 @@ import pandas as pd
 
 from forecaster.errors import InvalidInput
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MIN_TS = dt.datetime(1700, 1, 1, tzinfo=UTC)
 MAX_ABS_VALUE = 1e15  # float64 holds integers exactly up to ~9e15; training scales stay finite
 DEFAULT_FUTURE_TOLERANCE_S = 86_400.0

@@ -144,7 +144,7 @@ class PostgresProbe:
                     self._timeout_s)
             cursor = await asyncio.wait_for(self._conn.execute(FORECAST_ROWS_SQL, (keys,)), self._timeout_s)
             rows = await cursor.fetchall()
-        except (psycopg.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, psycopg.Error, OSError) as exc:
             await self._drop()
             self._quiet_until = time.monotonic() + self._retry_s
             if not self._failing:

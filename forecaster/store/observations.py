@@ -70,7 +70,7 @@ def upsert(session: Session, series: Series, frame: pd.DataFrame) -> UpsertCount
     existing = {t: v for t, v in rows}
     now = utcnow()
     new_rows, changed = [], []
-    for t, v in zip(stamps, values):
+    for t, v in zip(stamps, values, strict=True):
         old = existing.get(t)
         if old is None:
             new_rows.append({"series_id": series.id, "ts": t, "value": v, "ingested_at": now})
@@ -150,7 +150,7 @@ def _index(stamps: list[dt.datetime]) -> pd.DatetimeIndex:
     try:
         return pd.DatetimeIndex(stamps, tz="UTC") if stamps else pd.DatetimeIndex([], tz="UTC")
     except (pd.errors.OutOfBoundsDatetime, OverflowError):
-        naive = np.array([s.astimezone(dt.timezone.utc).replace(tzinfo=None) for s in stamps], dtype="datetime64[us]")
+        naive = np.array([s.astimezone(dt.UTC).replace(tzinfo=None) for s in stamps], dtype="datetime64[us]")
         return pd.DatetimeIndex(naive).tz_localize("UTC")
 
 
@@ -190,7 +190,7 @@ class ObservationsPage:
 
 def encode_cursor(ts: dt.datetime) -> str:
     """An opaque cursor for 'after ``ts``' (URL-safe base64 of the ISO time)."""
-    return base64.urlsafe_b64encode(ts.astimezone(dt.timezone.utc).isoformat().encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(ts.astimezone(dt.UTC).isoformat().encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> dt.datetime:
@@ -206,7 +206,7 @@ def decode_cursor(cursor: str) -> dt.datetime:
         ts = dt.datetime.fromisoformat(raw.decode())
         if ts.tzinfo is None or ts.utcoffset() is None:
             raise refused
-        return ts.astimezone(dt.timezone.utc)
+        return ts.astimezone(dt.UTC)
     except (binascii.Error, UnicodeError, ValueError, OverflowError):
         raise refused from None
 

@@ -8,8 +8,8 @@ one transaction.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, delete, func, select, update
@@ -143,7 +143,8 @@ def add_version(
     """
     last = latest_version(session, series.id, load_only(ModelVersion.version))
     mv = ModelVersion(
-        series_id=series.id, version=(last.version if last is not None else 0) + 1, hyperparameters=hyperparameters, scaler=scaler,
+        series_id=series.id, version=(last.version if last is not None else 0) + 1,
+        hyperparameters=hyperparameters, scaler=scaler,
         weights=weights, metrics=metrics, lineage=lineage, status=status, status_reason=status_reason,
     )
     session.add(mv)
@@ -184,7 +185,8 @@ def _move_alias(session: Session, series: Series, mv: ModelVersion) -> int | Non
     now = utcnow()
     session.execute(
         insert.values(series_id=series.id, name=CHAMPION, model_version_id=mv.id, updated_at=now)
-        .on_conflict_do_update(index_elements=["series_id", "name"], set_={"model_version_id": mv.id, "updated_at": now})
+        .on_conflict_do_update(index_elements=["series_id", "name"],
+                               set_={"model_version_id": mv.id, "updated_at": now})
     )
     mv.status = CHAMPION
     return old.version if old is not None and old.id != mv.id else None

@@ -94,7 +94,7 @@ def _utc(name: str, t: dt.datetime | None) -> dt.datetime | None:
     if t is None:
         return None
     try:
-        return t.astimezone(dt.timezone.utc)
+        return t.astimezone(dt.UTC)
     except OverflowError:
         raise InvalidInput(f"{name} {t.isoformat()} is outside the representable range of times") from None
 

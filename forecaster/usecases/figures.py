@@ -12,10 +12,9 @@ here with the outcome, the rest of the presentation in api/dashboard/.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from collections.abc import Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, load_only

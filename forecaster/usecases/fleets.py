@@ -22,8 +22,8 @@ from forecaster.errors import TrainingError
 from forecaster.logs import log_event
 
 if TYPE_CHECKING:
-    from forecaster.modelling.preparation import Prepared
     from forecaster.modelling.network import RecurrentForecaster
+    from forecaster.modelling.preparation import Prepared
     from forecaster.modelling.training import TrainResult
 
 # One series' fit: (model, result, None), or (None, None, why it failed).

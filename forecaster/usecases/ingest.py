@@ -155,7 +155,8 @@ def _start_run(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | No
         return series.id, run.id
 
 
-def series_rules(session: Session, settings: Settings, series: Series, first_ts: dt.datetime | None = None) -> SeriesRules:
+def series_rules(session: Session, settings: Settings, series: Series,
+                 first_ts: dt.datetime | None = None) -> SeriesRules:
     """The rules (forecaster/data/validation.py) a new observation of ``series`` must meet."""
     anchor = observations.first_ts(session, series.id)
     if anchor is None and series.source == "yfinance":
@@ -245,7 +246,8 @@ def ingest_series(
             assert series is not None
             first = result.frame["ts"].iloc[0].to_pydatetime() if len(result.frame) else None
             screened = screen_frame(result.frame, series_rules(session, settings, series, first),
-                                    what=f"snapshot {spec.snapshot!r} row" if status == "snapshot" else f"{spec.source} row")
+                                    what=(f"snapshot {spec.snapshot!r} row" if status == "snapshot"
+                                          else f"{spec.source} row"))
             counts = observations.upsert(session, series, screened.frame)
             if counts.changed and after_write is not None:
                 after_write(session, series)

@@ -24,19 +24,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from forecaster.store.series import find_series
 from forecaster.config.settings import SeriesSpec, Settings
 from forecaster.errors import ForecasterError, SeriesNotFound
 from forecaster.logs import log_event
 from forecaster.store import jobruns
 from forecaster.store.jobruns import JobRunView as JobRunView  # the view these use cases return
+from forecaster.store.series import find_series
 from forecaster.store.tables import JobRun, ModelVersion, Observation
 from forecaster.usecases import ingest
 from forecaster.usecases.fleets import FleetGatherer
 from forecaster.usecases.forecasting import refresh_after_ingest
 from forecaster.usecases.queue import WorkQueue
 from forecaster.usecases.retrain import EpochProgress, TrainReport, retrain_series
-
 
 DATABASE_LOST = (OperationalError, InterfaceError)  # worth running the task again once the database is back
 
@@ -107,7 +106,8 @@ def _train(sm: sessionmaker[Session], spec: SeriesSpec, run_id: int, gather: Fle
             done = _trained_by_run(session, series.id, run_id)
             if done is not None:
                 return SeriesResult(spec.key, "promoted" if done.status == "champion" else done.status, True,
-                                    f"v{done.version}: {done.status_reason or ''} (written before this task was retried)")
+                                    f"v{done.version}: {done.status_reason or ''} "
+                                    "(written before this task was retried)")
             fresh = _up_to_date(session, series.id, run)
             if fresh is not None:
                 by = (fresh.lineage or {}).get("job_run_id")
@@ -190,7 +190,8 @@ def run_series(
                                         detail=result.detail, stopping=result.stopped)
     log_event(f"job.{kind}.series", run_id=run_id, series=series_key, status=result.status,
               done=run.series_done, failed=run.series_failed, total=run.series_total)
-    if closed and not result.stopped and kind == "ingest" and queue is not None and settings.monitoring.retrain_on_drift:
+    drift_check = closed and not result.stopped and kind == "ingest" and settings.monitoring.retrain_on_drift
+    if drift_check and queue is not None:
         retrain_drifting(sm, settings, queue, run_id=run_id, keys=run.series_keys or [])
     return result
 

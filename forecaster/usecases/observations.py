@@ -59,7 +59,7 @@ def parse_csv_observations(text: str) -> list[tuple[dt.datetime, float]]:
 
 def rows_to_frame(rows: Sequence[tuple[dt.datetime, float | None]]) -> pd.DataFrame:
     """A ``ts`` (UTC) / ``value`` frame from rows that passed ``check_rows``; None values become NaN."""
-    ts = pd.DatetimeIndex([t.astimezone(dt.timezone.utc).replace(tzinfo=None) for t, _ in rows]).tz_localize("UTC")
+    ts = pd.DatetimeIndex([t.astimezone(dt.UTC).replace(tzinfo=None) for t, _ in rows]).tz_localize("UTC")
     values = pd.array([float("nan") if v is None else float(v) for _, v in rows], dtype="float64")
     return pd.DataFrame({"ts": ts, "value": values})
 
@@ -198,10 +198,10 @@ def delete_observations(
         if t.tzinfo is None or t.utcoffset() is None:
             raise InvalidInput(f"{name} {t.isoformat()} has no UTC offset; add one, such as 'Z'")
         try:
-            t.astimezone(dt.timezone.utc)
+            t.astimezone(dt.UTC)
         except OverflowError:
             raise InvalidInput(f"{name} {t.isoformat()} is outside the representable range of times") from None
-    start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
+    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
     if end < start:
         raise InvalidInput(f"end {end.isoformat()} is before start {start.isoformat()}")
     with write_session(sm) as session:

@@ -21,21 +21,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from forecaster import __version__
-from forecaster.store import registry
 from forecaster.config.settings import SeriesSpec, Settings
-from forecaster.usecases.fleets import FleetGatherer, fit_group, fleets_pay
-from forecaster.store.tables import Series, write_session
 from forecaster.errors import ForecasterError, InvalidInput, NotEnoughData, TrainingError
+from forecaster.logs import log_event
+from forecaster.store import registry
 from forecaster.store.observations import load_values
 from forecaster.store.series import find_series, sync_series
+from forecaster.store.tables import Series, write_session
+from forecaster.usecases.fleets import FleetGatherer, fit_group, fleets_pay
 from forecaster.usecases.forecasting import refresh_forecast
-from forecaster.logs import log_event
 
 if TYPE_CHECKING:
     from forecaster.modelling.fitting import TrainOutcome
+    from forecaster.modelling.network import RecurrentForecaster
     from forecaster.modelling.predictor import Predictor
     from forecaster.modelling.preparation import Prepared
-    from forecaster.modelling.network import RecurrentForecaster
     from forecaster.modelling.training import TrainResult
 
 EpochProgress = Callable[[int, int, float], None]  # (epoch, epochs, validation loss) after each epoch

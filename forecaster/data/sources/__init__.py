@@ -16,14 +16,14 @@ import datetime as dt
 import time
 
 from forecaster.config.settings import SeriesSpec, Settings
-from forecaster.errors import InvalidInput
-from forecaster.logs import log_event
 from forecaster.data.sources.base import FetchResult, tidy_frame
 from forecaster.data.sources.csv_file import fetch_csv
 from forecaster.data.sources.open_meteo import fetch_open_meteo
 from forecaster.data.sources.sine import fetch_sine
 from forecaster.data.sources.snapshot import load_snapshot
 from forecaster.data.sources.yfinance_source import fetch_yfinance
+from forecaster.errors import InvalidInput
+from forecaster.logs import log_event
 from forecaster.snapshots import SNAPSHOTS
 
 __all__ = ["SNAPSHOTS", "FetchResult", "fetch", "load_snapshot", "tidy_frame"]

@@ -8,7 +8,6 @@ A source answers with a ``FetchResult``: a frame of ``ts`` (aware UTC) and ``val
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

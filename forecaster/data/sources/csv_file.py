@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from forecaster.config.settings import CsvParams, SeriesSpec, Settings
-from forecaster.errors import InvalidInput, SourceDataError
 from forecaster.data.sources._http import http_get
 from forecaster.data.sources.base import FetchResult, tidy_frame
+from forecaster.errors import InvalidInput, SourceDataError
 
 URL_TIMEOUT_S = 30.0
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from forecaster.config.settings import OpenMeteoParams, SeriesSpec, Settings
-from forecaster.errors import InvalidInput, SourceDataError
 from forecaster.data.sources._http import host_of, http_get
 from forecaster.data.sources.base import FetchResult, tidy_frame
+from forecaster.errors import InvalidInput, SourceDataError
 
 ARCHIVE_LAG_DAYS = 5  # the archive's reanalysis trails real time by a few days
 

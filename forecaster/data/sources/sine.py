@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from forecaster.config.settings import SeriesSpec, SineParams
-from forecaster.errors import InvalidInput
 from forecaster.data.sources.base import FetchResult, tidy_frame
+from forecaster.errors import InvalidInput
 
 
 def fetch_sine(spec: SeriesSpec) -> FetchResult:

@@ -6,8 +6,8 @@ from importlib import resources
 
 import pandas as pd
 
-from forecaster.errors import InvalidInput
 from forecaster.data.sources.base import tidy_frame
+from forecaster.errors import InvalidInput
 from forecaster.snapshots import SNAPSHOTS
 
 

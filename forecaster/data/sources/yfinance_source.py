@@ -29,8 +29,8 @@ from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 from forecaster.config.settings import SeriesSpec, Settings, YFinanceParams
-from forecaster.errors import InvalidInput, SourceDataError, SourceUnavailable
 from forecaster.data.sources.base import FetchResult, tidy_frame
+from forecaster.errors import InvalidInput, SourceDataError, SourceUnavailable
 
 YAHOO_HOST = "query2.finance.yahoo.com"
 _INTERVALS = {"1D": "1d", "1B": "1d", "1h": "1h", "30min": "30m", "15min": "15m",
@@ -90,7 +90,7 @@ def fetch_yfinance(spec: SeriesSpec, settings: Settings) -> FetchResult:
                 period=p.period, interval=interval, auto_adjust=False, actions=False,
                 timeout=settings.sources.yfinance.timeout_s,
             )
-        except Exception as exc:  # yfinance raises whatever its HTTP stack raised
+        except Exception as exc:  # noqa: BLE001 - yfinance raises whatever its HTTP stack raised; mapped below
             raise _map_error(exc, label=label, host=host, period=p.period,
                              answers=list(session.answers), failures=list(session.failures)) from None
         answers = list(session.answers)

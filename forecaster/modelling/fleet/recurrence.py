@@ -40,7 +40,7 @@ def stack_states(config: ModelConfig, states: Sequence[dict[str, torch.Tensor]],
 
 def unstack_state(config: ModelConfig, params: Sequence[torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     """Member k's weights as a RecurrentForecaster state_dict (CPU, contiguous)."""
-    return {name: p[k].detach().to("cpu").clone().contiguous() for name, p in zip(_names(config), params)}
+    return {name: p[k].detach().to("cpu").clone().contiguous() for name, p in zip(_names(config), params, strict=True)}
 
 
 _PERM: dict[tuple[str, int, torch.device], torch.Tensor] = {}

@@ -296,5 +296,5 @@ def _adam_step(params: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, 
     params.sub_((exp_avg / denom).mul_(step_size))
     if active is not None:
         keep = ~active[:, None]
-        for now, before in zip((params, exp_avg, exp_avg_sq), old):
+        for now, before in zip((params, exp_avg, exp_avg_sq), old, strict=True):
             now.copy_(torch.where(keep, before, now))
