@@ -24,7 +24,7 @@ import httpx
 from tests.api_server import wait_for
 
 KEY = "k-up"
-SLOW = 'params = { period = 24, noise = 0.3, length = 4000, seed = 3 }\nmodel = { epochs = 30, patience = 30, hidden_size = 32 }'
+SLOW = 'params = { period = 24, noise = 0.3, length = 2400, seed = 3 }\nmodel = { epochs = 15, patience = 15, hidden_size = 16 }'
 QUICK = 'params = { period = 24, noise = 0.1, length = 600, seed = 2 }\nmodel = { epochs = 3, hidden_size = 8 }'
 
 
@@ -80,8 +80,8 @@ def test_up_serves_the_baseline_while_it_trains_then_the_promoted_model(tmp_path
             assert run["trigger"] == "startup" and run["series_keys"] == ["sine:up"]
             assert client.get("/v1/series/sine:up/forecast").json()["model_version"] in ("naive", "seasonal_naive")
             page = client.get("/").text
-            assert "training: " in page and "sine:up" in page.split("training: ", 1)[1][:300]
-            assert "(1 of 1, job run" in page
+            note = page.split('id="training"', 1)[1].split("</div>", 1)[0]
+            assert 'training: <a class="key" href="/series/sine%3Aup">' in note and "(1 of 1, job run" in note
 
             def ended() -> dict[str, Any] | None:
                 now = next(r for r in train_runs(client) if r["id"] == run["id"])
@@ -92,7 +92,7 @@ def test_up_serves_the_baseline_while_it_trains_then_the_promoted_model(tmp_path
             champion = client.get("/v1/series/sine:up").json()["champion_version"]
             assert champion is not None, "the slow sine's model did not pass the gate"
             assert client.get("/v1/series/sine:up/forecast").json()["model_version"] == champion
-            assert "training: " not in client.get("/").text
+            assert 'id="training"' not in client.get("/").text
     finally:
         code, out = stop(proc)
     assert code == 0, out
