@@ -1,7 +1,7 @@
 """End to end: `forecaster up` in a fresh directory against local fake upstreams.
 
 A real process: migrate, ingest (Yahoo and Open-Meteo fakes on loopback, a sine
-series), train, serve; then every series has a forecast over HTTP, a retrain
+series), serve while it trains behind; then every series has a forecast over HTTP, a retrain
 triggered through the admin API adds a version, and SIGTERM stops it with 0.
 """
 
@@ -86,6 +86,17 @@ def wait_ready(base: str, proc: subprocess.Popen[str], timeout_s: float = 180) -
     raise AssertionError("forecaster up never became ready")
 
 
+def wait_trained(base: str, timeout_s: float = 180) -> None:
+    """Until the start-up training (a job run behind the API) has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = httpx.get(f"{base}/v1/jobs/runs", params={"kind": "train"}, headers={"X-API-Key": KEY}).json()["runs"]
+        if runs and all(r["status"] not in ("queued", "running") for r in runs):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the start-up training never ended")
+
+
 def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
@@ -107,6 +118,7 @@ def test_forecaster_up_ingests_trains_serves_and_stops_cleanly(
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["model_version"] in ("naive", "seasonal_naive") or isinstance(body["model_version"], int)
+        wait_trained(base)
         assert isinstance(httpx.get(f"{base}/v1/series/sine:demo/forecast").json()["model_version"], int)
         assert len(fake_yahoo.paths("/v8/finance/chart/")) >= 1 and len(fake_open_meteo.paths("/v1/")) >= 1
 
@@ -139,6 +151,8 @@ def test_second_up_on_the_same_directory_reuses_what_is_there(
         proc = start_up(tmp_path, cfg, port)
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
+            if attempt == 0:
+                wait_trained(f"http://127.0.0.1:{port}")
         finally:
             code, out = stop(proc)
         assert code == 0, out

@@ -2,6 +2,7 @@
 
     series_rows(dashboard_table(...)) -> list[SeriesRow]                           the table on /
     series_page(series_figures(..., points=chart_points)) -> SeriesPage            /series/{key}
+    training_notes(list_runs(..., kind="train")) -> list[TrainingNote]            "training: KEY (i of n)" on /
 
 Each row also says what its colours mean (``tone``: good, warn, bad, or "" for
 none), so the templates only paint what was decided here.
@@ -10,6 +11,7 @@ none), so the templates only paint what was decided here.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from api.dashboard.chart import ChartData, PastPoint
 from api.dashboard.format import method_name
 from forecaster.usecases.accuracy import SeriesAccuracy
 from forecaster.usecases.figures import DashboardTable, ForecastPoint, RunInfo, SeriesFigures
+from forecaster.usecases.jobs import JobRunView
 from forecaster.usecases.models import VersionView
 
 DAILY_POINTS = 120
@@ -123,3 +126,24 @@ def series_page(figures: SeriesFigures) -> SeriesPage:
     chart = ChartData(figures.ts, figures.values, _step(frequency), past, nxt, figures.table.summaries[0].unit)
     return SeriesPage(row, figures.first_ts, chart, nxt, newest.made_at if nxt and newest else None,
                       newest.level if nxt and newest else None, figures.versions)
+
+
+@dataclass(frozen=True)
+class TrainingNote:
+    """A series training now: which one, its place in its run, and the run."""
+
+    key: str
+    position: int  # 1-based, among the run's series
+    total: int
+    run_id: int
+
+
+def training_notes(runs: Sequence[JobRunView]) -> list[TrainingNote]:
+    """The series in hand of each train run still going (oldest run first)."""
+    notes = []
+    for run in reversed(runs):
+        if run.status != "running":
+            continue
+        for i, key in enumerate((run.progress or {}).get("running") or []):
+            notes.append(TrainingNote(key, run.series_done + run.series_failed + 1 + i, run.series_total, run.id))
+    return notes

@@ -16,7 +16,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from api.dashboard.chart import render_chart
-from api.dashboard.data import SeriesPage, SeriesRow, chart_points
+from api.dashboard.data import SeriesPage, SeriesRow, TrainingNote, chart_points
 from api.dashboard.format import FILTERS, mase, method_name
 from forecaster import __version__
 from forecaster.config.settings import Settings
@@ -100,11 +100,11 @@ def _render(name: str, **context: Any) -> str:
     return environment().get_template(name).render(now=dt.datetime.now(dt.UTC), **context)
 
 
-def index_html(rows: list[SeriesRow], settings: Settings) -> str:
-    """The series table with its summary tiles."""
+def index_html(rows: list[SeriesRow], settings: Settings, training: list[TrainingNote] | None = None) -> str:
+    """The series table with its summary tiles (and the series training now, if any)."""
     m = settings.monitoring
     return _render(
-        "index.html", rows=rows, window=m.accuracy_window, min_actuals=m.drift_min_actuals,
+        "index.html", rows=rows, window=m.accuracy_window, min_actuals=m.drift_min_actuals, training=training or [],
         with_data=sum(r.observation_count > 0 for r in rows),
         by_model=sum(r.champion_version is not None for r in rows),
         beating=sum(r.beats_baselines for r in rows),

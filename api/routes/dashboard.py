@@ -12,19 +12,22 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from api.dashboard import data, render
-from api.deps import SessionDep, SettingsDep
+from api.deps import SessionDep, SessionMakerDep, SettingsDep
 from api.routes import problems
 from forecaster.errors import SeriesNotFound
-from forecaster.usecases import figures
+from forecaster.usecases import figures, jobs
 
 router = APIRouter(tags=["dashboard"])
 _HTML: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {}}, "description": "An HTML page."}}
 
 
 @router.get("/", response_class=HTMLResponse, responses={**_HTML, **problems()})
-def dashboard(session: SessionDep, settings: SettingsDep) -> HTMLResponse:
-    """The dashboard: every series with its last observation, champion, holdout and live MASE, last runs."""
-    return HTMLResponse(render.index_html(data.series_rows(figures.dashboard_table(session, settings)), settings))
+def dashboard(session: SessionDep, sm: SessionMakerDep, settings: SettingsDep) -> HTMLResponse:
+    """The dashboard: every series with its last observation, champion, holdout and live MASE, last runs,
+    and which series are training now."""
+    training = data.training_notes(jobs.list_runs(sm, limit=20, kind="train"))
+    return HTMLResponse(render.index_html(data.series_rows(figures.dashboard_table(session, settings)), settings,
+                                          training))
 
 
 @router.get("/series/{key}", response_class=HTMLResponse,

@@ -13,6 +13,11 @@ Stopping (``shutdown``, or the ``stop`` given to ``execute``) lets the series in
 hand finish (an ingest's retry backoff is cut short), starts no new one and
 records the run ``interrupted``.
 
+Train runs of one database go one at a time in this process, whichever executor
+holds them (the API's queue, a cron firing, `forecaster up`'s start-up training):
+a second waits for the first (``training_lock``), so one series never trains
+twice at once; ingest runs do not wait for training.
+
 A train run of several series whose model shapes could train faster as a fleet
 (``fleets.fleets_pay``: a GPU, amp on a bf16 CPU) runs its series on threads
 that meet in a ``FleetGatherer``, as a worker with ``--concurrency`` does.
@@ -20,6 +25,7 @@ that meet in a ``FleetGatherer``, as a worker with ``--concurrency`` does.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +44,10 @@ from forecaster.usecases.queue import TaskQueue, WorkQueue
 from forecaster.usecases.retrain import EpochProgress
 
 FLEET_THREADS = 64  # train series in hand at once when fleets pay: the most one fleet gathers
+
+_TRAINING: dict[str, threading.Lock] = {}  # database URL -> the lock its train runs take
+_TRAINING_GUARD = threading.Lock()
+STOP_POLL_S = 0.5  # how often a train run waiting for another checks whether it should stop instead
 
 OnStart = Callable[[str], EpochProgress | None]  # a series begins; may return its per-epoch progress callback
 OnDone = Callable[[SeriesResult], None]  # a series' result was recorded
@@ -108,6 +118,21 @@ class InProcessQueue:
     def _execute(self, run_id: int, stop: threading.Event, snapshot_fallback: bool, on_start: OnStart | None,
                  on_done: OnDone | None, one_by_one: bool, batch_refresh: bool) -> jobruns.JobRunView:
         run = jobruns.get_run(self._sm, run_id)
+        if run.kind != "train":
+            return self._execute_run(run, stop, snapshot_fallback, on_start, on_done, one_by_one, batch_refresh)
+        lock = training_lock(self._sm)
+        while not lock.acquire(timeout=STOP_POLL_S):  # another train run of this process is going
+            if stop.is_set():
+                return jobruns.close_stopped(self._sm, run_id)
+        try:
+            return self._execute_run(run, stop, snapshot_fallback, on_start, on_done, one_by_one, batch_refresh)
+        finally:
+            lock.release()
+
+    def _execute_run(self, run: jobruns.JobRunView, stop: threading.Event, snapshot_fallback: bool,
+                     on_start: OnStart | None, on_done: OnDone | None, one_by_one: bool,
+                     batch_refresh: bool) -> jobruns.JobRunView:
+        run_id = run.id
         keys = list(run.series_keys or [])
         refresh = BatchedRefresh() if batch_refresh and run.kind == "ingest" and len(keys) > 1 else None
         gather = None
@@ -150,6 +175,22 @@ class InProcessQueue:
             return jobruns.close_stopped(self._sm, run_id)
         jobruns.close_if_empty(self._sm, run_id)
         return jobruns.get_run(self._sm, run_id)
+
+
+def training_lock(sm: sessionmaker[Session]) -> threading.Lock:
+    """The lock every train run on ``sm``'s database holds while it executes in this process."""
+    url = sm.kw["bind"].url.render_as_string(hide_password=False)
+    with _TRAINING_GUARD:
+        return _TRAINING.setdefault(url, threading.Lock())
+
+
+def training_threads(configured: int | None = None, *, serving: bool = False) -> int:
+    """torch intra-op threads for training here: ``configured`` when given, else the cores this
+    process may use (its CPU affinity), one of them left to the API when it serves from this process."""
+    if configured:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1) if serving else max(1, cores)
 
 
 def _close_quietly(sm: sessionmaker[Session], run_id: int, status: str, error: str) -> None:

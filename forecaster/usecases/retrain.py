@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +60,8 @@ class TrainReport:
     metrics: dict[str, Any] | None = None
     device: str | None = None
     duration_s: float = 0.0
+    # Seconds by phase of a training alone: load, windows, epochs, scoring (the candidates' ladder included), store.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -125,10 +127,11 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
 
 
 def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run_id: int | None,
-           extra_lineage: dict[str, Any] | None = None) -> TrainReport:
+           extra_lineage: dict[str, Any] | None = None, phases: dict[str, float] | None = None) -> TrainReport:
     """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
     from forecaster.modelling.gate import gate
 
+    writing = time.perf_counter()
     spec = d.spec
     promote, reason = gate(outcome.metrics)
     if d.champion_version is not None:
@@ -154,14 +157,17 @@ def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run
         except IntegrityError:
             if attempt == 2:
                 raise
-    duration = time.perf_counter() - d.started
+    stored = time.perf_counter()
+    duration = stored - d.started
+    if phases is not None:
+        phases["store"] = stored - writing
     status = "promoted" if promote else "rejected"
     model_m = outcome.metrics["model"]
     log_event("train.done", series=spec.key, run_id=job_run_id, version=version, status=status,
               mase=model_m.get("mase"), naive_mase=outcome.metrics["naive"].get("mase"),
               device=outcome.lineage.get("device"), duration_s=round(duration, 2))
     return TrainReport(spec.key, status, version, mv_id, reason, outcome.metrics,
-                       outcome.lineage.get("device"), duration)
+                       outcome.lineage.get("device"), duration, phases or {})
 
 
 def retrain_series(
@@ -187,13 +193,25 @@ def retrain_series(
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
         return d
-    if gather is None:
+    if gather is None:  # fitting.train_series' three steps, timed
+        phases = {"load": time.perf_counter() - d.started}
+        mark = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name], mark = now - mark, now
+
         try:
-            outcome = fitting.train_series(d.ts, d.values, frequency=spec.frequency, spec=spec.model,
-                                            champion=d.champion, progress=progress)
+            prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+            lap("windows")
+            net, fitted = fitting.fit_one(prep, progress)
+            lap("epochs")
+            outcome = fitting.score(prep, net, fitted, d.champion)
+            lap("scoring")
         except (TrainingError, InvalidInput) as exc:
             return _not_trained(d, exc, job_run_id)
-        return _store(sm, d, outcome, job_run_id)
+        return _store(sm, d, outcome, job_run_id, phases=phases)
     try:
         prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
     except InvalidInput as exc:
