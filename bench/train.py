@@ -15,6 +15,13 @@ In one run, on the same windows, model shape, epochs and batch size:
   per trainer on CUDA, and the process's ru_maxrss.
 
 Prints a table and writes bench/results/train-<device>.json.
+
+    .venv/bin/python bench/train.py --phases [--phase-series sine,sp500,greensboro]
+
+instead times one cold retrain per series through the use case (``retrain_series`` on a temp
+SQLite database, the example config's model settings, the bundled snapshots) by phase, as
+``TrainReport.phases`` records them (load, windows, epochs, scoring, store), and each
+statistical candidate of the scoring's ladder fitted alone; writes bench/results/train-phases.json.
 """
 
 from __future__ import annotations
@@ -184,14 +191,90 @@ def bench_training(values: np.ndarray, cfg: TrainConfig, device: torch.device, r
     return results
 
 
+PHASE_SERIES = {  # name -> the example config's series block (forecaster.toml), its source unreachable
+    "sine": 'key = "sine:demo"\nsource = "sine"\nfrequency = "1h"\nparams = { period = 24, noise = 0.1, length = 2000, seed = 1 }',
+    "sp500": 'key = "yfinance:^GSPC:close"\nsource = "yfinance"\nfrequency = "1B"\n'
+             'params = { ticker = "^GSPC", field = "close", period = "5y" }\nsnapshot = "sp500_daily_close"',
+    "greensboro": 'key = "open-meteo:greensboro:temperature_2m"\nsource = "open-meteo"\nfrequency = "1h"\n'
+                  'params = { latitude = 36.10, longitude = -79.94, variable = "temperature_2m", history_days = 365 }\n'
+                  'snapshot = "greensboro_temp_hourly"',
+}
+
+
+def bench_phases(names: list[str]) -> dict[str, Any]:
+    """One cold retrain per series by phase, and the ladder's statistical candidates one at a time."""
+    import tempfile
+
+    from forecaster.calendar.frequency import season_length
+    from forecaster.config.loading import load_settings
+    from forecaster.modelling.preparation import prepare
+    from forecaster.modelling.selection import ladder
+    from forecaster.store.observations import load_values
+    from forecaster.store.series import find_series
+    from forecaster.usecases.database import move_schema, open_database
+    from forecaster.usecases.executor import run_here
+    from forecaster.usecases.retrain import load_training, retrain_series
+
+    load_training()
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "forecaster.toml"
+        cfg.write_text(f'database_url = "sqlite:///{tmp}/fc.db"\n[sources.yfinance]\nbase_url = "http://127.0.0.1:9"\n'
+                       '[sources.open-meteo]\nforecast_url = "http://127.0.0.1:9/v1/forecast"\n'
+                       'archive_url = "http://127.0.0.1:9/v1/archive"\n'
+                       + "".join(f"\n[[series]]\n{PHASE_SERIES[n]}\n" for n in names), encoding="utf-8")
+        settings = load_settings(str(cfg))
+        engine, sm = open_database(settings.database_url)
+        move_schema(engine, "head")
+        run_here(sm, settings, kind="ingest", snapshot_fallback=True)
+        for name, spec in zip(names, settings.series):
+            report = retrain_series(sm, spec)
+            with sm() as session:
+                series = find_series(session, spec.key)
+                assert series is not None
+                ts, values = load_values(session, series.id)
+            prep = prepare(ts, values, frequency=spec.frequency, spec=spec.model)
+            p_val, p_hold = prep.val.start + prep.window, prep.holdout.start + prep.window
+            candidates = {}
+            for cand in prep.spec.candidates:
+                t0 = time.perf_counter()
+                ladder(prep.ts, prep.values, p_val=p_val, p_hold=p_hold, season=season_length(spec.frequency),
+                       scale=prep.scale, model_forecasts=None, level=prep.spec.interval_level, statistical=(cand,))
+                candidates[cand] = round(time.perf_counter() - t0, 3)
+            out[name] = {"points": len(values), "status": report.status, "total_s": round(report.duration_s, 3),
+                         "phases_s": {k: round(v, 3) for k, v in report.phases.items()},
+                         "candidate_alone_s": candidates}
+        engine.dispose()
+    return out
+
+
+def print_phases(phases: dict[str, Any]) -> None:
+    names = ("load", "windows", "epochs", "scoring", "store")
+    print(f"{'series':<12} {'points':>7} " + " ".join(f"{n:>8}" for n in names) + f" {'total':>8}  candidates alone")
+    for series, r in phases.items():
+        cells = " ".join(f"{r['phases_s'].get(n, 0):8.2f}" for n in names)
+        cands = ", ".join(f"{c} {t:.2f}" for c, t in r["candidate_alone_s"].items())
+        print(f"{series:<12} {r['points']:>7} {cells} {r['total_s']:8.2f}  {cands}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phases", action="store_true", help="time one cold retrain per series by phase instead")
+    ap.add_argument("--phase-series", default="sine,sp500,greensboro", help=f"of {', '.join(PHASE_SERIES)}")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     ap.add_argument("--quick", action="store_true", help="2 epochs, 1 repeat (default: 3 epochs, best of 5)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     args = ap.parse_args()
+    if args.phases:
+        phases = bench_phases([n.strip() for n in args.phase_series.split(",") if n.strip()])
+        print_phases(phases)
+        dest = ROOT / "bench" / "results" / "train-phases.json"
+        dest.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                    "series": phases}, indent=2) + "\n")
+        print(f"wrote {dest.relative_to(ROOT)}")
+        return
     device = pick_device(args.device)
     epochs = args.epochs or (2 if args.quick else 3)
     repeats = 1 if args.quick else 5
