@@ -237,3 +237,30 @@ def test_an_ingest_run_retrains_a_drifting_champion_when_configured(
     # only the second ingest (retrain_on_drift = true) started a drift retrain of its series
     assert runs == [("ingest", "manual", ["csv:bad"]), ("ingest", "manual", ["csv:bad"]),
                     ("train", "drift", ["csv:bad"])]
+
+
+@pytest.mark.parametrize(("served_miss", "drifts"), [(0.5, False), (5.0, True)])
+def test_drift_is_judged_on_what_serves_not_on_the_recurrent_model(
+    sm: sessionmaker[Session], served_miss: float, drifts: bool,
+) -> None:
+    """v1 serves AutoETS (its stored forecasts); its recurrent model scored far worse (or far better) on
+    the holdout. Live drift follows the served forecasts' errors, and the model's figure stays beside it."""
+    key = "push:served"
+    with write_session(sm) as session:
+        s = _series(session, key)
+        _observe(session, s, [0], [0.0])
+        v1 = _version(session, s, 1)
+        v1.hyperparameters = {"serving": {"members": ["ets"], "method": "ets", "label": "AutoETS"}}
+        v1.metrics = {"model": {"mase": 1.0 / served_miss}, "served": {"method": "ets", "mase": served_miss / 2}}
+        registry.promote(session, series_key=key, version=1, force=True)
+        for h in range(1, 9):
+            _forecast(session, s, v1, h, h - 1 + served_miss, method="ets")
+        _observe(session, s, range(1, 9), range(1, 9))
+    settings = make_settings("sqlite://", series=[{"key": key, "source": "push", "frequency": "1h"}],
+                             monitoring={"accuracy_window": 100, "drift_min_actuals": 8})
+    with sm() as session:
+        acc = series_accuracy(session, series_key=key, window=100, min_actuals=8)
+        due = drifting_series(session, settings)
+    assert acc.serving is not None and acc.serving.method == "ets"
+    assert acc.champion_live_mase == pytest.approx(abs(1 - served_miss))  # naive misses by 1
+    assert acc.drifting is drifts and due == ([key] if drifts else [])

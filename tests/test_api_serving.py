@@ -160,3 +160,57 @@ def test_a_cache_hit_answers_exactly_what_the_route_answers_and_is_counted_under
         assert api.client.get("/v1/series/nope/forecast").status_code == 404
         assert api.client.get(f"/v1/series/{TRAINED}/x/forecast").status_code == 404
         assert api.client.post(path).status_code == 405
+
+
+@pytest.mark.postgres
+def test_on_postgresql_racing_pushes_leave_the_forecast_made_from_the_newest_observation(
+    pg_url: str, api_template: Any,  # noqa: F811
+) -> None:
+    """One client pushes the newest hour while three re-push older hours with new values: after every
+    round the served forecast is the next step after the newest stored observation, never one behind,
+    and its value is what the baseline makes of every stored row, none of the older batches missed."""
+    import datetime as dt
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from forecaster.modelling.baseline import BASELINE_TAIL
+    from forecaster.store.observations import load_values
+    from forecaster.usecases.forecasting import baseline_forecast
+    from tests.api_server import PUSHED
+
+    copy_database(api_template, pg_url)
+    engine = make_engine(pg_url)
+    sm = make_sessionmaker(engine)
+    start = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+    hour = dt.timedelta(hours=1)
+
+    def rows(first: int, n: int, seed: int) -> list[dict[str, Any]]:
+        values = np.random.default_rng(seed).normal(100, 5, n)
+        return [{"ts": (start + (first + i) * hour).isoformat(), "value": float(v)} for i, v in enumerate(values)]
+
+    with running_api(make_settings(pg_url)) as api, ThreadPoolExecutor(4) as pool:
+        clients = [httpx.Client(base_url=api.url, headers=api.admin, timeout=30) for _ in range(4)]
+        path = f"/v1/series/{PUSHED}/observations"
+        assert clients[0].post(path, json=rows(0, 48, 0)).status_code == 200
+        stale = []
+        for r in range(48, 88):
+            barrier = threading.Barrier(4)
+
+            def push(i: int, r: int = r, barrier: threading.Barrier = barrier) -> int:
+                body = rows(r, 1, r) if i == 0 else rows(r - 24 * i, 12, 1000 * r + i)  # the newest / older hours
+                barrier.wait()
+                return clients[i].post(path, json=body).status_code
+
+            assert list(pool.map(push, range(4))) == [200] * 4
+            got = api.client.get(f"/v1/series/{PUSHED}/forecast").json()
+            with sm() as session:  # what the baseline makes of every stored row, the older batches' too
+                _, values = load_values(session, series_by_key(session, PUSHED).id, tail=BASELINE_TAIL)
+            expected = baseline_forecast(values, "1h")[1]
+            if dt.datetime.fromisoformat(got["target_ts"]) != start + (r + 1) * hour or got["value"] != expected:
+                stale.append((r, got["target_ts"], got["value"], expected))
+        for client in clients:
+            client.close()
+    engine.dispose()
+    assert not stale, f"{len(stale)} of 40 rounds served a forecast not made from every stored row: {stale[:3]}"

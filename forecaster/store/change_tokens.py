@@ -8,7 +8,7 @@ time-based, and any process's writes count (scheduler, workers, other API replic
   whenever any other connection commits. A few microseconds, never waits for a
   writer. One token for the whole database.
 - PostgreSQL: the row versions (``xmin``, the id of the transaction that wrote a
-  row) of exactly the rows a forecast read uses: the series, its latest stored
+  row) of exactly the rows a forecast read uses: the series, its served
   forecast, that forecast's model version and the series' latest model version.
   Any insert, update or delete of one of them changes the tuple; a write to any
   other series does not. One indexed statement on a dedicated autocommit
@@ -40,7 +40,7 @@ FORECAST_ROWS_SQL = """
 SELECT s.key, s.id, s.xmin::text, f.id, f.xmin::text, m.xmin::text, l.id, l.xmin::text
 FROM series s
 LEFT JOIN LATERAL (SELECT id, xmin, model_version_id FROM forecasts
-                   WHERE series_id = s.id ORDER BY id DESC LIMIT 1) f ON true
+                   WHERE series_id = s.id ORDER BY target_ts DESC, id DESC LIMIT 1) f ON true
 LEFT JOIN model_versions m ON m.id = f.model_version_id
 LEFT JOIN LATERAL (SELECT id, xmin FROM model_versions
                    WHERE series_id = s.id ORDER BY version DESC LIMIT 1) l ON true

@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 from forecaster.store.tables import Forecast, Observation, Series
 
 
+SERVED_ORDER = (Forecast.target_ts.desc(), Forecast.id.desc())  # the served one first: made from the newest data
+
+
 def latest(session: Session, series_id: int) -> Forecast | None:
-    """The newest stored forecast of a series."""
-    return session.scalar(
-        select(Forecast).where(Forecast.series_id == series_id).order_by(Forecast.id.desc()).limit(1)
-    )
+    """The forecast a series serves: of the latest target (the one made from the newest
+    observations), the last stored; a forecast stored later from older data never wins."""
+    return session.scalar(select(Forecast).where(Forecast.series_id == series_id).order_by(*SERVED_ORDER).limit(1))
 
 
 def store(session: Session, series: Series, *, model_version_id: int | None, method: str, target_ts: dt.datetime,
@@ -49,10 +51,11 @@ def since(session: Session, series_id: int, target_ts: dt.datetime) -> list[Fore
 
 
 def latest_methods(session: Session, series_ids: list[int]) -> dict[int, str]:
-    """Series id -> method of its newest stored forecast."""
-    newest = select(func.max(Forecast.id)).where(Forecast.series_id.in_(series_ids)).group_by(Forecast.series_id)
+    """Series id -> method of the forecast it serves (``latest``)."""
+    rank = func.row_number().over(partition_by=Forecast.series_id, order_by=SERVED_ORDER).label("rank")
+    ranked = select(Forecast.series_id, Forecast.method, rank).where(Forecast.series_id.in_(series_ids)).subquery()
     return {sid: method for sid, method in session.execute(
-        select(Forecast.series_id, Forecast.method).where(Forecast.id.in_(newest)))}
+        select(ranked.c.series_id, ranked.c.method).where(ranked.c.rank == 1))}
 
 
 def scored_errors(session: Session, model_version_id: int, limit: int) -> list[tuple[dt.datetime, float]]:

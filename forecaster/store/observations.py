@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from forecaster.errors import InvalidInput
-from forecaster.store.tables import Forecast, Observation, Series, aware, utcnow
+from forecaster.store.tables import Forecast, Observation, ObservationCount, Series, aware, utcnow
 
 INSERT_CHUNK = 5000  # rows per INSERT statement
 
@@ -170,11 +170,22 @@ class SeriesStats:
     last_ts: dt.datetime | None
 
 
+def _newest_ts() -> Any:
+    """The newest observation of the outer query's series: one backward step on the (series_id, ts) key."""
+    return aware(select(Observation.ts).where(Observation.series_id == Series.id)
+                 .order_by(Observation.ts.desc()).limit(1).correlate(Series).scalar_subquery())
+
+
 def stats(session: Session, series_ids: list[int] | None = None) -> dict[int, SeriesStats]:
-    """Observation count and newest timestamp by series id (only series with observations)."""
-    q = select(Observation.series_id, func.count(), aware(func.max(Observation.ts))).group_by(Observation.series_id)
+    """Observation count and newest timestamp by series id (only series with observations).
+
+    The count is ``observation_counts``', kept by the database on every insert and delete; the
+    newest timestamp one index step per series: no read of a series' rows, however many.
+    """
+    q = (select(Series.id, ObservationCount.observations, _newest_ts())
+         .join(ObservationCount, ObservationCount.series_id == Series.id).where(ObservationCount.observations > 0))
     if series_ids is not None:
-        q = q.where(Observation.series_id.in_(series_ids))
+        q = q.where(Series.id.in_(series_ids))
     return {sid: SeriesStats(int(n), last) for sid, n, last in session.execute(q)}
 
 
@@ -235,7 +246,7 @@ def page(session: Session, series: Series, *, start: dt.datetime | None, end: dt
 
 
 def newest_by_key(session: Session) -> list[tuple[str, dt.datetime]]:
-    """(series key, newest observation ts) of every series with observations."""
+    """(series key, newest observation ts) of every series with observations, by key (index steps, no scan)."""
     return [(k, ts) for k, ts in session.execute(
-        select(Series.key, aware(func.max(Observation.ts))).join(Observation, Observation.series_id == Series.id)
-        .group_by(Series.key))]
+        select(Series.key, _newest_ts()).join(ObservationCount, ObservationCount.series_id == Series.id)
+        .where(ObservationCount.observations > 0).order_by(Series.key))]

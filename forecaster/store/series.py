@@ -17,13 +17,30 @@ from forecaster.store.tables import Series
 def find_series(session: Session, key: str, *, lock: bool = False) -> Series | None:
     """The series row for ``key``, or None.
 
-    ``lock`` takes a row lock on PostgreSQL (SELECT ... FOR UPDATE), so that two
-    moves of the same series' champion queue instead of interleaving.
+    ``lock`` takes the series' write lock (``lock_series``), so that two moves of
+    the same series' champion queue instead of interleaving.
     """
     q = select(Series).where(Series.key == key)
     if lock and session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
+        q = q.with_for_update(key_share=True)
     return session.scalar(q)
+
+
+def lock_series(session: Session, series_ids: list[int]) -> None:
+    """Hold the write lock of these series until the caller's transaction ends.
+
+    Every transaction that stores observations of a series or its forecast takes
+    it before computing the forecast, so the one that computes last has seen every
+    other's committed rows. PostgreSQL: ``SELECT ... FOR NO KEY UPDATE`` in id
+    order (no deadlock between two lockers of several series), which does not wait
+    on the key-share locks that inserting observations and forecasts takes on the
+    series row. SQLite: nothing to do, a write transaction holds the database's
+    one write lock from BEGIN IMMEDIATE.
+    """
+    if not series_ids or session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(select(Series.id).where(Series.id.in_(sorted(series_ids))).order_by(Series.id)
+                    .with_for_update(key_share=True))
 
 
 def series_by_key(session: Session, key: str, *, lock: bool = False) -> Series:

@@ -111,6 +111,18 @@ class Observation(Base):
     ingested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class ObservationCount(Base):
+    """How many observations a series stores, kept by database triggers on every insert and delete
+    of an observation (migrations/versions/0005): read only, so no page counts a series' rows.
+    A table of its own, not a column of ``series``: the foreign-key check of each inserted
+    observation locks the series row, which must not change under a bulk insert."""
+
+    __tablename__ = "observation_counts"
+
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), primary_key=True)
+    observations: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
 class IngestRun(Base):
     __tablename__ = "ingest_runs"
 

@@ -23,7 +23,7 @@ from forecaster.modelling.baseline import BASELINE_TAIL, better_baseline, naive_
 from forecaster.store import forecasts, registry
 from forecaster.store.change_tokens import ChangeProbe, probe_for
 from forecaster.store.observations import load_values
-from forecaster.store.series import series_by_ids, series_by_key
+from forecaster.store.series import lock_series, series_by_ids, series_by_key
 from forecaster.store.tables import Forecast, ModelVersion, Series, write_session
 
 DEFAULT_LEVEL = 0.9
@@ -138,7 +138,10 @@ def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, An
     caller's transaction. Returns None when the series has no observations yet.
     ``in_hand`` = (model_version_id, Predictor): a retrain passes the model it just
     trained, so the new champion is not reloaded from its stored bytes.
+    The series' write lock is taken first: a concurrent writer's refresh waits for
+    this transaction, then reads its rows (no forecast made from data already old).
     """
+    lock_series(session, [series.id])
     mv = registry.champion_of(session, series.id)
     window = int(mv.hyperparameters.get("window", 1)) if mv is not None else 0
     ts, values = load_values(session, series.id, tail=max(BASELINE_TAIL, window + 1))
@@ -201,6 +204,7 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
     Returns:
         The stored forecast row (or None) by series id.
     """
+    lock_series(session, [s.id for s in series])  # as refresh_forecast does, all at once in id order
     rows: dict[int, Forecast | None] = {}
     groups: dict[tuple[Any, ...], list[tuple[Series, ModelVersion, Any, Any, dt.datetime]]] = {}
     for s in series:
