@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev run test bench clean
+.PHONY: install install-dev run test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,8 +32,13 @@ install-dev: $(DEV_STAMP)
 run: install
 	$(BIN)/forecaster up --host $(HOST) --port $(PORT)
 
-test: install-dev
+test: install-dev lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# ruff and mypy strict on the code (tests and benchmarks are not held to them)
+lint: install-dev
+	$(BIN)/ruff check forecaster api jobs
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/train.py

@@ -1,9 +1,10 @@
 """The ``forecaster`` command line: the Typer app and what every command shares.
 
 Each command validates its options, calls one use-case function and renders
-its result (the command modules beside this one). Every command reads ``forecaster.toml`` from the working directory unless
-``--config PATH`` or ``FORECASTER_CONFIG`` names another. A ForecasterError is
-printed as one line naming the bad value, and the command exits 2.
+its result (the command modules beside this one). Every command reads
+``forecaster.toml`` from the working directory unless ``--config PATH`` or
+``FORECASTER_CONFIG`` names another. A ForecasterError is printed as one line
+naming the bad value, and the command exits 2.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ state = _State()
 
 @app.callback()
 def _main(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="Config file (default: ./forecaster.toml or $FORECASTER_CONFIG).")] = None,
-    log_file: Annotated[str | None, typer.Option("--log-file", help="Also append the log lines to this file (overrides log_file).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c", help="Config file (default: ./forecaster.toml or $FORECASTER_CONFIG).")] = None,
+    log_file: Annotated[str | None, typer.Option(
+        "--log-file", help="Also append the log lines to this file (overrides log_file).")] = None,
 ) -> None:
     state.config = config
     state.log_file = log_file

@@ -97,9 +97,14 @@ def scheduler() -> None:
 @app.command()
 @handle_errors
 def worker(
-    concurrency: Annotated[int | None, typer.Option(min=1, max=64, help="Tasks run at once (default: workers.concurrency, 1).")] = None,
-    queues: Annotated[str | None, typer.Option(help="Comma-separated queues to take tasks from: train, ingest (default: both).")] = None,
-    torch_threads: Annotated[int | None, typer.Option(min=1, max=1024, help="torch threads for training (default: workers.torch_threads, else every core); several workers on one machine: cores / workers.")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Tasks run at once (default: workers.concurrency, 1).")] = None,
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues to take tasks from: train, ingest (default: both).")] = None,
+    torch_threads: Annotated[int | None, typer.Option(
+        min=1, max=1024,
+        help="torch threads for training (default: workers.torch_threads, else every core); "
+             "several workers on one machine: cores / workers.")] = None,
 ) -> None:
     """Claim training and ingest tasks from the PostgreSQL queue and run them (any number, on any machine)."""
     from forecaster import plugins
@@ -258,7 +263,10 @@ class _Shown:
 def up(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    train_models: Annotated[bool, typer.Option("--train/--no-train", help="Train series that need it (no model yet, or new data since their latest version), behind the API.")] = True,
+    train_models: Annotated[bool, typer.Option(
+        "--train/--no-train",
+        help="Train series that need it (no model yet, or new data since their latest version), behind the API.",
+    )] = True,
 ) -> None:
     """All in one: migrate, ingest (bundled snapshot when offline), then serve the API with the
     scheduler in the same process at once, baselines first, while the series that need it train

@@ -249,6 +249,8 @@ def off_calendar(ts: pd.DatetimeIndex, rules: SeriesRules) -> np.ndarray:
     if offset.rule_code == "B" and rules.calendar:
         from forecaster.calendar.trading import is_session
 
-        return midnight | ~is_session(rules.calendar, ts)
+        closed: np.ndarray = midnight | ~is_session(rules.calendar, ts)
+        return closed
     on = np.fromiter((offset.is_on_offset(t) for t in ts.tz_localize(None)), dtype=bool, count=len(ts))
-    return midnight | ~on
+    off: np.ndarray = midnight | ~on
+    return off

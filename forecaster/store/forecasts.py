@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from forecaster.store.tables import Forecast, Observation, Series
 
-
 SERVED_ORDER = (Forecast.target_ts.desc(), Forecast.id.desc())  # the served one first: made from the newest data
 
 

@@ -10,11 +10,11 @@ import base64
 import binascii
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -87,7 +87,7 @@ def upsert(session: Session, series: Series, frame: pd.DataFrame) -> UpsertCount
         session.execute(stmt, new_rows[start:start + INSERT_CHUNK])
     if changed:
         session.connection().execute(
-            update(Observation.__table__)
+            update(cast(Table, Observation.__table__))  # Core: one executemany of (ts, value)
             .where(and_(Observation.series_id == series.id, Observation.ts == bindparam("b_ts")))
             .values(value=bindparam("b_value"), ingested_at=now),
             changed,
@@ -104,7 +104,7 @@ def fill_actuals(session: Session, series_id: int, lo: dt.datetime, hi: dt.datet
         .where(Observation.series_id == Forecast.series_id, Observation.ts == Forecast.target_ts)
         .scalar_subquery()
     )
-    result = session.execute(
+    result = cast(CursorResult[Any], session.execute(
         update(Forecast)
         .where(
             Forecast.series_id == series_id,
@@ -116,14 +116,15 @@ def fill_actuals(session: Session, series_id: int, lo: dt.datetime, hi: dt.datet
         )
         .values(actual=obs, error=obs - Forecast.value)
         .execution_options(synchronize_session=False)
-    )
+    ))
     return int(result.rowcount or 0)
 
 
 def delete_range(session: Session, series_id: int, start: dt.datetime, end: dt.datetime) -> int:
     """Delete the observations with ``start <= ts <= end``; returns how many went."""
     in_range = (Observation.series_id == series_id) & (Observation.ts >= start) & (Observation.ts <= end)
-    return int(session.execute(delete(Observation).where(in_range)).rowcount or 0)
+    result = cast(CursorResult[Any], session.execute(delete(Observation).where(in_range)))
+    return int(result.rowcount or 0)
 
 
 # ---------------------------------------------------------------- read

@@ -64,15 +64,18 @@ def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = 
         if calendar and offset.rule_code == "B" and offset.n == 1:
             from forecaster.calendar.trading import next_session  # exchange_calendars: never on a GET
 
-            return next_session(calendar, pd.Timestamp(last_ts)).to_pydatetime()
-        return (pd.Timestamp(last_ts) + offset).to_pydatetime()
+            following: dt.datetime = next_session(calendar, pd.Timestamp(last_ts)).to_pydatetime()
+            return following
+        shifted: dt.datetime = (pd.Timestamp(last_ts) + offset).to_pydatetime()
+        return shifted
     except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
         raise InvalidInput(f"the step after {last_ts.isoformat()} ({frequency}) is past the representable "
                            f"range of timestamps ({type(exc).__name__}): delete the bad observation "
                            "(DELETE /v1/series/{key}/observations)") from None
 
 
-def baseline_forecast(values: np.ndarray, frequency: str, level: float = DEFAULT_LEVEL) -> tuple[str, float, float | None]:
+def baseline_forecast(values: np.ndarray, frequency: str,
+                      level: float = DEFAULT_LEVEL) -> tuple[str, float, float | None]:
     """(method, value, half-width) of the baseline that serves a series of this frequency
     (``forecaster.modelling.baseline.better_baseline`` with the frequency's season)."""
     return better_baseline(values, season_length(frequency), level)

@@ -43,7 +43,10 @@ EpochProgress = Callable[[int, int, float], None]  # (epoch, epochs, validation 
 
 
 def load_training() -> None:
-    """Import what training needs (torch, the fitting code) now, so a process's first retrain costs what every later one does."""
+    """Import what training needs (torch, the fitting code) now.
+
+    A process's first retrain then costs what every later one does.
+    """
     import importlib
 
     importlib.import_module("forecaster.modelling.fitting")
@@ -217,7 +220,7 @@ def retrain_series(
     except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
     model, result, error, size = gather.fit(prep)
-    if error is not None or model is None:
+    if error is not None or model is None or result is None:
         return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
     outcome = fitting.score(prep, model, result, d.champion)
     return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
@@ -255,8 +258,9 @@ def retrain_many(
     own transaction, exactly as alone. Fleets are used where they are faster
     (``fleet.fleet_pays``: on a GPU; on the CPU for LSTM/RNN groups of 16 or more
     with ``amp`` where bfloat16 is native; a float32 CPU fleet is no faster, so
-    other groups train each member with the per-series loop). ``one_by_one=True`` always trains each series in turn with the per-series loop. ``should_stop`` is checked before each series
-    (one by one) or each fleet. ``on_start(spec)`` is always followed by that
+    other groups train each member with the per-series loop). ``one_by_one=True``
+    always trains each series in turn with the per-series loop. ``should_stop`` is
+    checked before each series (one by one) or each fleet. ``on_start(spec)`` is always followed by that
     series' ``on_done(report)`` before the next ``on_start``; in a fleet both come
     when the fleet is done, and the per-epoch progress callback is not called.
     """
@@ -275,9 +279,11 @@ def _one_by_one(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: 
         if should_stop is not None and should_stop():
             break
         progress = on_start(spec) if on_start else None
-        report = _guarded(spec, job_run_id,
-                          lambda spec=spec: retrain_series(sm, spec, progress=progress,  # type: ignore[misc]
-                                                           job_run_id=job_run_id))
+
+        def train_one(spec: SeriesSpec = spec, progress: EpochProgress | None = progress) -> TrainReport:
+            return retrain_series(sm, spec, progress=progress, job_run_id=job_run_id)
+
+        report = _guarded(spec, job_run_id, train_one)
         reports.append(report)
         if on_done:
             on_done(report)
@@ -330,12 +336,13 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
             for i, _ in members:
                 done(i, TrainReport(specs[i].key, "failed", reason=f"{specs[i].key}: fleet training failed: {exc}"))
             continue
-        for (i, p), (model, result, error) in zip(members, fitted):
+        for (i, p), (model, result, error) in zip(members, fitted, strict=True):
             d = loaded[i]
 
             def finish(d: _Loaded = d, p: Prepared = p, model: RecurrentForecaster | None = model,
-                       result: TrainResult | None = result, error: Exception | None = error) -> TrainReport:
-                if error is not None or model is None:
+                       result: TrainResult | None = result, error: Exception | None = error,
+                       size: int = size) -> TrainReport:
+                if error is not None or model is None or result is None:
                     return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
                 outcome = fitting.score(p, model, result, d.champion)
                 return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
