@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -147,3 +148,26 @@ def test_the_better_baseline_serves_with_a_conformal_interval_from_its_own_error
     method, value, half = baseline_forecast(walk, "1B")
     assert (method, value) == ("naive", walk[-1]) and half is not None and half > 0
     assert baseline_forecast(walk[:3], "1B")[2] is None  # too few errors to calibrate an interval
+
+
+def test_the_champion_is_rescored_through_what_it_serves_not_its_network(
+    tmp_path: Path, sm: sessionmaker[Session]
+) -> None:
+    """A champion serving AutoETS is the gate's rival as AutoETS: a retrain on the same data that chooses the
+    same candidate does not beat it (it used to be compared with the champion's weak network and promoted
+    every time); the network's own figure stays beside it."""
+    body = SINE.replace("epochs = 40, hidden_size = 16, candidates = []",
+                        "epochs = 2, hidden_size = 4, candidates = ['ets_seasonal']")
+    s = settings_for(tmp_path, body)
+    ingest_series(sm, s, s.series[0])
+    first = retrain_series(sm, s.series[0])
+    assert first.status == "promoted" and first.metrics is not None, first.reason
+    served = first.metrics["served"]
+    assert served["method"] == "ets_seasonal", served  # two epochs of a 4-unit network lose to AutoETS on a sine
+    second = retrain_series(sm, s.series[0])
+    assert second.metrics is not None
+    champion, champion_model = second.metrics["champion"], second.metrics["champion_model"]
+    assert champion["mase"] == pytest.approx(served["mase"], rel=1e-6)  # v1's AutoETS, frozen, on the same holdout
+    assert champion_model["mase"] == pytest.approx(first.metrics["model"]["mase"], rel=1e-6)
+    assert champion_model["mase"] > 2 * champion["mase"]
+    assert second.status == "rejected" and "champion v1" in second.reason, second.reason

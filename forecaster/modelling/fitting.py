@@ -118,15 +118,19 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
     hold_pred = predictor.predict_rolling(ts, v, p_hold, n)
     halfwidth = conformal_halfwidth(y_val - val_pred, spec.interval_level)
     season = season_length(frequency)
-    champ = None
+    champ = champ_model = None
     if champion is not None and p_hold >= champion.window:
-        champ = metrics_block(y_hold, champion.predict_rolling(ts, v, p_hold, n), scale)
+        champ_pred = champion.predict_rolling(ts, v, p_hold, n)
+        champ_model = metrics_block(y_hold, champ_pred, scale)
+        served_pred = champion_served(champion, champ_pred, ts, v, p_hold, season)
+        champ = champ_model if served_pred is None else metrics_block(y_hold, served_pred, scale)
     metrics = {
         "model": metrics_block(y_hold, hold_pred, scale),
         "naive": metrics_block(y_hold, rolling_naive(v, p_hold), scale),
         "seasonal_naive": (metrics_block(y_hold, rolling_naive(v, p_hold, season), scale)
                            if season and season > 1 and p_hold >= season else None),
-        "champion": champ,
+        "champion": champ,  # what the champion serves, re-run on this holdout: the gate's rival
+        "champion_model": champ_model,  # the champion's recurrent model alone, beside it
         "interval": {"level": spec.interval_level, "halfwidth": halfwidth,
                      "coverage": coverage(y_hold, hold_pred, halfwidth)},
     }
@@ -155,6 +159,41 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
         "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
     }
     return TrainOutcome(hp, prep.scaler.to_dict(), to_artifact(model), metrics, lineage, predictor)
+
+
+def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.DatetimeIndex, v: np.ndarray,
+                    start: int, season: int | None) -> np.ndarray | None:
+    """The champion's served one-step forecasts of ``v[start:]``: its ladder's members, frozen, averaged.
+
+    ``model_pred`` is its recurrent model's. None when a member cannot be re-run here (a statistical
+    candidate fitted from before this segment, or a season longer than the history): the caller then
+    judges the champion by its model alone, as versions from before the ladder are.
+    """
+    from forecaster.modelling.candidates import Fitted, run
+
+    serving = champion.hp.get("serving") or {"members": ["model"]}
+    parts: list[np.ndarray] = []
+    for member in serving.get("members", ["model"]):
+        if member == "model":
+            parts.append(model_pred)
+        elif member == "naive":
+            parts.append(rolling_naive(v, start))
+        elif member == "seasonal_naive":
+            if not season or season <= 1 or start < season:
+                return None
+            parts.append(rolling_naive(v, start, season))
+        else:
+            stored = (serving.get("fitted") or {}).get(member)
+            if stored is None:
+                return None
+            f = Fitted.from_dict(stored)
+            first = int(ts.get_indexer([pd.Timestamp(stored["fit_start_ts"])])[0])
+            if first < 0 or start <= first:
+                return None
+            frozen = Fitted(f.name, f.season, first, first + f.fit_stop - f.fit_start, f.state, f.form, f.fit_s)
+            parts.append(run(frozen, v, start)[0])
+    served: np.ndarray = np.mean(parts, axis=0)
+    return served
 
 
 def train_series(
