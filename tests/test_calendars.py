@@ -66,15 +66,15 @@ def test_a_forecast_for_the_day_after_a_holiday_is_scored(tmp_path: Path, sm: se
         assert scored.actual == 2510.03 and scored.error is not None
 
 
-def test_a_holiday_in_a_source_answer_fails_the_run_naming_the_row(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+def test_a_holiday_in_a_source_answer_is_rejected_naming_the_row(tmp_path: Path, sm: sessionmaker[Session]) -> None:
     (tmp_path / "spx.csv").write_text("ts,value\n2018-12-31T00:00:00Z,1\n2019-01-01T00:00:00Z,2\n")
     (tmp_path / "forecaster.toml").write_text(
         '[[series]]\nkey = "csv:spx"\nsource = "csv"\nfrequency = "1B"\nexchange = "XNYS"\n'
         'params = { path = "spx.csv" }\n')
     s = load_settings(tmp_path / "forecaster.toml")
     out = ingest_series(sm, s, s.series[0])
-    assert out.status == "failed" and out.rows_new == 0
-    assert "csv row ts=2019-01-01T00:00:00Z" in (out.error or "") and "XNYS trading days" in (out.error or "")
+    assert (out.status, out.rows_new, out.rows_rejected) == ("ok", 1, 1)  # the trading day is stored
+    assert "csv row ts=2019-01-01T00:00:00Z" in (out.rejection or "") and "XNYS trading days" in (out.rejection or "")
 
 
 def test_importing_the_api_and_its_forecast_route_leaves_exchange_calendars_out() -> None:
