@@ -25,7 +25,7 @@ from forecaster.store.tables import make_engine, make_sessionmaker, write_sessio
 from forecaster.usecases.forecasting import refresh_after_ingest, refresh_forecast
 from forecaster.store.series import series_by_key
 from forecaster.usecases.ingest import ingest_series
-from forecaster.usecases.models import rollback
+from forecaster.usecases.models import promote_version, rollback
 from forecaster.store.jobruns import create_run
 from forecaster.usecases.executor import InProcessQueue
 from forecaster.data.sources import load_snapshot
@@ -208,6 +208,9 @@ def versioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         for _ in range(3):
             run = create_run(sm, settings, kind="train", keys=[VERSIONED])
             assert InProcessQueue(sm, settings).execute(run.id).status == "ok"
+        # Retrains on the same data tie their champion, so the gate keeps v1: serve v2, then v3, by force.
+        for version in (2, 3):
+            promote_version(sm, series_key=VERSIONED, version=version, force=True)
         assert rollback(sm, series_key=VERSIONED).champion.version == 2  # v3 is rejected now
     finally:
         engine.dispose()
