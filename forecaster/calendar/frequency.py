@@ -2,6 +2,7 @@
 
     check_frequency(freq) -> str        # ``freq`` if pandas knows it, else ValueError with examples
     season_length(freq) -> int | None   # steps per natural season (a day, a week, a year)
+    default_horizon(freq) -> int        # steps a forecast path covers when a series does not say
 """
 
 from __future__ import annotations
@@ -48,3 +49,30 @@ def season_length(freq: str) -> int | None:
     if step < day and (day / step).is_integer() and day / step > 1:
         return int(day / step)
     return None
+
+
+MAX_HORIZON = 1000  # steps a series may ask for (``horizon`` in its config)
+
+
+def default_horizon(freq: str) -> int:
+    """Steps of a forecast path by default: one day of sub-daily steps (at most 288), 7 daily,
+    5 business days, 13 weeks, 12 months, 8 quarters; 7 other fixed steps of a day or more, 3 other
+    calendar steps (years)."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    name = offset.rule_code.upper()
+    if name in ("B", "C"):
+        return 5
+    if name.startswith("W"):
+        return 13
+    if name in ("MS", "ME", "M", "SMS", "SME", "BMS", "BME"):
+        return 12
+    if name.startswith(("QS", "QE", "Q", "BQ")):
+        return 8
+    try:
+        step = pd.Timedelta(offset)
+    except (ValueError, TypeError):
+        return 3
+    day = pd.Timedelta(days=1)
+    if step < day:
+        return max(1, min(288, int(day // step)))
+    return 7

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from forecaster.calendar.cron import check_cron
-from forecaster.calendar.frequency import check_frequency
+from forecaster.calendar.frequency import MAX_HORIZON, check_frequency, default_horizon
 from forecaster.calendar.trading import check_exchange, default_calendar  # exchange_calendars loads on first use only
 from forecaster.config.messages import ENV_PREFIX, describe_errors
 from forecaster.errors import ConfigError
@@ -151,6 +151,7 @@ class SeriesSpec(_Strict):
     exchange: str | None = None  # trading-day calendar of a 1B series (default XNYS for yfinance)
     ingest: str | None = None  # per-series cron overrides
     retrain: str | None = None
+    horizon: int | None = Field(default=None, ge=1, le=MAX_HORIZON)  # steps per forecast path; None: by frequency
 
     @field_validator("key")
     @classmethod
@@ -187,6 +188,11 @@ class SeriesSpec(_Strict):
     @classmethod
     def _exchange(cls, v: str | None) -> str | None:
         return None if v is None else check_exchange(v)
+
+    @property
+    def steps(self) -> int:
+        """Steps of this series' forecast path: ``horizon``, else the frequency's default."""
+        return self.horizon if self.horizon is not None else default_horizon(self.frequency)
 
     @property
     def calendar(self) -> str | None:
