@@ -218,6 +218,9 @@ class Forecast(Base):
     level: Mapped[float | None] = mapped_column(Float)
     actual: Mapped[float | None] = mapped_column(Float)
     error: Mapped[float | None] = mapped_column(Float)
+    # One row per step of a path (migration 0006): steps after the origin, 1..h; rows from before paths are step 1.
+    step: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    origin_ts: Mapped[dt.datetime | None]  # the last observation the path was made from (None: unknown, old rows)
 
 
 metadata = Base.metadata
