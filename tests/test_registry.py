@@ -154,7 +154,7 @@ def test_cli_promote_needs_force_for_a_rejected_version_and_baseline_and_rollbac
         v2 = s.scalars(select(ModelVersion).where(ModelVersion.series_id == series.id, ModelVersion.version == 2)).one()
         registry.add_version(s, series, hyperparameters=v2.hyperparameters, scaler=v2.scaler, weights=v2.weights,
                              metrics={**{k: m for k, m in v2.metrics.items() if k != "served"},  # judged by the model alone
-                                      "model": {**v2.metrics["model"], "mase": 5.0}},
+                                      "model": {**v2.metrics["model"], "mase": 5.0, "mase_folds": [5.0] * 4}},
                              lineage=v2.lineage, status="rejected", status_reason="gate")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

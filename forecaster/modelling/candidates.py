@@ -199,7 +199,16 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None) -> Fit
 
 def _restore(f: Fitted) -> Any:
     model = _model(f.name, f.season)
-    model.model_ = decode_state(f.state)
+    state = decode_state(f.state)
+    if f.name == "arima" and "xreg" not in state:
+        # The per-step arrays were dropped when stored (``fit_one``). Without external regressors
+        # ARIMA keeps only the drift column among them, which is 1..n over the n fitted values; its
+        # forward pass reads that column and the fit's length, nothing else of them.
+        n = f.fit_stop - f.fit_start
+        drift = "drift" in (state.get("coef") or {})
+        state["xreg"] = np.arange(1, n + 1, dtype=np.float64).reshape(-1, 1) if drift else None
+        state.setdefault("x", np.zeros(n))
+    model.model_ = state
     return model
 
 
@@ -220,6 +229,25 @@ def run(f: Fitted, values: np.ndarray, start: int) -> tuple[np.ndarray, float]:
         out = _restore(f).forward(y=y, h=1, fitted=True)
     fitted = np.asarray(out["fitted"], dtype=np.float64)
     return fitted[start - f.fit_start :], float(np.asarray(out["mean"])[0])
+
+
+def run_paths(f: Fitted, values: np.ndarray, at: np.ndarray, h: int) -> np.ndarray:
+    """Paths (len(at), h) made at each origin o from ``values[f.fit_start:o]``, parameters frozen.
+
+    Raises:
+        ValueError: if an origin is not after the fit's first value.
+    """
+    o = np.asarray(at, dtype=np.int64)
+    if len(o) and int(o.min()) <= f.fit_start:
+        raise ValueError(f"candidate {f.name} was fitted from position {f.fit_start}; cannot forecast {int(o.min())}")
+    y = np.asarray(values, dtype=np.float64)
+    model = _restore(f)
+    out = np.empty((len(o), h))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, origin in enumerate(o):
+            out[i] = np.asarray(model.forward(y=y[f.fit_start : origin], h=h)["mean"], dtype=np.float64)
+    return out
 
 
 @dataclass
@@ -264,6 +292,17 @@ def add_statistical(
         pool.forecasts[name], pool.next_values[name] = fc, nxt
         pool.fitted[name], pool.forms[name], pool.fit_s[name] = f, f.form, f.fit_s
     return pool
+
+
+def serve_path(stored: dict[str, Any], values_since_fit: np.ndarray, h: int) -> np.ndarray:
+    """The path (h,) after the end of a stored candidate, from the values since its fit started
+    (h = 1: ``serve_next``, the one-step service's figure)."""
+    if h == 1:
+        return np.asarray([serve_next(stored, values_since_fit)])
+    f = Fitted.from_dict(stored)
+    frozen = Fitted(f.name, f.season, 0, f.fit_stop - f.fit_start, f.state, f.form, f.fit_s)
+    path: np.ndarray = run_paths(frozen, values_since_fit, np.asarray([len(values_since_fit)]), h)[0]
+    return path
 
 
 def serve_next(stored: dict[str, Any], values_since_fit: np.ndarray) -> float:

@@ -1,9 +1,9 @@
 """Fit one network or a fleet of them on prepared series, score each on its holdout, and package it.
 
 ``train_series`` is one series end to end, a pure function of (data, spec, seed): ``prepare``,
-``fit_one``, ``score``. Scoring uses rolling-origin one-step forecasts (every holdout step
-predicted from the true preceding values, through the same ``Predictor`` that serves it later)
-against the naive, seasonal naive and current champion forecasts. No database, no HTTP; torch is
+``fit_one``, ``score``. Scoring uses rolling-origin paths (each made from the true values before
+its origin, through the same ``Predictor`` that serves it later; one step: every holdout step)
+against the naive, seasonal naive and current champion paths on the same origins. No database, no HTTP; torch is
 imported only when a model is fitted or scored.
 """
 
@@ -21,12 +21,7 @@ from forecaster.calendar.frequency import season_length
 from forecaster.config.settings import ModelSpec
 from forecaster.modelling.predictor import FORMAT, Predictor
 from forecaster.modelling.preparation import Prepared, prepare
-from forecaster.modelling.scoring import (
-    conformal_halfwidth,
-    coverage,
-    metrics_block,
-    rolling_naive,
-)
+from forecaster.modelling.scoring import conformal_halfwidth
 
 if TYPE_CHECKING:
     from forecaster.modelling.network import RecurrentForecaster
@@ -93,14 +88,19 @@ def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], N
 
 def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
           champion: Predictor | None = None) -> TrainOutcome:
-    """Score a fitted network on the holdout against the baselines and the champion, and package it."""
+    """Score a fitted network's paths on the holdout against the baselines and the champion, and package it.
+
+    Every figure is over the same rolling origins (``paths.origins``): each position for one step,
+    at most ``paths.MAX_ORIGINS`` strided ones for paths; blocks carry MASE per step and per fold.
+    """
     import torch
 
+    from forecaster.modelling import paths
     from forecaster.modelling.network import to_artifact
 
     spec, ts, v, L, hold, columns = prep.spec, prep.ts, prep.values, prep.window, prep.hold, prep.columns
     n, train, val, holdout, scale, max_train = len(v), prep.train, prep.val, prep.holdout, prep.scale, prep.max_train
-    frequency = prep.frequency
+    frequency, h = prep.frequency, prep.horizon
     mcfg = prep.model_config()
     hp: dict[str, Any] = {
         "format": FORMAT, **mcfg.to_dict(), "window": L, "target": spec.target,
@@ -111,39 +111,48 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
         "interval_level": spec.interval_level,
     }
     predictor = Predictor(hp, prep.scaler, model)
-    # Positions (indices into v) of the first validation and holdout targets.
+    # Positions (indices into v) of the first validation and holdout targets, and the origins judged there.
     p_val, p_hold = val.start + L, holdout.start + L
-    y_val, y_hold = v[p_val:p_hold], v[p_hold:]
-    val_pred = predictor.predict_rolling(ts, v, p_val, p_hold)
-    hold_pred = predictor.predict_rolling(ts, v, p_hold, n)
-    halfwidth = conformal_halfwidth(y_val - val_pred, spec.interval_level)
+    o_val, o_hold = paths.origins(p_val, p_hold, h), paths.origins(p_hold, n, h)
+    y_val, y_hold = paths.actual_paths(v, o_val, h), paths.actual_paths(v, o_hold, h)
+    val_pred = predictor.predict_rolling_paths(ts, v, o_val)  # (n_val, h)
+    hold_pred = predictor.predict_rolling_paths(ts, v, o_hold)
+    halfwidths = [conformal_halfwidth(y_val[:, k] - val_pred[:, k], spec.interval_level) for k in range(h)]
     season = season_length(frequency)
     champ = champ_model = None
-    if champion is not None and p_hold >= champion.window:
-        champ_pred = champion.predict_rolling(ts, v, p_hold, n)
-        champ_model = metrics_block(y_hold, champ_pred, scale)
-        served_pred = champion_served(champion, champ_pred, ts, v, p_hold, season)
-        champ = champ_model if served_pred is None else metrics_block(y_hold, served_pred, scale)
+    if champion is not None and champion.horizon == h and p_hold >= champion.window:
+        champ_pred = champion.predict_rolling_paths(ts, v, o_hold)
+        champ_model = paths.path_block(y_hold, champ_pred, scale)
+        served_pred = champion_served(champion, champ_pred, ts, v, o_hold, season)
+        champ = champ_model if served_pred is None else paths.path_block(y_hold, served_pred, scale)
+    can_season = season is not None and season > 1 and len(o_hold) > 0 and int(o_hold[0]) >= season
+    interval: dict[str, Any] = {
+        "level": spec.interval_level, "halfwidth": halfwidths[0],
+        "coverage": paths.step_coverage(y_hold - hold_pred, np.broadcast_to(halfwidths, y_hold.shape))[0]}
+    if h > 1:
+        interval["halfwidth_steps"] = halfwidths
     metrics = {
-        "model": metrics_block(y_hold, hold_pred, scale),
-        "naive": metrics_block(y_hold, rolling_naive(v, p_hold), scale),
-        "seasonal_naive": (metrics_block(y_hold, rolling_naive(v, p_hold, season), scale)
-                           if season and season > 1 and p_hold >= season else None),
-        "champion": champ,  # what the champion serves, re-run on this holdout: the gate's rival
+        "model": paths.path_block(y_hold, hold_pred, scale),
+        "naive": paths.path_block(y_hold, paths.naive_paths(v, o_hold, h), scale),
+        "seasonal_naive": (paths.path_block(y_hold, paths.seasonal_naive_paths(v, o_hold, h, season), scale)
+                           if can_season and season is not None else None),
+        "champion": champ,  # what the champion serves, re-run on these origins: the gate's rival
         "champion_model": champ_model,  # the champion's recurrent model alone, beside it
-        "interval": {"level": spec.interval_level, "halfwidth": halfwidth,
-                     "coverage": coverage(y_hold, hold_pred, halfwidth)},
+        "interval": interval,
+        "horizon": h,
     }
     # The ladder (forecaster/modelling/selection.py): statistical candidates and combinations
-    # compete with the model on validation; the winner serves with an ACI interval.
+    # compete with the model on validation; the winner serves with an ACI interval per step.
     from forecaster.modelling.selection import ladder
 
     lad = ladder(ts, v, p_val=p_val, p_hold=p_hold, season=season, scale=scale,
                  model_forecasts=np.concatenate([val_pred, hold_pred]), level=spec.interval_level,
-                 statistical=tuple(spec.candidates))
+                 statistical=tuple(spec.candidates), horizon=h)
     metrics.update(lad.metrics)
     hp["serving"] = {"members": list(lad.choice.members), "method": lad.choice.method,
                      "label": lad.choice.label, "fitted": lad.stored}
+    if h > 1:
+        hp["serving"]["aci_steps"] = lad.aci_steps
 
     def span(a: int, b: int) -> list[str]:
         return [ts[a].isoformat(), ts[b].isoformat()]
@@ -153,35 +162,39 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
     lineage = {
         "train": span(train.start, train.stop - 1 + L), "val": span(p_val, p_hold - 1),
         "holdout": span(p_hold, n - 1), "row_count": n,
-        "train_windows": train.stop - train.start, "val_windows": val.stop - val.start, "holdout_windows": hold,
+        "train_windows": len(prep.y_train), "val_windows": len(prep.y_val), "holdout_windows": hold,
         "data_hash": digest.hexdigest(), "seed": spec.seed, "torch_version": torch.__version__,
         "device": result.device, "duration_s": result.duration_s, "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+        "horizon": h, "origins": {"val": len(o_val), "holdout": len(o_hold)},
     }
     return TrainOutcome(hp, prep.scaler.to_dict(), to_artifact(model), metrics, lineage, predictor)
 
 
 def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.DatetimeIndex, v: np.ndarray,
-                    start: int, season: int | None) -> np.ndarray | None:
-    """The champion's served one-step forecasts of ``v[start:]``: its ladder's members, frozen, averaged.
+                    at: np.ndarray, season: int | None) -> np.ndarray | None:
+    """The champion's served paths (len(at), h) at origins ``at``: its ladder's members, frozen, averaged.
 
     ``model_pred`` is its recurrent model's. None when a member cannot be re-run here (a statistical
     candidate fitted from before this segment, or a season longer than the history): the caller then
     judges the champion by its model alone, as versions from before the ladder are.
     """
-    from forecaster.modelling.candidates import Fitted, run
+    from forecaster.modelling import paths
+    from forecaster.modelling.candidates import Fitted, run, run_paths
 
+    h = champion.horizon
+    start = int(at[0])
     serving = champion.hp.get("serving") or {"members": ["model"]}
     parts: list[np.ndarray] = []
     for member in serving.get("members", ["model"]):
         if member == "model":
             parts.append(model_pred)
         elif member == "naive":
-            parts.append(rolling_naive(v, start))
+            parts.append(paths.naive_paths(v, at, h))
         elif member == "seasonal_naive":
             if not season or season <= 1 or start < season:
                 return None
-            parts.append(rolling_naive(v, start, season))
+            parts.append(paths.seasonal_naive_paths(v, at, h, season))
         else:
             stored = (serving.get("fitted") or {}).get(member)
             if stored is None:
@@ -191,7 +204,10 @@ def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.Datetime
             if first < 0 or start <= first:
                 return None
             frozen = Fitted(f.name, f.season, first, first + f.fit_stop - f.fit_start, f.state, f.form, f.fit_s)
-            parts.append(run(frozen, v, start)[0])
+            if h == 1:  # one filter pass over every position from the first origin
+                parts.append(run(frozen, v, start)[0][at - start][:, None])
+            else:
+                parts.append(run_paths(frozen, v, at, h))
     served: np.ndarray = np.mean(parts, axis=0)
     return served
 
@@ -204,6 +220,7 @@ def train_series(
     spec: ModelSpec,
     champion: Predictor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    horizon: int = 1,
 ) -> TrainOutcome:
     """Train, evaluate and package a model for one series: ``prepare``, ``fit_one``, ``score``.
 
@@ -214,12 +231,13 @@ def train_series(
         spec: hyperparameters; None fields take the frequency defaults.
         champion: the serving model, re-scored on this holdout for the gate.
         progress: called as progress(epoch, epochs, val_loss).
+        horizon: steps of the path the model forecasts (1: one step).
 
     Raises:
         InvalidInput: on non-finite values, bad timestamps or a constant series.
         NotEnoughData: if the series is too short, naming the numbers.
         TrainingDiverged: if the loss became NaN.
     """
-    prep = prepare(ts, values, frequency=frequency, spec=spec)
+    prep = prepare(ts, values, frequency=frequency, spec=spec, horizon=horizon)
     model, result = fit_one(prep, progress)
     return score(prep, model, result, champion)

@@ -1,11 +1,34 @@
 """The promotion gate: a new version serves only if it beats every baseline on the holdout.
 
 Plain Python over the stored metrics (no numpy, no torch): the registry imports it.
+
+One stretch is a noisy judge: a model that is better over months can lose one week to seasonal
+naive by a few percent. So each holdout figure also comes per fold (``mase_folds``: the holdout's
+origins in consecutive runs, forecaster/modelling/paths.py), and against a baseline a loss on the
+mean counts only when it stands out of the folds' noise: the mean of the fold differences must
+exceed ``TIE_SE`` standard errors of them. Within that it is a tie, and a tie does not hand the
+series to a baseline. Against the champion the mean must be lower, as before: a tie keeps it.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Any
+
+TIE_SE = 2.0  # a baseline wins only by more than this many standard errors of the fold differences
+
+
+def _within_noise(served: dict[str, Any], rival: dict[str, Any]) -> tuple[bool, str]:
+    """Whether served's loss to ``rival`` on the mean is within the noise of their fold differences."""
+    a, b = served.get("mase_folds") or [], rival.get("mase_folds") or []
+    if len(a) != len(b) or len(a) < 2:
+        return False, ""
+    d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+    mean, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
+    if not (math.isfinite(mean) and math.isfinite(se)):
+        return False, ""
+    return mean <= TIE_SE * se, f"{mean:+.3f} per fold, standard error {se:.3f} over {len(d)} folds"
 
 
 def gate(metrics: dict[str, Any], champion_version: int | None = None) -> tuple[bool, str]:
@@ -38,8 +61,19 @@ def gate(metrics: dict[str, Any], champion_version: int | None = None) -> tuple[
     def fmt(xs: list[tuple[str, float]]) -> str:
         return ", ".join(f"{k} {x:.3f}" for k, x in xs)
 
+    blocks = {"naive": metrics.get("naive"), "seasonal naive": metrics.get("seasonal_naive")}
     lost = [r for r in rivals if not model < r[1]]  # NaN loses too
+    ties = []
+    for r in list(lost):
+        block = blocks.get(r[0])
+        if block is None:  # the champion: a tie keeps it
+            continue
+        tie, why = _within_noise(served or metrics["model"], block)
+        if tie:
+            lost.remove(r)
+            ties.append(f"ties {r[0]} {r[1]:.3f} within the folds' noise ({why})")
+    won = [r for r in rivals if not model >= r[1]]
     if not lost:
-        return True, f"{who} MASE {model:.3f} < {fmt(rivals)}"
-    won = [r for r in rivals if r not in lost]
+        parts = ([f"< {fmt(won)}"] if won else []) + ties
+        return True, f"{who} MASE {model:.3f} " + "; ".join(parts)
     return False, f"{who} MASE {model:.3f} does not beat {fmt(lost)}" + (f" (beats {fmt(won)})" if won else "")

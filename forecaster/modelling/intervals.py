@@ -112,3 +112,40 @@ def coverage_of(residuals: np.ndarray, halfwidths: np.ndarray) -> float:
     """Share of residuals inside their interval."""
     r = np.abs(np.asarray(residuals, dtype=np.float64))
     return float(np.mean(r <= np.asarray(halfwidths))) if len(r) else float("nan")
+
+
+def start_steps(residuals: np.ndarray, level: float, *, gamma: float = GAMMA, window: int = SCORES) -> list[ACIState]:
+    """One fresh state per step from validation path residuals (n, h): step k's split-conformal
+    scores are the step-k errors."""
+    r = np.asarray(residuals, dtype=np.float64)
+    return [ACIState.start(r[:, k], level, gamma=gamma, window=window) for k in range(r.shape[1])]
+
+
+def walk_paths(states: list[ACIState], at: np.ndarray,
+               residuals: np.ndarray) -> tuple[np.ndarray, list[ACIState]]:
+    """ACI per step over paths made at origins ``at`` (oldest first), with delayed feedback.
+
+    The step-k forecast made at origin o targets position o + k - 1; its error updates step k's
+    state only once that actual is known, i.e. before the first origin past it. With one step and
+    consecutive origins this is ``walk``, update for update.
+
+    Returns:
+        (halfwidths (n, h): what each path stated; the states after every actual).
+    """
+    r = np.asarray(residuals, dtype=np.float64)
+    o = np.asarray(at, dtype=np.int64)
+    n, h = r.shape
+    widths = np.empty((n, h))
+    pending: list[list[tuple[int, float]]] = [[] for _ in range(h)]  # (target position, residual), in order
+    states = list(states)
+    for i in range(n):
+        for k in range(h):
+            queue = pending[k]
+            while queue and queue[0][0] < o[i]:
+                states[k] = states[k].update(queue.pop(0)[1])
+            widths[i, k] = states[k].halfwidth
+            queue.append((int(o[i]) + k, float(r[i, k])))
+    for k in range(h):
+        for _, res in pending[k]:
+            states[k] = states[k].update(res)
+    return widths, states

@@ -1,7 +1,9 @@
 """The recurrent many-to-one forecaster and its pickle-free serialisation.
 
 A window (B, L, F) goes through an LSTM, GRU or tanh RNN; the last hidden state
-goes through one Linear layer to a single (normalised) next-step value (B,).
+goes through one Linear layer to the (normalised) next ``horizon`` values: a direct
+multi-horizon head, the whole path in one forward pass ((B,) when the horizon is 1,
+else (B, h)).
 Weights are stored as safetensors bytes of the ``state_dict``; the config as a
 plain JSON-able dict. Nothing is ever unpickled.
 """
@@ -30,6 +32,7 @@ class ModelConfig:
     hidden_size: int = 32
     num_layers: int = 1
     dropout: float = 0.0  # between recurrent layers; ignored with one layer
+    horizon: int = 1  # outputs: one per step of the path (stored versions without it forecast one step)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -49,7 +52,7 @@ class ModelConfig:
 
 
 class RecurrentForecaster(nn.Module):
-    """x (B, L, F) -> next-step value (B,)."""
+    """x (B, L, F) -> next-step value (B,) with horizon 1, else the path (B, h)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -61,12 +64,12 @@ class RecurrentForecaster(nn.Module):
             dropout=config.dropout if config.num_layers > 1 else 0.0,  # torch warns otherwise
             batch_first=True,
         )
-        self.head = nn.Linear(config.hidden_size, 1)
+        self.head = nn.Linear(config.hidden_size, config.horizon)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)  # (B, L, H)
-        value: torch.Tensor = self.head(out[:, -1]).squeeze(-1)  # (B,)
-        return value
+        value: torch.Tensor = self.head(out[:, -1])  # (B, h)
+        return value.squeeze(-1) if self.config.horizon == 1 else value
 
 
 def to_artifact(model: nn.Module) -> bytes:

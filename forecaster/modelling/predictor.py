@@ -1,4 +1,4 @@
-"""A stored model served: raw values in, one-step forecasts out (``Predictor``).
+"""A stored model served: raw values in, one-step forecasts or h-step paths out (``Predictor``).
 
 Torch is imported only when a network is loaded or run, so the API can hold this module cheaply.
 """
@@ -72,8 +72,17 @@ class Predictor:
         """Steps of history one forecast needs."""
         return int(self.hp["window"])
 
+    @property
+    def horizon(self) -> int:
+        """Steps of the path one forward pass forecasts (versions from before paths: 1)."""
+        return int(self.hp.get("horizon", 1))
+
     def predict(self, windows: np.ndarray, last_ts: Any = None) -> np.ndarray:
-        """One-step forecasts (B,) for raw value windows (B, L), in one batched pass.
+        """One-step forecasts (B,) for raw value windows (B, L): step 1 of ``predict_paths``."""
+        return self.predict_paths(windows, last_ts)[:, 0]
+
+    def predict_paths(self, windows: np.ndarray, last_ts: Any = None) -> np.ndarray:
+        """Paths (B, h) for raw value windows (B, L), in one batched pass (h = ``horizon``).
 
         Args:
             windows: (B, L) raw values, oldest first, L = ``self.window``.
@@ -94,7 +103,7 @@ class Predictor:
                 feats = window_calendar(last_ts, self.window, self.hp["frequency"])
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"last_ts are not timestamps: {exc}") from None
-        return self._forward(w, feats)
+        return self._forward_paths(w, feats)
 
     def predict_rolling(self, ts: pd.DatetimeIndex, values: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Rolling-origin one-step forecasts of steps start..stop-1 from the true history.
@@ -102,7 +111,18 @@ class Predictor:
         Step t is forecast from ``values[t-L:t]`` (and their real timestamps);
         ``stop`` may be ``len(values) + 1`` to include the step after the end.
         """
-        return self._forward(*self._rolling(ts, values, start, stop))
+        return self._forward_paths(*self._rolling(ts, values, start, stop))[:, 0]
+
+    def predict_rolling_paths(self, ts: pd.DatetimeIndex, values: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """Paths (len(origins), h) made at each origin o from the true history ``values[:o]``:
+        row i forecasts ``values[o_i : o_i + h]``. Origins must be at least L."""
+        o = np.asarray(origins, dtype=np.int64)
+        if len(o) == 0:
+            return np.empty((0, self.horizon))
+        start, stop = int(o.min()), int(o.max()) + 1
+        w, feats = self._rolling(ts, values, start, stop)  # every origin in between: views, cheap
+        pick = o - start
+        return self._forward_paths(w[pick], None if feats is None else feats[pick])
 
     def _rolling(self, ts: pd.DatetimeIndex, values: np.ndarray, start: int,
                  stop: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -121,7 +141,18 @@ class Predictor:
         """
         if len(values) < self.window:
             raise InvalidInput(f"window {self.window} needs {self.window} values; {len(values)} given")
-        return float(self.predict_rolling(ts, values, len(values), len(values) + 1)[0])
+        return float(self.predict_path_next(ts, values)[0])
+
+    def predict_path_next(self, ts: pd.DatetimeIndex, values: np.ndarray) -> np.ndarray:
+        """The path (h,) of the steps after the series' end.
+
+        Raises:
+            InvalidInput: if the series is shorter than the window.
+        """
+        if len(values) < self.window:
+            raise InvalidInput(f"window {self.window} needs {self.window} values; {len(values)} given")
+        path: np.ndarray = self._forward_paths(*self._rolling(ts, values, len(values), len(values) + 1))[0]
+        return path
 
     def next_inputs(self, ts: pd.DatetimeIndex, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's input for the step after the series' end and the raw window it came from:
@@ -136,7 +167,7 @@ class Predictor:
         return self._inputs(w, feats)[0], w
 
     def from_outputs(self, yn: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Forecasts (B,) from the network's outputs yn (B,) on the raw windows w (B, L)."""
+        """Forecasts (B,) or paths (B, h) from the network's outputs yn (B,) or (B, h) on the raw windows w (B, L)."""
         loc, scale = self.scaler.stats(w)
         return denormalise(yn, w[:, -1], loc, scale, self.hp["target"])
 
@@ -145,12 +176,14 @@ class Predictor:
         Xn, _, loc, scale = normalise(X, None, self.scaler, self.hp["target"])
         return Xn, loc, scale
 
-    def _forward(self, w: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+    def _forward_paths(self, w: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+        """Paths (B, h) of raw windows w (B, L)."""
         import torch
 
         if self.model is None:
             raise ValueError("this Predictor has no network (inputs_only): run the model elsewhere")
         Xn, loc, scale = self._inputs(w, feats)
         with torch.inference_mode():
-            yn = self.model(torch.from_numpy(Xn)).numpy()  # (B,)
-        return denormalise(yn, w[:, -1], loc, scale, self.hp["target"])
+            yn = self.model(torch.from_numpy(Xn)).numpy()  # (B,) or (B, h)
+        out = denormalise(yn, w[:, -1], loc, scale, self.hp["target"])
+        return out[:, None] if out.ndim == 1 else out

@@ -72,21 +72,27 @@ def _validate(ts: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.DatetimeInde
     return ts.tz_convert("UTC"), v
 
 
-def _holdout_size(n: int, window: int, hold_default: int) -> int:
+def _holdout_size(n: int, window: int, hold_default: int, horizon: int = 1) -> int:
     """Holdout (= validation = minimum training) windows for n observations.
+
+    A path of h steps is judged on several origins: the holdout is at least 4 h steps where the
+    series allows (at most 20 % of it), and never shorter than one path.
 
     Raises:
         NotEnoughData: naming the smallest series length that would do.
     """
+    want = max(hold_default, 4 * horizon)
+
     def size(k: int) -> tuple[int, bool]:
-        hold = min(hold_default, k // 5)  # at most 20 % of the series
-        return hold, hold >= 1 and k - window >= 3 * hold
+        hold = min(want, k // 5)  # at most 20 % of the series
+        return hold, hold >= horizon and k - window >= 3 * hold + horizon - 1
 
     hold, ok = size(n)
     if not ok:
-        need = next(k for k in range(n + 1, window + 3 * hold_default + 6) if size(k)[1])
+        need = next(k for k in range(n + 1, window + 3 * want + 5 * horizon + 6) if size(k)[1])
         h = size(need)[0]
-        raise NotEnoughData(f"window {window} + training {h} + validation {h} + holdout {h} "
+        what = "" if horizon == 1 else f" for paths of {horizon} steps"
+        raise NotEnoughData(f"window {window} + training {h} + validation {h} + holdout {h}{what} "
                             f"needs at least {need} observations; {n} given")
     return hold
 
@@ -135,6 +141,7 @@ class Prepared:
     values: np.ndarray
     frequency: str
     spec: ModelSpec
+    horizon: int  # steps of each path the network forecasts
     window: int
     hold: int
     columns: tuple[str, ...]
@@ -145,7 +152,7 @@ class Prepared:
     scale: float  # naive MASE scale of the training values
     scaler: Scaler
     x_train: np.ndarray  # (m, L, F) float32, normalised
-    y_train: np.ndarray
+    y_train: np.ndarray  # (m,), or (m, h) for paths
     x_val: np.ndarray
     y_val: np.ndarray
 
@@ -159,7 +166,7 @@ class Prepared:
         from forecaster.modelling.network import ModelConfig
 
         s = self.spec
-        return ModelConfig(s.cell, self.input_size, s.hidden_size, s.num_layers, s.dropout)
+        return ModelConfig(s.cell, self.input_size, s.hidden_size, s.num_layers, s.dropout, self.horizon)
 
     def train_config(self) -> TrainConfig:
         """The training loop's settings."""
@@ -180,11 +187,16 @@ class Prepared:
         """Series with equal keys can be trained together as one fleet (same shape and step settings)."""
         s = self.spec
         return (s.cell, self.window, self.input_size, s.hidden_size, s.num_layers, s.dropout, s.loss,
-                s.batch_size, s.device, s.amp)
+                s.batch_size, s.device, s.amp, self.horizon)
 
 
-def prepare(ts: pd.DatetimeIndex, values: np.ndarray, *, frequency: str, spec: ModelSpec) -> Prepared:
+def prepare(ts: pd.DatetimeIndex, values: np.ndarray, *, frequency: str, spec: ModelSpec,
+            horizon: int = 1) -> Prepared:
     """Validate, split by time, window and scale one series (the first phase of ``fitting.train_series``).
+
+    The splits are by target position, as for one step; with a horizon h > 1 the training and
+    validation windows are those whose whole path of targets lies in their stretch (no training
+    target reaches into validation, no validation target into the holdout).
 
     Raises:
         InvalidInput: on non-finite values, bad timestamps or a constant series.
@@ -194,9 +206,10 @@ def prepare(ts: pd.DatetimeIndex, values: np.ndarray, *, frequency: str, spec: M
     n = len(v)
     win_default, hold_default = frequency_defaults(frequency)
     L = spec.window or win_default
-    hold = _holdout_size(n, L, hold_default)
+    hold = _holdout_size(n, L, hold_default, horizon)
     columns = calendar_columns(frequency) if spec.calendar else ()
-    X, y = make_windows(v, L, calendar_features(ts, frequency) if columns else None)  # views
+    feats = calendar_features(ts, frequency) if columns else None
+    X, y = make_windows(v, L, feats)  # views
     train, val, holdout = time_split(len(y), val=validation_size(len(y), hold), holdout=hold)
     max_train = spec.max_train_points or DEFAULT_MAX_TRAIN
     train = slice(max(train.start, train.stop - max_train), train.stop)  # most recent only
@@ -206,8 +219,13 @@ def prepare(ts: pd.DatetimeIndex, values: np.ndarray, *, frequency: str, spec: M
         raise InvalidInput(f"values are constant ({v[train.start]}) over the training range; "
                            "MASE is undefined and the naive forecast is exact")
     scaler = Scaler.fit(train_values, spec.normalise)
-    xt, yt, _, _ = normalise(X[train], y[train], scaler, spec.target)
-    xv, yv, _, _ = normalise(X[val], y[val], scaler, spec.target)
+    fit_train, fit_val = train, val
+    if horizon > 1:  # window i is the same window; its targets are the h values from position i + L
+        X, y = make_windows(v, L, feats, horizon)
+        fit_train = slice(train.start, max(train.start, train.stop - horizon + 1))
+        fit_val = slice(val.start, max(val.start, val.stop - horizon + 1))
+    xt, yt, _, _ = normalise(X[fit_train], y[fit_train], scaler, spec.target)
+    xv, yv, _, _ = normalise(X[fit_val], y[fit_val], scaler, spec.target)
     assert yt is not None and yv is not None  # normalise scales the targets it is given
-    return Prepared(ts, v, frequency, spec, L, hold, tuple(columns), train, val, holdout, max_train, scale,
-                    scaler, xt, yt, xv, yv)
+    return Prepared(ts, v, frequency, spec, horizon, L, hold, tuple(columns), train, val, holdout, max_train,
+                    scale, scaler, xt, yt, xv, yv)

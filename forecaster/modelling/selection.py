@@ -1,8 +1,9 @@
 """Which candidate serves: chosen on validation, reported on the holdout.
 
 Every candidate (the recurrent model, naive, seasonal naive, the statistical
-models) has one-step forecasts over the validation stretch and the holdout. The
-choice looks at the validation stretch only: each single candidate, and the plain
+models) has paths of h steps (one step when h = 1) made at rolling origins over the
+validation stretch and the holdout (forecaster/modelling/paths.py). The choice looks
+at the validation stretch only, by the MAE over every origin and step: each single candidate, and the plain
 mean of the best 2, 3 and 4 by validation MAE (the M4 lesson: an equal-weight
 combination of a few good methods is hard to beat). The lowest validation MAE
 serves; a combination must win by ``MARGIN`` over the best single one, a tie
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forecaster.modelling.candidates import LABELS
+from forecaster.modelling.candidates import LABELS, Pool
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,8 +105,46 @@ class Ladder:
     choice: Choice
     metrics: dict[str, Any]  # "served", "selection", "candidates" blocks for ModelVersion.metrics
     stored: dict[str, Any]  # name -> Fitted.to_dict() of every fitted statistical candidate
-    hold_forecasts: np.ndarray  # the served forecasts of the holdout
-    aci: dict[str, Any]  # the served candidate's ACI state at the end of the holdout
+    hold_forecasts: np.ndarray  # the served paths (n, h) of the holdout's origins
+    aci: dict[str, Any]  # the served candidate's step-1 ACI state at the end of the holdout
+    aci_steps: list[dict[str, Any]]  # every step's, step 1 first
+
+
+def path_pool(values: np.ndarray, at: np.ndarray, h: int, season: int | None, fit_stop: int,
+              statistical: tuple[str, ...]) -> Pool:
+    """Every baseline's and statistical candidate's paths (len(at), h) at origins ``at``.
+
+    The statistical candidates are fitted on values before ``fit_stop`` and run forward frozen.
+    One step (h = 1, consecutive origins) takes the one-step filter over all of them at once
+    (``candidates.baseline_pool``/``add_statistical``); paths run each candidate once per origin.
+    """
+    from forecaster.modelling import candidates as cands
+    from forecaster.modelling import paths
+
+    v = np.asarray(values, dtype=np.float64)
+    names = tuple(n for n in statistical if n in cands.names_for(season))
+    start = int(at[0])
+    if h == 1 and len(at) == len(v) - start:
+        pool = cands.baseline_pool(v, start, season)
+        cands.add_statistical(pool, v, fit_stop, season, names)
+        pool.forecasts = {k: f[:, None] for k, f in pool.forecasts.items()}
+        return pool
+    pool = Pool(start)
+    pool.forecasts["naive"] = paths.naive_paths(v, at, h)
+    if season and season > 1 and start >= season:
+        pool.forecasts["seasonal_naive"] = paths.seasonal_naive_paths(v, at, h, season)
+    for name in names:
+        try:
+            f = cands.fit_one(name, v, fit_stop, season)
+            fc = cands.run_paths(f, v, at, h)
+            if not np.isfinite(fc).all():
+                raise ValueError("forecasts are not finite")
+        except Exception as exc:  # noqa: BLE001 - one candidate must never stop the others
+            pool.failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        pool.forecasts[name] = fc
+        pool.fitted[name], pool.forms[name], pool.fit_s[name] = f, f.form, f.fit_s
+    return pool
 
 
 def ladder(
@@ -120,44 +159,55 @@ def ladder(
     scale: float,
     statistical: tuple[str, ...],
     refit: bool = False,
+    horizon: int = 1,
 ) -> Ladder:
-    """Score every candidate on validation (choose) and holdout (report), ACI per candidate.
+    """Score every candidate's paths on validation (choose) and holdout (report), ACI per candidate and step.
 
     Args:
         ts: (n,) timestamps of ``values`` (stored with the fitted states).
         values: (n,) the series; validation is ``values[p_val:p_hold]``, holdout ``values[p_hold:]``.
         season: steps per season, or None.
-        model_forecasts: the recurrent model's one-step forecasts of ``values[p_val:]``, or None.
+        model_forecasts: the recurrent model's paths (n_val + n_hold, h) at the validation origins
+            then the holdout's (``paths.origins``), or None. With h = 1 (n_val + n_hold,) is accepted.
         level: stated interval coverage, e.g. 0.9.
         scale: the MASE denominator.
         statistical: names of the statistical candidates to fit (on ``values[:p_val]``).
         refit: fit the chosen statistical members again on all of ``values`` before they
             serve (their holdout figures stay those of the first fit, which never saw it).
+        horizon: h, steps of each path.
     """
     from forecaster.modelling import candidates as cands
-    from forecaster.modelling.intervals import ACIState, coverage_of, walk
-    from forecaster.modelling.scoring import metrics_block
+    from forecaster.modelling import paths
+    from forecaster.modelling.intervals import ACIState, start_steps, walk_paths
 
     v = np.asarray(values, dtype=np.float64)
-    pool = cands.baseline_pool(v, p_val, season)
+    h = horizon
+    o_val, o_hold = paths.origins(p_val, p_hold, h), paths.origins(p_hold, len(v), h)
+    at = np.concatenate([o_val, o_hold])
+    pool = path_pool(v, at, h, season, p_val, statistical)
     if model_forecasts is not None:
-        pool.forecasts["model"] = np.asarray(model_forecasts, dtype=np.float64)
-    cands.add_statistical(pool, v, p_val, season, tuple(n for n in statistical if n in cands.names_for(season)))
-    k = p_hold - p_val
-    y_val, y_hold = v[p_val:p_hold], v[p_hold:]
+        pool.forecasts["model"] = np.asarray(model_forecasts, dtype=np.float64).reshape(len(at), h)
+    k = len(o_val)
+    y_val, y_hold = paths.actual_paths(v, o_val, h), paths.actual_paths(v, o_hold, h)
     choice, tried = choose({n: f[:k] for n, f in pool.forecasts.items()}, y_val)
 
-    def interval(f: np.ndarray) -> tuple[dict[str, Any], ACIState]:
-        """ACI started on the validation residuals, walked over the holdout's."""
-        state = ACIState.start(y_val - f[:k], level)
-        widths, end = walk(state, y_hold - f[k:])
-        return {"level": level, "method": "aci", "gamma": state.gamma,
-                "halfwidth": end.halfwidth, "coverage": coverage_of(y_hold - f[k:], widths)}, end
+    def interval(f: np.ndarray) -> tuple[dict[str, Any], list[ACIState]]:
+        """ACI per step started on the validation residuals, walked over the holdout's."""
+        states = start_steps(y_val - f[:k], level)
+        widths, end = walk_paths(states, o_hold, y_hold - f[k:])
+        overall, by_step = paths.step_coverage(y_hold - f[k:], widths)
+        block = {"level": level, "method": "aci", "gamma": states[0].gamma, "halfwidth": end[0].halfwidth,
+                 "coverage": overall}
+        if h > 1:
+            block["coverage_steps"] = by_step
+            block["halfwidth_steps"] = [s.halfwidth for s in end]
+        return block, end
 
     blocks: dict[str, Any] = {}
     for name, f in pool.forecasts.items():
-        block: dict[str, Any] = {"label": cands.LABELS.get(name, name), "val": metrics_block(y_val, f[:k], scale),
-                 "holdout": metrics_block(y_hold, f[k:], scale)}
+        block: dict[str, Any] = {"label": cands.LABELS.get(name, name),
+                                 "val": paths.path_block(y_val, f[:k], scale),
+                                 "holdout": paths.path_block(y_hold, f[k:], scale)}
         block["interval"] = interval(f)[0]
         if name in pool.fitted:
             block["form"], block["fit_s"] = pool.forms[name], round(pool.fit_s[name], 3)
@@ -183,12 +233,12 @@ def ladder(
         d["fit_start_ts"] = ts[fitted.fit_start].isoformat()
         stored[m] = d
     metrics = {
-        "served": {**metrics_block(y_hold, served[k:], scale), "method": choice.method,
+        "served": {**paths.path_block(y_hold, served[k:], scale), "method": choice.method,
                    "label": choice.label, "members": list(choice.members)},
         "selection": {**choice.to_dict(), "tried_val_mae": tried,
-                      "rule": "lowest validation MAE; the holdout was not used to choose",
-                      "refit": refitted},
+                      "rule": "lowest validation MAE over every origin and step; the holdout was not used to choose",
+                      "refit": refitted, "origins": {"val": int(k), "holdout": len(o_hold)}},
         "candidates": blocks,
-        "served_interval": {**ivl, "aci": end.to_dict()},
+        "served_interval": {**ivl, "aci": end[0].to_dict()},
     }
-    return Ladder(choice, metrics, stored, served[k:], end.to_dict())
+    return Ladder(choice, metrics, stored, served[k:], end[0].to_dict(), [e.to_dict() for e in end])

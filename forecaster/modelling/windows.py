@@ -43,26 +43,33 @@ _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
 def make_windows(
-    values: np.ndarray, window: int, features: np.ndarray | None = None
+    values: np.ndarray, window: int, features: np.ndarray | None = None, horizon: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All windows of ``window`` steps with the value that follows each.
+    """All windows of ``window`` steps with the value (or the ``horizon`` values) that follow each.
 
     Args:
         values: (n,) the series.
         window: L, steps per window.
         features: (n, F) per-step features (e.g. calendar), or None.
+        horizon: h, steps each window's target path covers.
 
     Returns:
-        X (m, L, 1 + F) and y (m,), m = n - L: ``X[i] = [values, features][i:i+L]``,
-        ``y[i] = values[i + L]``. Both are read-only views: of ``values`` when
-        ``features`` is None, else of one (n, 1 + F) stack of the inputs.
+        X (m, L, 1 + F) and y, m = n - L - h + 1: ``X[i] = [values, features][i:i+L]``; with
+        h = 1 ``y[i] = values[i + L]`` (y is (m,)), else ``y[i] = values[i + L : i + L + h]``
+        (y is (m, h)). Both are read-only views: of ``values`` when ``features`` is None, else of
+        one (n, 1 + F) stack of the inputs.
 
     Raises:
-        ValueError: if the shapes disagree or the series is not longer than L.
+        ValueError: if the shapes disagree or the series is not longer than L + h - 1.
     """
     values = np.asarray(values)
-    if values.ndim != 1 or window < 1 or values.shape[0] <= window:
-        raise ValueError(f"need a 1-D series longer than window {window}; got shape {values.shape}")
+    if values.ndim != 1 or window < 1 or horizon < 1 or values.shape[0] <= window + horizon - 1:
+        raise ValueError(f"need a 1-D series longer than window {window} + horizon {horizon} - 1; "
+                         f"got shape {values.shape}")
+    if horizon > 1:
+        X, _ = make_windows(values[: len(values) - horizon + 1], window,
+                            None if features is None else features[: len(values) - horizon + 1])
+        return X, sliding_window_view(values[window:], horizon)  # (m, L, 1 + F), (m, h)
     if features is None:
         base = values[:, None]  # (n, 1) view
     else:
@@ -231,7 +238,7 @@ def normalise(
         target: ``"value"`` or ``"delta"``.
 
     Returns:
-        (Xn float32 (m, L, 1 + F), yn float32 (m,) | None, loc (m,), scale (m,)).
+        (Xn float32 (m, L, 1 + F), yn float32 (m,) or (m, h) like y | None, loc (m,), scale (m,)).
     """
     loc, scale = scaler.stats(X[:, :, 0])  # (m,), (m,)
     Xn = np.array(X, dtype=np.float32)  # the copy: the model's input
@@ -241,13 +248,19 @@ def normalise(
     if y is None:
         return Xn, None, loc, scale
     ref = loc if target == "value" else X[:, -1, 0]
+    if np.ndim(y) == 2:  # paths: every step from the same reference and scale
+        return Xn, ((y - ref[:, None]) / scale[:, None]).astype(np.float32), loc, scale
     return Xn, ((y - ref) / scale).astype(np.float32), loc, scale
 
 
 def denormalise(
     yn: np.ndarray, last: np.ndarray, loc: np.ndarray, scale: np.ndarray, target: Target
 ) -> np.ndarray:
-    """Undo ``normalise`` on model outputs yn (m,); ``last`` (m,) is each window's last value."""
+    """Undo ``normalise`` on model outputs yn (m,) or paths (m, h); ``last`` (m,) is each window's last value."""
     ref = loc if target == "value" else last
-    values: np.ndarray = ref + scale * np.asarray(yn, dtype=np.float64)
+    out = np.asarray(yn, dtype=np.float64)
+    if out.ndim == 2:
+        paths: np.ndarray = ref[:, None] + scale[:, None] * out
+        return paths
+    values: np.ndarray = ref + scale * out
     return values

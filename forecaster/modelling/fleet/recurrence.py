@@ -259,7 +259,7 @@ class _Recurrence(torch.autograd.Function):
 def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor,
             training: bool = False, workspace: RecurrenceBuffers | None = None,
             lowp: torch.dtype | None = None) -> torch.Tensor:
-    """x (K, B, L, F) -> next-step outputs (K, B): member k's model applied to its own batch x[k].
+    """x (K, B, L, F) -> next-step outputs (K, B), or paths (K, B, h): member k's model on its own batch x[k].
 
     The same function as ``RecurrentForecaster.forward`` for each k. ``workspace``: the recurrence's
     buffers are reused from one training step to the next (a forward, then its one backward, then
@@ -286,8 +286,9 @@ def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor
                 seq = out
                 if training and config.dropout > 0:
                     seq = F.dropout(seq, config.dropout, training=True)
-        head_w, head_b = params[-2], params[-1]  # (K, 1, H), (K, 1)
-        return torch.baddbmm(head_b.unsqueeze(2), head_w, h).squeeze(1)  # (K, 1, H) @ (K, H, B) -> (K, B)
+        head_w, head_b = params[-2], params[-1]  # (K, h, H), (K, h)
+        out = torch.baddbmm(head_b.unsqueeze(2), head_w, h)  # (K, h, H) @ (K, H, B) -> (K, h, B)
+        return out.squeeze(1) if config.horizon == 1 else out.transpose(1, 2)  # (K, B) or (K, B, h)
     seq = x
     for layer in range(config.num_layers):  # GRU: autograd over the step loop
         w_ih, w_hh, b_ih, b_hh = params[4 * layer : 4 * layer + 4]
@@ -313,5 +314,6 @@ def forward(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor
             seq = torch.stack(outs, dim=2)  # (K, B, L, H)
             if training and config.dropout > 0:
                 seq = F.dropout(seq, config.dropout, training=True)
-    head_w, head_b = params[-2], params[-1]  # (K, 1, H), (K, 1)
-    return torch.baddbmm(head_b.unsqueeze(1), h, head_w.transpose(1, 2)).squeeze(-1)  # (K, B)
+    head_w, head_b = params[-2], params[-1]  # (K, h, H), (K, h)
+    out = torch.baddbmm(head_b.unsqueeze(1), h, head_w.transpose(1, 2))  # (K, B, h)
+    return out.squeeze(-1) if config.horizon == 1 else out  # (K, B) or (K, B, h)

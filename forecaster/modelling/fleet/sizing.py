@@ -42,7 +42,7 @@ def fleet_pays(device: str, *, amp: bool = False, cell: str = "lstm", size: int 
 def member_bytes(config: ModelConfig, window: int, n_features: int, n_windows: int, batch_size: int) -> int:
     """Rough bytes one member needs in a fleet: its data on the device plus a step's activations."""
     gates = _GATES[config.cell] * config.hidden_size
-    data = n_windows * (window * n_features + 1) * 4
+    data = n_windows * (window * n_features + config.horizon) * 4
     # Saved for backward per step and layer: projections, gates, states (a generous factor).
     acts = batch_size * window * config.num_layers * (2 * gates + 6 * config.hidden_size) * 4
     params = sum(p.numel() for p in RecurrentForecaster(config).parameters()) * 4 * 5  # + grads + Adam + best

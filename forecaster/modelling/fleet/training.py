@@ -97,7 +97,7 @@ def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 def _member_losses(config: ModelConfig, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                    lengths: torch.Tensor, loss: str, amp: torch.dtype | None, chunk: int = 4096) -> torch.Tensor:
     """Mean loss per member (K,) over each member's first lengths[k] rows of x (K, M, L, F)."""
-    K, M = y.shape
+    K, M = y.shape[:2]
     total = torch.zeros(K, device=y.device)
     for i in range(0, M, chunk):
         with torch.autocast(y.device.type, dtype=amp, enabled=amp is not None):
@@ -105,6 +105,8 @@ def _member_losses(config: ModelConfig, params: Sequence[torch.Tensor], x: torch
         rows = torch.arange(i, i + pred.shape[1], device=y.device)
         mask = rows[None, :] < lengths[:, None]
         elem = _LOSSES[loss](pred, y[:, i : i + chunk], reduction="none")
+        if elem.ndim == 3:  # paths: a window's loss is its mean over the steps
+            elem = elem.mean(dim=2)
         total += torch.where(mask, elem, 0.0).sum(dim=1)
     return total / lengths.clamp(min=1)
 
@@ -153,9 +155,10 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
     lowp = cpu_bf16(device, cfgs[0].amp, config.cell)  # CPU: bfloat16 products in the recurrence
     L, Fin = members[0].splits.x_train.shape[1:]
     xt, mt = _pad([m.splits.x_train for m in members], device, (L, Fin))
-    yt, _ = _pad([m.splits.y_train for m in members], device, ())
+    tail = tuple(members[0].splits.y_train.shape[1:])  # (): one step; (h,): paths
+    yt, _ = _pad([m.splits.y_train for m in members], device, tail)
     xv, mv = _pad([m.splits.x_val for m in members], device, (L, Fin))
-    yv, _ = _pad([m.splits.y_val for m in members], device, ())
+    yv, _ = _pad([m.splits.y_val for m in members], device, tail)
     m_train = [len(m.splits.y_train) for m in members]
     n_batches = [math.ceil(n / B) for n in m_train]
 
@@ -213,7 +216,9 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 pred = forward(config, leaves, xt[rows, bi], training=True, workspace=workspace,
                                lowp=lowp).float()
-            elem = _LOSSES[loss_name](pred, yt[rows, bi], reduction="none")  # (n_live, B)
+            elem = _LOSSES[loss_name](pred, yt[rows, bi], reduction="none")  # (n_live, B) or (n_live, B, h)
+            if elem.ndim == 3:
+                elem = elem.mean(dim=2)
             per = torch.where(bm, elem, 0.0).sum(dim=1) / count.clamp(min=1)  # (n_live,)
             if active is not None:
                 per = torch.where(active, per, 0.0)
