@@ -53,7 +53,7 @@ def test_a_change_by_any_process_is_on_the_next_get_of_every_replica(api_db: str
         assert a.client.get(path).json()["model_version"] == 2
         # An update in place of a row the read uses is seen too (no new row, no new id).
         with write_session(make_sessionmaker(engine)) as session:
-            f = session.scalar(select(Forecast).join(Series).where(Series.key == TRAINED)
+            f = session.scalar(select(Forecast).join(Series).where(Series.key == TRAINED, Forecast.step == 1)
                                .order_by(Forecast.id.desc()).limit(1))
             f.value = 123.5
         assert b.client.get(path).json()["value"] == 123.5
@@ -130,7 +130,7 @@ def test_concurrent_gets_never_see_a_value_older_than_their_request(pg_url: str,
         hammer(32)
         for i in range(6):
             with write_session(sm) as session:
-                f = session.scalar(select(Forecast).join(Series).where(Series.key == TRAINED)
+                f = session.scalar(select(Forecast).join(Series).where(Series.key == TRAINED, Forecast.step == 1)
                                    .order_by(Forecast.id.desc()).limit(1))
                 f.value = 1000.0 + i
             assert set(hammer(48)) == {1000.0 + i}, f"a GET after write {i} saw an older value"
@@ -177,7 +177,7 @@ def test_on_postgresql_racing_pushes_leave_the_forecast_made_from_the_newest_obs
 
     from forecaster.modelling.baseline import BASELINE_TAIL
     from forecaster.store.observations import load_values
-    from forecaster.usecases.forecasting import baseline_forecast
+    from forecaster.modelling.baseline import baseline_path
     from tests.api_server import PUSHED
 
     copy_database(api_template, pg_url)
@@ -207,7 +207,7 @@ def test_on_postgresql_racing_pushes_leave_the_forecast_made_from_the_newest_obs
             got = api.client.get(f"/v1/series/{PUSHED}/forecast").json()
             with sm() as session:  # what the baseline makes of every stored row, the older batches' too
                 _, values = load_values(session, series_by_key(session, PUSHED).id, tail=BASELINE_TAIL)
-            expected = baseline_forecast(values, "1h")[1]
+            expected = float(baseline_path(values, 24, 0.9, 24)[1][0])  # step 1 of the hourly path (24 steps)
             if dt.datetime.fromisoformat(got["target_ts"]) != start + (r + 1) * hour or got["value"] != expected:
                 stale.append((r, got["target_ts"], got["value"], expected))
         for client in clients:

@@ -54,3 +54,49 @@ def better_baseline(values: np.ndarray, season: int | None, level: float,
             method, err = "seasonal_naive", seasonal_err
     value = seasonal_naive_next(values, season) if method == "seasonal_naive" and season else naive_next(values)
     return method, value, residual_halfwidth(err, level)
+
+
+def baseline_path(values: np.ndarray, season: int | None, level: float, h: int,
+                  tail: int = BASELINE_TAIL) -> tuple[str, np.ndarray, list[float | None]]:
+    """(method, path (h,), half-width per step) of the better of naive and seasonal naive for h steps.
+
+    One step is ``better_baseline``. For paths both are judged by their mean absolute error over
+    every step on the last ``tail`` values (each step k's errors: the value k steps after each
+    origin against what the baseline said there), and each step's half-width is the split-conformal
+    quantile of its own k-step errors (None when too few), so the band widens as the errors do.
+    Seasonal naive competes only with more than two seasons of recent values.
+    """
+    if h == 1:
+        method, value, half = better_baseline(values, season, level, tail)
+        return method, np.asarray([value]), [half]
+    from forecaster.modelling.paths import seasonal_offsets
+
+    v = np.asarray(values, dtype=np.float64)
+    recent = v[-tail:]
+    n = len(recent)
+
+    def errors(offsets: np.ndarray, first: int) -> list[np.ndarray]:
+        """Per step k: recent[o + k - 1] - recent[o + offset_k] over origins o from ``first``."""
+        out = []
+        for k in range(h):
+            o = np.arange(first, n - k)
+            out.append(recent[o + k] - recent[o + offsets[k]] if len(o) else np.empty(0))
+        return out
+
+    naive_offsets = np.full(h, -1)
+    method, errs = "naive", errors(naive_offsets, 1)
+    if season and n > 2 * season:
+        seasonal = errors(seasonal_offsets(h, season), season * int(np.ceil(h / season)))
+        naive_same = errors(naive_offsets, season * int(np.ceil(h / season)))
+        mean = [float(np.mean(np.abs(e))) if len(e) else np.inf for e in seasonal]
+        mean_naive = [float(np.mean(np.abs(e))) if len(e) else np.inf for e in naive_same]
+        if np.mean(mean) < np.mean(mean_naive):
+            method, errs = "seasonal_naive", seasonal
+    at = np.asarray([len(v)])
+    if method == "seasonal_naive" and season:
+        from forecaster.modelling.paths import seasonal_naive_paths
+
+        path = seasonal_naive_paths(v, at, h, season)[0]
+    else:
+        path = np.repeat(v[-1], h)
+    return method, path, [residual_halfwidth(e, level) for e in errs]

@@ -9,7 +9,8 @@ time-based, and any process's writes count (scheduler, workers, other API replic
   writer. One token for the whole database.
 - PostgreSQL: the row versions (``xmin``, the id of the transaction that wrote a
   row) of exactly the rows a forecast read uses: the series, its served
-  forecast, that forecast's model version and the series' latest model version.
+  forecast (the step-1 row and every later step of its path), that forecast's model
+  version and the series' latest model version.
   Any insert, update or delete of one of them changes the tuple; a write to any
   other series does not. One indexed statement on a dedicated autocommit
   connection (MVCC: it never waits for a writer), no trigger and no shared
@@ -37,10 +38,13 @@ from forecaster.logs import log_event
 
 # The rows ``forecasting.get_forecast`` reads, and the version of each (None where absent).
 FORECAST_ROWS_SQL = """
-SELECT s.key, s.id, s.xmin::text, f.id, f.xmin::text, m.xmin::text, l.id, l.xmin::text
+SELECT s.key, s.id, s.xmin::text, f.id, f.xmin::text, m.xmin::text, l.id, l.xmin::text, p.versions
 FROM series s
-LEFT JOIN LATERAL (SELECT id, xmin, model_version_id FROM forecasts
-                   WHERE series_id = s.id ORDER BY target_ts DESC, id DESC LIMIT 1) f ON true
+LEFT JOIN LATERAL (SELECT id, xmin, model_version_id, target_ts, origin_ts, made_at FROM forecasts
+                   WHERE series_id = s.id AND step = 1 ORDER BY target_ts DESC, id DESC LIMIT 1) f ON true
+LEFT JOIN LATERAL (SELECT string_agg(id::text || ':' || xmin::text, ',' ORDER BY id) AS versions FROM forecasts
+                   WHERE series_id = s.id AND target_ts > f.target_ts AND step > 1
+                     AND origin_ts = f.origin_ts AND made_at = f.made_at) p ON true
 LEFT JOIN model_versions m ON m.id = f.model_version_id
 LEFT JOIN LATERAL (SELECT id, xmin FROM model_versions
                    WHERE series_id = s.id ORDER BY version DESC LIMIT 1) l ON true

@@ -21,7 +21,8 @@ SERVED_ORDER = (Forecast.target_ts.desc(), Forecast.id.desc())  # the served one
 def latest(session: Session, series_id: int) -> Forecast | None:
     """The forecast a series serves: of the latest target (the one made from the newest
     observations), the last stored; a forecast stored later from older data never wins."""
-    return session.scalar(select(Forecast).where(Forecast.series_id == series_id).order_by(*SERVED_ORDER).limit(1))
+    return session.scalar(select(Forecast).where(Forecast.series_id == series_id, Forecast.step == 1)
+                          .order_by(*SERVED_ORDER).limit(1))
 
 
 def store(session: Session, series: Series, *, model_version_id: int | None, method: str, target_ts: dt.datetime,
@@ -41,6 +42,31 @@ def store(session: Session, series: Series, *, model_version_id: int | None, met
     session.add(row)
     session.flush()
     return row
+
+
+PathRow = tuple[dt.datetime, float, float | None, float | None]  # (target_ts, value, lower, upper)
+
+
+def store_path(session: Session, series: Series, *, model_version_id: int | None, method: str,
+               origin_ts: dt.datetime | None, points: Sequence[PathRow], level: float | None) -> Forecast:
+    """Store a path (step k = points[k - 1]) unless the newest says the same; returns its step-1 row."""
+    newest = latest(session, series.id)
+    first = points[0]
+    if (
+        newest is not None
+        and newest.target_ts == first[0]
+        and newest.model_version_id == model_version_id
+        and newest.method == method
+        and newest.value == first[1]
+    ):
+        return newest
+    made = dt.datetime.now(dt.UTC)
+    rows = [Forecast(series_id=series.id, model_version_id=model_version_id, method=method, target_ts=t, value=v,
+                     lower=lo, upper=up, level=level, step=k, origin_ts=origin_ts, made_at=made)
+            for k, (t, v, lo, up) in enumerate(points, start=1)]
+    session.add_all(rows)
+    session.flush()
+    return rows[0]
 
 
 def since(session: Session, series_id: int, target_ts: dt.datetime) -> list[Forecast]:
@@ -120,3 +146,21 @@ def recent_scored(session: Session, series_ids: Sequence[int] | None, window: in
     q = select(s2.c.series_id, s2.c.model_version_id, s2.c.method, s2.c.target_ts, s2.c.made_at, s2.c.value,
                s2.c.lower, s2.c.upper, s2.c.actual, previous.label("previous")).where(s2.c.rank <= window)
     return list(session.execute(q).all())
+
+
+def scored_errors_by_step(session: Session, model_version_id: int, limit: int,
+                          h: int) -> dict[int, list[tuple[dt.datetime, float]]]:
+    """Step -> (target, actual - value) of a version's forecasts at that step with an actual, oldest target
+    first, for steps 1..h; per step the newest ``limit`` targets, the newest forecast of each target wins."""
+    rank = func.row_number().over(partition_by=Forecast.step,
+                                  order_by=(Forecast.target_ts.desc(), Forecast.id.desc())).label("rank")
+    inner = (select(Forecast.id, Forecast.step, Forecast.target_ts, Forecast.value, Forecast.actual, rank)
+             .where(Forecast.model_version_id == model_version_id, Forecast.actual.is_not(None),
+                    Forecast.step <= h).subquery())
+    rows = session.execute(select(inner.c.step, inner.c.target_ts, inner.c.value, inner.c.actual, inner.c.id)
+                           .where(inner.c.rank <= limit)).all()
+    newest: dict[int, dict[dt.datetime, float]] = {}
+    for step, target, value, actual, _ in sorted(rows, key=lambda r: (r[0], r[1], r[4]), reverse=True):
+        if actual is not None:
+            newest.setdefault(int(step), {}).setdefault(target, actual - value)
+    return {k: sorted(v.items()) for k, v in newest.items()}

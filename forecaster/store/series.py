@@ -79,10 +79,10 @@ def sync_series(session: Session, spec: SeriesSpec) -> Series:
     row = find_series(session, spec.key)
     if row is None:
         row = Series(key=spec.key, source=spec.source, params=dict(spec.params),
-                     frequency=spec.frequency, unit=spec.unit, calendar=spec.calendar)
+                     frequency=spec.frequency, unit=spec.unit, calendar=spec.calendar, horizon=spec.steps)
         session.add(row)
         session.flush()
     else:
         row.source, row.params, row.frequency, row.unit = spec.source, dict(spec.params), spec.frequency, spec.unit
-        row.calendar = spec.calendar
+        row.calendar, row.horizon = spec.calendar, spec.steps
     return row

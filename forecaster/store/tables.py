@@ -99,6 +99,7 @@ class Series(Base):
     frequency: Mapped[str] = mapped_column(String(16))
     unit: Mapped[str | None] = mapped_column(String(32))
     calendar: Mapped[str | None] = mapped_column(String(16))  # exchange of a 1B series (XNYS), else None
+    horizon: Mapped[int | None] = mapped_column(Integer)  # steps per forecast path (config); None: by frequency
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

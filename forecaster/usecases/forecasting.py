@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, load_only, sessionmaker
 from forecaster.calendar.frequency import season_length
 from forecaster.errors import InvalidInput, SeriesNotFound
 from forecaster.logs import log_event
-from forecaster.modelling.baseline import BASELINE_TAIL, better_baseline, naive_next, seasonal_naive_next
+from forecaster.modelling.baseline import BASELINE_TAIL, better_baseline, seasonal_naive_next
 from forecaster.store import forecasts, registry
 from forecaster.store.change_tokens import ChangeProbe, probe_for
 from forecaster.store.observations import load_values
@@ -74,6 +74,21 @@ def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = 
                            "(DELETE /v1/series/{key}/observations)") from None
 
 
+def next_targets(last_ts: dt.datetime, frequency: str, calendar: str | None, h: int) -> list[dt.datetime]:
+    """The h steps after ``last_ts`` on the series' calendar: step k of a path targets the k-th
+    (a trading-day series skips its exchange's holidays at every step).
+
+    Raises:
+        InvalidInput: a step lies past what pandas can represent (year 2262).
+    """
+    out: list[dt.datetime] = []
+    current = last_ts
+    for _ in range(h):
+        current = next_target_ts(current, frequency, calendar)
+        out.append(current)
+    return out
+
+
 def baseline_forecast(values: np.ndarray, frequency: str,
                       level: float = DEFAULT_LEVEL) -> tuple[str, float, float | None]:
     """(method, value, half-width) of the baseline that serves a series of this frequency
@@ -84,60 +99,97 @@ def baseline_forecast(values: np.ndarray, frequency: str,
 LIVE_ERRORS = 2000  # newest actuals replayed through the served candidate's ACI state
 
 
-def _served_next(session: Session, series: Series, mv: ModelVersion, ts: pd.DatetimeIndex,
-                 values: np.ndarray, in_hand: Any = None) -> tuple[str, float]:
-    """(method, value): the next step as the version's serving candidate makes it.
+def _served_path(session: Session, series: Series, mv: ModelVersion, ts: pd.DatetimeIndex,
+                 values: np.ndarray, h: int, in_hand: Any = None) -> tuple[str, np.ndarray]:
+    """(method, path (h,)): the steps after the end as the version's serving candidate makes them.
 
     Versions from before the ladder serve their model. Torch loads only when the
     recurrent model is a member; statsforecast only when a statistical one is.
     """
+    from forecaster.modelling import paths
+
     serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"], "method": "model"}
+    at = np.asarray([len(values)])
     parts = []
     for member in serving["members"]:
         if member == "model":
             from forecaster.modelling.predictor import Predictor  # torch: only here, never on a GET
 
             predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
-            parts.append(float(predictor.predict_next(ts, values)))
+            parts.append(np.asarray(predictor.predict_path_next(ts, values), dtype=np.float64)[:h])
         elif member == "naive":
-            parts.append(naive_next(values))
+            parts.append(paths.naive_paths(values, at, h)[0])
         elif member == "seasonal_naive":
-            parts.append(seasonal_naive_next(values, season_length(series.frequency) or 1))
+            season = season_length(series.frequency) or 1
+            if h == 1:
+                parts.append(np.asarray([seasonal_naive_next(values, season)]))
+            else:
+                parts.append(paths.seasonal_naive_paths(values, at, h, season)[0])
         else:
-            from forecaster.modelling.candidates import serve_next
+            from forecaster.modelling.candidates import serve_path
 
             stored = serving["fitted"][member]
             since = pd.Timestamp(stored["fit_start_ts"]).to_pydatetime()
             _, vals = load_values(session, series.id, since=since)
-            parts.append(serve_next(stored, vals))
-    return serving["method"], float(np.mean(parts))
+            parts.append(serve_path(stored, vals, h))
+    return serving["method"], np.mean(parts, axis=0) if len(parts) > 1 else np.asarray(parts[0], dtype=np.float64)
+
+
+def version_horizon(mv: ModelVersion) -> int:
+    """Steps of the paths a version serves (versions from before paths: 1)."""
+    return int((mv.hyperparameters or {}).get("horizon", 1))
 
 
 def live_interval(session: Session, mv: ModelVersion) -> tuple[float | None, float]:
-    """(half-width, level) of the served candidate's interval for the next step.
+    """(half-width, level) of the served candidate's interval for the next step (step 1 of ``live_intervals``)."""
+    halves, level = live_intervals(session, mv, 1)
+    return halves[0], level
 
-    Adaptive conformal inference (forecaster/modelling/intervals.py): the state the version
-    ended its holdout with, replayed over the errors of the actuals that arrived
-    since it serves. Versions without that state keep their split-conformal width.
+
+def live_intervals(session: Session, mv: ModelVersion, h: int) -> tuple[list[float | None], float]:
+    """(half-width per step, level) of the served candidate's intervals for the next path's h steps.
+
+    Adaptive conformal inference per step (forecaster/modelling/intervals.py): the state each step
+    ended its holdout with, replayed over the errors of the actuals that arrived since it serves at
+    that step (the step-k forecast made at origin t updates step k once the actual of t + k is in).
+    Versions without that state keep their split-conformal width.
     """
     served = (mv.metrics or {}).get("served_interval") or {}
     if "aci" not in served:
         interval = (mv.metrics or {}).get("interval") or {}
-        return interval.get("halfwidth"), interval.get("level", DEFAULT_LEVEL)
+        steps = interval.get("halfwidth_steps") or [interval.get("halfwidth")]
+        return [steps[min(k, len(steps) - 1)] for k in range(h)], interval.get("level", DEFAULT_LEVEL)
     from forecaster.modelling.intervals import ACIState, walk
 
-    errors = forecasts.scored_errors(session, mv.id, LIVE_ERRORS)
-    residuals = np.asarray([e for _, e in errors], dtype=np.float64)
-    state = ACIState.from_dict(served["aci"])
-    _, state = walk(state, residuals)
-    return state.halfwidth, state.level
+    states = ((mv.hyperparameters or {}).get("serving") or {}).get("aci_steps") or [served["aci"]]
+    errors = forecasts.scored_errors_by_step(session, mv.id, LIVE_ERRORS, h)
+    halves: list[float | None] = []
+    level = DEFAULT_LEVEL
+    for k in range(h):
+        state = ACIState.from_dict(states[min(k, len(states) - 1)])
+        residuals = np.asarray([e for _, e in errors.get(k + 1, [])], dtype=np.float64)
+        _, state = walk(state, residuals)
+        halves.append(state.halfwidth)
+        level = state.level
+    return halves, level
+
+
+def _steps(series: Series, mv: ModelVersion | None) -> int:
+    """Steps of the path a series serves now: its champion's, else the series' configured horizon."""
+    return version_horizon(mv) if mv is not None else _configured_steps(series)
+
+
+def _configured_steps(series: Series) -> int:
+    from forecaster.calendar.frequency import default_horizon
+
+    return int(series.horizon) if series.horizon else default_horizon(series.frequency)
 
 
 def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, Any] | None = None) -> Forecast | None:
-    """Compute the champion's (or the better baseline's) next-step forecast and store it.
+    """Compute the champion's (or the better baseline's) path and store it; returns its step-1 row.
 
     The champion version serves what its ladder chose (the model, a statistical
-    candidate or a combination), with its live ACI interval. Runs inside the
+    candidate or a combination), with its live ACI interval per step. Runs inside the
     caller's transaction. Returns None when the series has no observations yet.
     ``in_hand`` = (model_version_id, Predictor): a retrain passes the model it just
     trained, so the new champion is not reloaded from its stored bytes.
@@ -150,40 +202,59 @@ def refresh_forecast(session: Session, series: Series, *, in_hand: tuple[int, An
     ts, values = load_values(session, series.id, tail=max(BASELINE_TAIL, window + 1))
     if values.size == 0:
         return None
-    target = next_target_ts(ts[-1].to_pydatetime(), series.frequency, series.calendar)
+    origin = ts[-1].to_pydatetime()
     row = None
     if mv is not None and values.size >= window:
+        h = version_horizon(mv)
+        targets = next_targets(origin, series.frequency, series.calendar, h)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite value, handled below
-            method, value = _served_next(session, series, mv, ts, values,
-                                         in_hand[1] if in_hand is not None and in_hand[0] == mv.id else None)
-        row = _store_served(session, series, mv, target, method, value)
+            method, path = _served_path(session, series, mv, ts, values, h,
+                                        in_hand[1] if in_hand is not None and in_hand[0] == mv.id else None)
+        row = _store_served(session, series, mv, origin, targets, method, path)
     if row is None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            method, value, half = baseline_forecast(values, series.frequency)
-        if half is not None and not np.isfinite([value - half, value + half]).all():
-            half = None  # an interval past the largest float says nothing
-        row = forecasts.store(session, series, model_version_id=None, method=method, target_ts=target, value=value,
-                     lower=None if half is None else value - half, upper=None if half is None else value + half,
-                     level=DEFAULT_LEVEL if half is not None else None)
+        row = _store_baseline(session, series, origin, ts, values)
     log_event("forecast.stored", series=series.key, method=row.method, model_version_id=row.model_version_id,
               target_ts=row.target_ts.isoformat(), value=row.value)
     return row
 
 
-def _store_served(session: Session, series: Series, mv: ModelVersion, target: dt.datetime, method: str,
-                  value: float) -> Forecast | None:
-    """Store the champion's forecast (what its ladder serves) with its live interval; None when it is
-    not a finite number (values far outside what the model saw, e.g. near 1e308): the baseline serves."""
-    if not np.isfinite(value):
+def _store_baseline(session: Session, series: Series, origin: dt.datetime, ts: pd.DatetimeIndex,
+                    values: np.ndarray) -> Forecast:
+    """Store the better baseline's path (naive or seasonal naive, ``baseline_path``)."""
+    from forecaster.modelling.baseline import baseline_path
+
+    h = _configured_steps(series)
+    targets = next_targets(origin, series.frequency, series.calendar, h)
+    with np.errstate(over="ignore", invalid="ignore"):
+        method, path, halves = baseline_path(values, season_length(series.frequency), DEFAULT_LEVEL, h)
+    points = []
+    for target, value, half in zip(targets, path, halves, strict=True):
+        if half is not None and not np.isfinite([value - half, value + half]).all():
+            half = None  # an interval past the largest float says nothing
+        points.append((target, float(value), None if half is None else float(value - half),
+                       None if half is None else float(value + half)))
+    level = DEFAULT_LEVEL if any(p[2] is not None for p in points) else None
+    return forecasts.store_path(session, series, model_version_id=None, method=method, origin_ts=origin,
+                                points=points, level=level)
+
+
+def _store_served(session: Session, series: Series, mv: ModelVersion, origin: dt.datetime,
+                  targets: list[dt.datetime], method: str, path: np.ndarray) -> Forecast | None:
+    """Store the champion's path (what its ladder serves) with its live interval per step; None when a
+    step is not a finite number (values far outside what the model saw, e.g. near 1e308): the baseline serves."""
+    if not np.isfinite(path).all():
         log_event("forecast.not_finite", level=logging.WARNING, series=series.key, model_version_id=mv.id,
-                  detail="the served forecast is not a finite number; the baseline serves this step")
+                  detail="the served forecast is not a finite number; the baseline serves this path")
         return None
-    half, level = live_interval(session, mv)
-    if half is not None and not np.isfinite([value - half, value + half]).all():
-        half = None
-    return forecasts.store(session, series, model_version_id=mv.id, method=method, target_ts=target, value=value,
-                  lower=None if half is None else value - half, upper=None if half is None else value + half,
-                  level=level)
+    halves, level = live_intervals(session, mv, len(targets))
+    points = []
+    for target, value, half in zip(targets, path, halves, strict=True):
+        v = float(value)
+        if half is not None and not np.isfinite([v - half, v + half]).all():
+            half = None
+        points.append((target, v, None if half is None else v - half, None if half is None else v + half))
+    return forecasts.store_path(session, series, model_version_id=mv.id, method=method, origin_ts=origin,
+                                points=points, level=level)
 
 
 def _served_by_model_alone(mv: ModelVersion) -> bool:
@@ -221,9 +292,9 @@ def refresh_forecasts(session: Session, series: list[Series]) -> dict[int, Forec
             rows[s.id] = refresh_forecast(session, s)
             continue
         hp = mv.hyperparameters
-        key = tuple(hp.get(k) for k in ("cell", "input_size", "hidden_size", "num_layers", "window"))
-        target = next_target_ts(ts[-1].to_pydatetime(), s.frequency, s.calendar)
-        groups.setdefault(key, []).append((s, mv, ts, values, target))
+        key = tuple(hp.get(k) for k in ("cell", "input_size", "hidden_size", "num_layers", "window")) + (
+            version_horizon(mv),)
+        groups.setdefault(key, []).append((s, mv, ts, values, ts[-1].to_pydatetime()))
     for members in groups.values():
         for i in range(0, len(members), FLEET_PREDICT):
             rows.update(_refresh_batch(session, members[i : i + FLEET_PREDICT]))
@@ -257,17 +328,18 @@ def _refresh_batch(session: Session, members: list[tuple[Series, ModelVersion, A
     config = ModelConfig.from_dict(ok[0][0][1].hyperparameters)
     with torch.inference_mode():
         params = stack_states(config, states, torch.device("cpu"))
-        yn = forward(config, params, torch.from_numpy(np.stack(inputs))[:, None]).numpy()[:, 0]  # (K,)
-    for k, ((s, mv, _, _, target), predictor, w) in enumerate(ok):
-        value = float(predictor.from_outputs(yn[k : k + 1], w)[0])
+        yn = forward(config, params, torch.from_numpy(np.stack(inputs))[:, None]).numpy()[:, 0]  # (K,) or (K, h)
+    for k, ((s, mv, _, _, origin), predictor, w) in enumerate(ok):
+        path = predictor.from_outputs(yn[k : k + 1], w).reshape(-1)  # (h,)
         serving = (mv.hyperparameters or {}).get("serving") or {"method": "model"}
-        row = _store_served(session, s, mv, target, serving.get("method", "model"), value)
+        targets = next_targets(origin, s.frequency, s.calendar, len(path))
+        row = _store_served(session, s, mv, origin, targets, serving.get("method", "model"), path)
         if row is None:  # not a finite number: the single path stores the baseline and says why
             rows[s.id] = refresh_forecast(session, s)
             continue
         rows[s.id] = row
         log_event("forecast.stored", series=s.key, method="model", model_version_id=mv.id,
-                  target_ts=target.isoformat(), value=value, batched=len(ok))
+                  target_ts=targets[0].isoformat(), value=float(path[0]), steps=len(path), batched=len(ok))
     return rows
 
 

@@ -206,7 +206,7 @@ def retrain_series(
             phases[name], mark = now - mark, now
 
         try:
-            prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+            prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
             lap("windows")
             net, fitted = fitting.fit_one(prep, progress)
             lap("epochs")
@@ -216,7 +216,7 @@ def retrain_series(
             return _not_trained(d, exc, job_run_id)
         return _store(sm, d, outcome, job_run_id, phases=phases)
     try:
-        prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+        prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
     except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
     model, result, error, size = gather.fit(prep)
@@ -315,7 +315,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 return d
             loaded[i] = d
             try:
-                p = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model)
+                p = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
             except InvalidInput as exc:
                 return _not_trained(d, exc, job_run_id)
             groups.setdefault(p.fleet_key, []).append((i, p))
