@@ -462,3 +462,20 @@ def test_train_tasks_whose_shape_cannot_fleet_here_never_wait(tmp_path: Path):
 
         assert all("fleet_size" not in mv.lineage for mv in session.scalars(select(ModelVersion)))
     engine.dispose()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_a_fleet_of_one_trains_a_path_head_as_the_per_series_path_does(cell):
+    ts, v = sine(400)
+    prep = prepare(ts, v, frequency="1h", spec=ModelSpec(**{**SMALL, "cell": cell}), horizon=6)
+    alone, _ = modelling.fit_one(prep)
+    [(fleet, _, error)] = modelling.fit_many([prep])
+    assert error is None and prep.y_train.shape[1] == 6
+    assert_same_weights(state(fleet), state(alone))
+    config = prep.model_config()
+    x = torch.randn(2, 5, prep.window, prep.input_size)
+    models = [alone.eval(), fleet.eval()]
+    out = forward(config, stack_states(config, [m.state_dict() for m in models], torch.device("cpu")), x)
+    assert out.shape == (2, 5, 6)  # a path of 6 steps per window, from one forward pass
+    for k, m in enumerate(models):
+        torch.testing.assert_close(out[k], m(x[k]), rtol=0, atol=1e-6)

@@ -29,7 +29,7 @@ FOLDS = 4  # consecutive runs of origins the gate compares fold by fold
 def origins(start: int, stop: int, h: int) -> np.ndarray:
     """Origins in ``[start, stop)`` whose path of ``h`` steps ends before ``stop``, oldest first.
 
-    Every one when h = 1; else evenly strided (stride max(1, count // MAX_ORIGINS)), the last one
+    Every one when h = 1; else evenly strided (stride ceil(count / MAX_ORIGINS)), the last one
     always included. Empty when the stretch is shorter than h.
     """
     last = stop - h
@@ -37,7 +37,7 @@ def origins(start: int, stop: int, h: int) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     if h == 1:
         return np.arange(start, last + 1, dtype=np.int64)
-    stride = max(1, (last - start + 1) // MAX_ORIGINS)
+    stride = max(1, math.ceil((last - start + 1) / MAX_ORIGINS))
     return np.arange(last, start - 1, -stride, dtype=np.int64)[::-1].copy()
 
 
