@@ -29,6 +29,17 @@ def served_mase(metrics: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
+def served_step1(metrics: dict[str, Any]) -> float | None:
+    """The holdout MASE of what the version serves at step 1 of its paths (its MASE for one-step versions)."""
+    steps = served_block(metrics).get("mase_steps")
+    return float(steps[0]) if steps else served_mase(metrics)
+
+
+def horizon(metrics: dict[str, Any]) -> int:
+    """Steps of the paths the version forecasts (1 for versions from before paths)."""
+    return int(metrics.get("horizon") or 1)
+
+
 def holdout_mase(metrics: dict[str, Any], name: str) -> float | None:
     """The holdout MASE of block ``name`` (``model``, ``naive``, ``seasonal_naive``, ``champion``)."""
     value = (metrics.get(name) or {}).get("mase")

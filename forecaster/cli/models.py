@@ -32,16 +32,18 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
     table = Table(title=escape(f"{key}: model versions: holdout MASE of what each serves (chosen on validation), "
                                "the recurrent model's and the baselines' (lower is better); * serves now"),
                   title_justify="left",
-                  caption=f"MAE: of what serves, in the series' unit; {holdout.COVERAGE_NOTE}",
+                  caption=("h: steps per path; MASE: mean over the path's steps (and origins), step 1: at the first "
+                           f"step; MAE: of what serves, in the series' unit; {holdout.COVERAGE_NOTE}"),
                   caption_justify="left")
-    for col in ("version", "status", "created", "cell", "serves", "MASE", "model", "naive", "seasonal",
-                "champion", "MAE", "coverage", "reason"):
+    for col in ("version", "status", "created", "cell", "h", "serves", "MASE", "step 1", "model", "naive",
+                "seasonal", "champion", "MAE", "coverage", "reason"):
         table.add_column(col)
     for v in versions:
         m = v.metrics
         table.add_row(
             f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
-            str(v.hyperparameters.get("cell", "-")), escape(holdout.served_label(m)), fmt(holdout.served_mase(m)),
+            str(v.hyperparameters.get("cell", "-")), str(holdout.horizon(m)), escape(holdout.served_label(m)),
+            fmt(holdout.served_mase(m)), fmt(holdout.served_step1(m)),
             *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS), fmt(holdout.served_block(m).get("mae")),
             holdout.percent(holdout.served_coverage(m, v.status)), escape(v.status_reason or ""),
         )

@@ -100,17 +100,19 @@ def train_table(results: list[SeriesResult]) -> Table:
 
     table = Table(title="train: holdout MASE of what each new version serves (chosen on validation), "
                         "the recurrent model's and the baselines' (lower is better)",
-                  title_justify="left", caption=holdout.COVERAGE_NOTE, caption_justify="left")
-    for col in ("series", "status", "version", "serves", "MASE", "model", "naive", "seasonal", "champion",
-                "coverage", "device", "time"):
+                  title_justify="left", caption=f"h: steps per path; MASE: mean over the path's steps, step 1: at the "
+                  f"first step; {holdout.COVERAGE_NOTE}", caption_justify="left")
+    for col in ("series", "status", "version", "h", "serves", "MASE", "step 1", "model", "naive", "seasonal",
+                "champion", "coverage", "device", "time"):
         table.add_column(col)
     for res in results:
         r = res.outcome if isinstance(res.outcome, TrainReport) else None
         m = (r.metrics if r else None) or {}
         table.add_row(
             escape(res.series_key), f"[{TRAIN_COLOURS.get(res.status, 'red')}]{res.status}[/]",
-            f"v{r.version}" if r and r.version else "-", escape(holdout.served_label(m)),
-            fmt(holdout.served_mase(m)), *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS),
+            f"v{r.version}" if r and r.version else "-", str(holdout.horizon(m)) if m else "-",
+            escape(holdout.served_label(m)), fmt(holdout.served_mase(m)), fmt(holdout.served_step1(m)),
+            *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS),
             holdout.percent(holdout.served_coverage(m, res.status)), (r.device if r else None) or "-",
             f"{r.duration_s:.1f}s" if r else "-",
         )
