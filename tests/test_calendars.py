@@ -57,7 +57,10 @@ def test_a_forecast_for_the_day_after_a_holiday_is_scored(tmp_path: Path, sm: se
     s = load_settings(tmp_path / "forecaster.toml")
     assert ingest_series(sm, s, s.series[0], after_write=refresh_after_ingest).status == "ok"
     with sm() as session:
-        assert session.scalars(select(Forecast.target_ts)).all() == [day("2019-01-02")]
+        # A path of 5 trading days (the 1B default): New Year's Day is skipped at every step.
+        path = session.execute(select(Forecast.step, Forecast.target_ts).order_by(Forecast.step)).all()
+        assert path == [(k + 1, day(d)) for k, d in enumerate(
+            ["2019-01-02", "2019-01-03", "2019-01-04", "2019-01-07", "2019-01-08"])]
     with csv.open("a") as f:
         f.write("2019-01-02T00:00:00Z,2510.03\n")
     assert ingest_series(sm, s, s.series[0], after_write=refresh_after_ingest).rows_new == 1

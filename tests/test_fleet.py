@@ -194,7 +194,7 @@ def test_a_fleet_of_series_gives_each_the_version_it_gets_alone_and_the_bad_ones
         spec = s.series_by_key(key)
         with sm() as session:
             ts, v = load_values(session, find_series(session, key).id)
-        alone = modelling.train_series(ts, v, frequency="1h", spec=spec.model)
+        alone = modelling.train_series(ts, v, frequency="1h", spec=spec.model, horizon=spec.steps)
         fleet_mase, alone_mase = r.metrics["model"]["mase"], alone.metrics["model"]["mase"]
         assert fleet_mase == pytest.approx(alone_mase, rel=MASE_RTOL), key
         assert fleet_mase < r.metrics["naive"]["mase"], key  # each learned its own series
@@ -231,7 +231,7 @@ def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(
             series = sync_series(session, spec)
             ts, v = sine(300, seed=i, level=10 * i)
             upsert_observations(session, series, pd.DataFrame({"ts": ts, "value": v}))
-            out = modelling.train_series(ts, v, frequency="1h", spec=spec.model)
+            out = modelling.train_series(ts, v, frequency="1h", spec=spec.model, horizon=spec.steps)
             mv = registry.add_version(session, series, hyperparameters=out.hyperparameters, scaler=out.scaler,
                                       weights=out.weights, metrics=out.metrics, lineage=out.lineage,
                                       status="candidate", status_reason="test")
@@ -246,7 +246,7 @@ def test_stored_forecasts_refreshed_in_batched_passes_equal_the_per_series_ones(
             hook(session, s)
     assert hook.flush(sm) == len(every) == 6
     with write_session(sm) as session:
-        batched = {f.series_id: f for f in session.scalars(select(Forecast))}
+        batched = {f.series_id: f for f in session.scalars(select(Forecast).where(Forecast.step == 1))}
         assert len(batched) == 6
         for s in every:
             single = refresh_forecast(session, s)  # the per-series path: one model load, one pass
@@ -404,7 +404,8 @@ def test_a_workers_concurrent_train_tasks_of_one_shape_meet_and_train_as_one_fle
         assert r.status in ("promoted", "rejected") and r.version == 1, r.reason
         with sm() as session:
             ts, v = load_values(session, find_series(session, key).id)
-        alone = modelling.train_series(ts, v, frequency="1h", spec=s.series_by_key(key).model)
+        spec = s.series_by_key(key)
+        alone = modelling.train_series(ts, v, frequency="1h", spec=spec.model, horizon=spec.steps)
         assert r.metrics["model"]["mase"] == pytest.approx(alone.metrics["model"]["mase"], rel=MASE_RTOL), key
     with sm() as session:
         from sqlalchemy import select

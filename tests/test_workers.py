@@ -43,7 +43,7 @@ STALLED_BOUND_S = 4 + 1  # stalled_after_s + stalled_check_s under FAST
 
 
 def sine(i: int, *, length: int = 60, model: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"key": f"sine:w{i}", "source": "sine", "frequency": "1h",
+    return {"key": f"sine:w{i}", "source": "sine", "frequency": "1h", "horizon": 1,
             "params": {"period": 12, "length": length, "seed": i + 1}, "model": model or TINY}
 
 

@@ -100,8 +100,8 @@ def train_table(results: list[SeriesResult]) -> Table:
 
     table = Table(title="train: holdout MASE of what each new version serves (chosen on validation), "
                         "the recurrent model's and the baselines' (lower is better)",
-                  title_justify="left", caption=f"h: steps per path; MASE: mean over the path's steps, step 1: at the "
-                  f"first step; {holdout.COVERAGE_NOTE}", caption_justify="left")
+                  title_justify="left", caption=f"{holdout.COVERAGE_NOTE}; h: steps per path; MASE: mean over the "
+                  "path's steps, step 1: at the first step", caption_justify="left")
     for col in ("series", "status", "version", "h", "serves", "MASE", "step 1", "model", "naive", "seasonal",
                 "champion", "coverage", "device", "time"):
         table.add_column(col)

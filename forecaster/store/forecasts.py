@@ -69,9 +69,11 @@ def store_path(session: Session, series: Series, *, model_version_id: int | None
     return rows[0]
 
 
-def since(session: Session, series_id: int, target_ts: dt.datetime) -> list[Forecast]:
-    """Stored forecasts of a series whose target is at or after ``target_ts``, oldest first."""
-    return list(session.scalars(select(Forecast).where(Forecast.series_id == series_id, Forecast.target_ts >= target_ts)
+def since(session: Session, series_id: int, target_ts: dt.datetime, step: int = 1) -> list[Forecast]:
+    """Stored forecasts of a series at one step of their paths whose target is at or after ``target_ts``,
+    oldest first."""
+    return list(session.scalars(select(Forecast).where(Forecast.series_id == series_id, Forecast.target_ts >= target_ts,
+                                                       Forecast.step == step)
                                 .order_by(Forecast.id)))
 
 

@@ -131,7 +131,12 @@ def _served_path(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
             stored = serving["fitted"][member]
             since = pd.Timestamp(stored["fit_start_ts"]).to_pydatetime()
             _, vals = load_values(session, series.id, since=since)
-            parts.append(serve_path(stored, vals, h))
+            try:
+                parts.append(serve_path(stored, vals, h))
+            except Exception as exc:  # noqa: BLE001 - statsforecast raises bare Exceptions on values it cannot filter
+                log_event("forecast.candidate_failed", level=logging.WARNING, series=series.key, candidate=member,
+                          error=f"{type(exc).__name__}: {exc}"[:300])
+                parts.append(np.full(h, np.nan))  # not a finite path: the baseline serves it (``_store_served``)
     return serving["method"], np.mean(parts, axis=0) if len(parts) > 1 else np.asarray(parts[0], dtype=np.float64)
 
 
