@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -123,7 +123,8 @@ class TrainBehind:
     start) wait for it, migrate and ingest; then train the series that need it, printing a line
     per series and its epochs every few seconds.
 
-    The training is a job run (trigger ``startup``) executed by the in-process executor, so it
+    The training is a job run (trigger ``startup``) executed by the in-process executor in a
+    child process (so that it never holds the API's GIL), under this process's train lock, so it
     waits for, and is waited for by, any other train run of this process (API trigger, cron).
     ``shutdown`` abandons the series in training at its next epoch (nothing of it is stored)
     and the run ends ``interrupted``.
@@ -189,10 +190,10 @@ class TrainBehind:
             return False
 
     def _train_needing(self, sm: sessionmaker[Session]) -> None:
-        import torch
+        import multiprocessing
 
-        from forecaster.usecases.executor import InProcessQueue
-        from forecaster.usecases.jobs import record_run
+        from forecaster.usecases.executor import STOP_POLL_S, training_lock
+        from forecaster.usecases.jobs import get_run, record_run
         from forecaster.usecases.retrain import needs_training
 
         todo = needs_training(sm, self._s)
@@ -202,38 +203,95 @@ class TrainBehind:
         deadline = time.monotonic() + API_WAIT_S
         while not self._api_answers() and time.monotonic() < deadline and not self._stop.is_set():
             self._stop.wait(0.1)  # the API opens its port first: baselines are served meanwhile
-        torch.set_num_threads(self._threads)  # this thread's intra-op team (the API keeps a core)
-        log_event("up.training", series=len(todo), torch_threads=self._threads)
+        log_event("up.training", series=len(todo), torch_threads=self._threads, process="child")
         run = record_run(sm, self._s, kind="train", keys=todo, trigger="startup")
         out.print(f"training {len(todo)} series behind the API (job run {run.id}, {self._threads} torch "
-                  f"thread{'s' if self._threads > 1 else ''}); each serves its model once promoted, a baseline "
-                  "until then", highlight=False)
+                  f"thread{'s' if self._threads > 1 else ''}, in a child process); each serves its model once "
+                  "promoted, a baseline until then", highlight=False)
         started = time.monotonic()
-        shown = _Shown(total=len(todo))
-
-        def on_start(key: str) -> EpochProgress:
-            shown.begin(key)
-            return self._progress(key, time.monotonic())
-
-        ended = InProcessQueue(sm, self._s).execute(run.id, stop=self._stop, on_start=on_start,
-                                                    on_done=shown.done, one_by_one=True)
+        # This process's train lock is held for the child's run: an API-triggered or cron train run
+        # here waits for it, as for any other train run of this process.
+        lock = training_lock(sm)
+        while not lock.acquire(timeout=STOP_POLL_S):
+            if self._stop.is_set():
+                return
+        try:
+            # A child process, not a thread: training holds the GIL for whole epochs' worth of Python
+            # and would stall the API's event loop in between its requests (GET p99 262 ms measured).
+            ctx = multiprocessing.get_context("spawn")
+            stop = ctx.Event()
+            child = ctx.Process(target=_train_child, args=(self._s, run.id, self._threads, len(todo), stop),
+                                name="forecaster-up-train", daemon=True)
+            child.start()
+            while child.is_alive():
+                if self._stop.is_set():
+                    stop.set()  # the child abandons its series at the next epoch and records the run
+                    child.join(CHILD_STOP_S)
+                    break
+                child.join(0.5)
+            if child.is_alive():
+                child.terminate()
+        finally:
+            lock.release()
+        ended = get_run(sm, run.id)
         out.print(f"training {ended.status}: {ended.series_done} of {ended.series_total} series in "
                   f"{time.monotonic() - started:.0f}s", highlight=False)
 
-    def _progress(self, key: str, began: float) -> EpochProgress:
-        last = [began]
 
-        def progress(epoch: int, epochs: int, val_loss: float) -> None:
-            if self._stop.is_set():
-                raise KeyboardInterrupt(f"{key}: abandoned at epoch {epoch}: forecaster up is stopping")
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY_S or epoch == epochs:
-                last[0] = now
-                left = (now - began) / epoch * (epochs - epoch)
-                out.print(escape(f"  {key}: epoch {epoch}/{epochs}, val loss {val_loss:.4f}, at most ~{left:.0f}s "
-                                 "left (early stopping may end it sooner)"), highlight=False)
+CHILD_STOP_S = 30.0  # how long a stopping `up` waits for its training child to record its run
 
-        return progress
+
+def _train_child(s: Settings, run_id: int, threads: int, total: int, stop: Any) -> None:
+    """The start-up training, in its own process: run ``run_id`` through the in-process executor,
+    printing a line per series and its epochs; ``stop`` (a multiprocessing Event) ends it at the
+    next epoch. Ctrl-C in the terminal goes to the parent, which sets ``stop``."""
+    import os
+    import signal
+
+    import torch
+
+    from forecaster.usecases.executor import InProcessQueue
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(5)  # the API's requests come first
+    except OSError:
+        pass
+    torch.set_num_threads(threads)
+    sm = open_db(s)
+    shown = _Shown(total=total)
+    stopping = threading.Event()
+
+    def watch() -> None:  # mirror the parent's event into the thread Event the executor polls
+        stop.wait()
+        stopping.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    def on_start(key: str) -> EpochProgress:
+        shown.begin(key)
+        return _progress(key, time.monotonic(), stopping)
+
+    try:
+        InProcessQueue(sm, s).execute(run_id, stop=stopping, on_start=on_start, on_done=shown.done, one_by_one=True)
+    except KeyboardInterrupt:  # raised at an epoch's end by _progress when stopping; the run is recorded
+        log_event("up.training_stopped")
+
+
+def _progress(key: str, began: float, stop: threading.Event) -> EpochProgress:
+    last = [began]
+
+    def progress(epoch: int, epochs: int, val_loss: float) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt(f"{key}: abandoned at epoch {epoch}: forecaster up is stopping")
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or epoch == epochs:
+            last[0] = now
+            left = (now - began) / epoch * (epochs - epoch)
+            out.print(escape(f"  {key}: epoch {epoch}/{epochs}, val loss {val_loss:.4f}, at most ~{left:.0f}s "
+                             "left (early stopping may end it sooner)"), highlight=False)
+
+    return progress
 
 
 class _Shown:
