@@ -154,3 +154,36 @@ def test_the_gate_calls_a_loss_within_the_folds_noise_a_tie_but_not_a_consistent
     champ = {**noisy, "seasonal_naive": None, "champion": block(0.081, [0.07, 0.1, 0.06, 0.1])}
     ok, why = gate(champ, 3)
     assert not ok and "champion v3 0.081" in why
+
+
+def test_a_series_whose_horizon_changed_is_trained_again_and_serves_the_new_path(tmp_path: Path) -> None:
+    from forecaster.config.loading import load_settings
+    from forecaster.store import migrate
+    from forecaster.store.tables import make_engine, make_sessionmaker
+    from forecaster.usecases.forecasting import get_forecast
+    from forecaster.usecases.ingest import ingest_series
+    from forecaster.usecases.retrain import needs_training, retrain_series
+
+    def config(horizon: int) -> object:
+        (tmp_path / "forecaster.toml").write_text(
+            f'database_url = "sqlite:///{tmp_path / "f.db"}"\n[[series]]\nkey = "sine:h"\nsource = "sine"\n'
+            f'frequency = "1h"\nhorizon = {horizon}\nparams = {{ length = 600, seed = 2 }}\n'
+            'model = { hidden_size = 8, epochs = 2, candidates = [] }\n')
+        return load_settings(tmp_path / "forecaster.toml")
+
+    s = config(1)
+    engine = make_engine(s.database_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    assert ingest_series(sm, s, s.series[0]).ok
+    retrain_series(sm, s.series[0])
+    assert needs_training(sm, s) == []
+    s = config(6)
+    assert needs_training(sm, s) == ["sine:h"]
+    report = retrain_series(sm, s.series[0])
+    assert report.metrics is not None and len(report.metrics["served"]["mase_steps"]) == 6
+    assert needs_training(sm, s) == []
+    with sm() as session:
+        f = get_forecast(session, series_key="sine:h")
+    assert f.target_ts is not None
+    engine.dispose()

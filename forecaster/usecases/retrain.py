@@ -354,9 +354,10 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
 
 
 def needs_training(sm: sessionmaker[Session], settings: Settings) -> list[str]:
-    """Keys of configured series with no model version yet, or with observations newer
-    than their latest version's training data (so a second `forecaster up` on the
-    same directory does no duplicate work)."""
+    """Keys of configured series with no model version yet, with observations newer
+    than their latest version's training data, or whose configured horizon differs from
+    their latest version's (so a second `forecaster up` on the same directory does no
+    duplicate work, and a changed ``horizon`` is trained at once)."""
     from sqlalchemy import func, select
 
     from forecaster.store.tables import ModelVersion, Observation
@@ -373,6 +374,7 @@ def needs_training(sm: sessionmaker[Session], settings: Settings) -> list[str]:
                                    .where(Observation.series_id == series.id))
             if not count:
                 continue
-            if latest is None or (latest.lineage or {}).get("row_count_total") != count:
+            if (latest is None or (latest.lineage or {}).get("row_count_total") != count
+                    or int((latest.hyperparameters or {}).get("horizon", 1)) != spec.steps):
                 keys.append(spec.key)
     return keys
