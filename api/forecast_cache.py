@@ -26,10 +26,12 @@ from forecaster.usecases.forecasting import change_probe
 
 @dataclass(frozen=True)
 class CachedForecast:
-    """A ready response body and the method label the metrics need."""
+    """A ready response body (the whole path, JSON), the method label the metrics need, and the
+    forecast it was made from (what ``?h=`` and CSV answers are cut from)."""
 
     body: bytes
     method: str
+    forecast: ForecastOut
 
 
 class ForecastCache:
@@ -53,7 +55,7 @@ class ForecastCache:
 
     def put(self, key: str, token: Hashable | None, forecast: ForecastOut) -> CachedForecast:
         """Serialise ``forecast`` (read after ``token`` was taken) and keep it under that token."""
-        cached = CachedForecast(forecast.model_dump_json().encode(), forecast.method)
+        cached = CachedForecast(forecast.model_dump_json().encode(), forecast.method, forecast)
         if token is not None:
             with self._lock:
                 self._entries[key] = (token, cached)

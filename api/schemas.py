@@ -151,14 +151,28 @@ class DeleteObservationsOut(_Out):
 # ---------------------------------------------------------------- forecasts
 
 
+class PathPointOut(_Out):
+    """One step of a forecast path."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int = Field(description="Steps after the last observation, on the series' calendar (1..h).")
+    target_ts: dt.datetime
+    value: float
+    lower: float | None
+    upper: float | None
+
+
 class ForecastOut(_Out):
-    """The stored next-step forecast of one series."""
+    """The stored forecast path of one series; the flat fields describe its first step."""
 
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
         "series_key": SERIES_KEY_EXAMPLE, "value": 0.71, "lower": 0.52, "upper": 0.9, "level": 0.9,
         "target_ts": "2024-03-24T08:00:00Z", "made_at": "2026-11-23T03:00:12Z", "method": "model",
         "model_version": 3, "model_version_id": 17, "mase": 0.82,
         "served_by": "recurrent model", "model_mase": 0.82,
+        "path": [{"step": 1, "target_ts": "2024-03-24T08:00:00Z", "value": 0.71, "lower": 0.52, "upper": 0.9},
+                 {"step": 2, "target_ts": "2024-03-24T09:00:00Z", "value": 0.83, "lower": 0.6, "upper": 1.06}],
     }]})
 
     series_key: str
@@ -179,6 +193,9 @@ class ForecastOut(_Out):
     mase: float | None = Field(description="Holdout MASE of what made it (for a baseline: on the latest "
                                            "version's holdout; null before any training).")
     model_mase: float | None = Field(default=None, description="The recurrent model's own holdout MASE, beside it.")
+    path: list[PathPointOut] = Field(default_factory=list, description=(
+        "The forecast path: steps 1..h (the series' horizon), each with its target time, value and interval at "
+        "`level`; step 1 is the flat fields above. `?h=N` returns the first N steps."))
 
     @classmethod
     def from_domain(cls, f: ForecastView) -> ForecastOut:
@@ -187,7 +204,24 @@ class ForecastOut(_Out):
         return cls(series_key=f.series_key, value=f.value, lower=f.lower, upper=f.upper, level=f.level,
                    target_ts=f.target_ts, made_at=f.made_at, method=f.method,  # type: ignore[arg-type]
                    model_version=version, model_version_id=f.model_version_id, mase=f.mase,
-                   served_by=f.served_by, model_mase=f.model_mase)
+                   served_by=f.served_by, model_mase=f.model_mase,
+                   path=[PathPointOut(step=p.step, target_ts=p.target_ts, value=p.value, lower=p.lower,
+                                      upper=p.upper) for p in f.path])
+
+    def first_steps(self, h: int) -> ForecastOut:
+        """This forecast with its path cut to the first ``h`` steps."""
+        return self.model_copy(update={"path": self.path[:h]})
+
+    def csv(self) -> bytes:
+        """The path as ``step,target_ts,value,lower,upper`` lines (a header first; empty where no interval)."""
+        def cell(x: float | None) -> str:
+            return "" if x is None else repr(float(x))
+
+        lines = ["step,target_ts,value,lower,upper"]
+        for p in self.path:
+            ts = p.target_ts.isoformat().replace("+00:00", "Z")
+            lines.append(f"{p.step},{ts},{cell(p.value)},{cell(p.lower)},{cell(p.upper)}")
+        return ("\n".join(lines) + "\n").encode()
 
 
 class ForecastManyIn(_In):
@@ -196,6 +230,7 @@ class ForecastManyIn(_In):
     }]})
 
     keys: list[str] = Field(min_length=1, max_length=1000)
+    h: int | None = Field(default=None, ge=1, le=1000, description="Cut each path to its first h steps.")
 
 
 class ForecastResult(_Out):
@@ -238,15 +273,18 @@ class PredictIn(_In):
 
 class PredictOut(_Out):
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
-        "model_version_id": 17, "series_key": SERIES_KEY_EXAMPLE, "version": 3, "window": 4,
-        "predictions": [0.87, 0.97],
+        "model_version_id": 17, "series_key": SERIES_KEY_EXAMPLE, "version": 3, "window": 4, "horizon": 2,
+        "predictions": [0.87, 0.97], "paths": [[0.87, 0.97], [0.97, 0.99]],
     }]})
 
     model_version_id: int
     series_key: str
     version: int
     window: int = Field(description="Values per window this model takes.")
-    predictions: list[float] = Field(description="One next-step forecast per window, in order.")
+    horizon: int = Field(default=1, description="Steps of each path this model forecasts.")
+    predictions: list[float] = Field(description="One next-step forecast per window, in order (step 1 of `paths`).")
+    paths: list[list[float]] = Field(default_factory=list, description=(
+        "The recurrent model's path of `horizon` steps per window, in order, from one forward pass."))
 
 
 class ModelVersionOut(_Out):

@@ -1,10 +1,11 @@
-"""Stored next-step forecasts: read from the database (or its response cache) only; no torch on this path."""
+"""Stored forecast paths: read from the database (or its response cache) only; no torch on this path."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -13,7 +14,7 @@ from api.deps import AppState, SessionDep, StateDep
 from api.routes import problems
 from api.schemas import ForecastManyIn, ForecastManyOut, ForecastOut, ForecastResult
 from forecaster.config.settings import Settings
-from forecaster.errors import SeriesNotFound
+from forecaster.errors import InvalidInput, SeriesNotFound
 from forecaster.usecases.forecasting import get_forecast
 
 router = APIRouter(prefix="/v1", tags=["forecasts"])
@@ -34,12 +35,41 @@ def _read_one(state: AppState, key: str) -> ForecastOut:
         return _forecast(session, state.settings, key)
 
 
-@router.get("/series/{key}/forecast", response_model=ForecastOut, responses=problems(404))
-async def read_forecast(key: str, request: Request) -> Response:
-    """The latest stored next-step forecast of one series: value, interval, target time, model version.
+CSV = "text/csv"
 
-    Served from the response cache while the database is unchanged (see api/forecast_cache.py),
-    else read on the threadpool; either way the next GET after any change sees it.
+
+def _steps(request: Request, key: str, stored: int) -> int | None:
+    """``?h=`` as a number of steps (None: the whole path).
+
+    Raises:
+        InvalidInput: not a whole number from 1 to the stored path's length, naming both.
+    """
+    raw = request.query_params.get("h")
+    if raw is None:
+        return None
+    try:
+        h = int(raw)
+    except ValueError:
+        h = 0
+    if not 1 <= h <= stored:
+        raise InvalidInput(f"h={raw!r}: must be a whole number of steps from 1 to {stored}, the length of the "
+                           f"path series {key!r} serves (its horizon)")
+    return h
+
+
+@router.get("/series/{key}/forecast", response_model=ForecastOut, responses={
+    **problems(404, 422), 200: {"content": {CSV: {"example": "step,target_ts,value,lower,upper\n"
+                                                               "1,2024-03-24T08:00:00Z,0.71,0.52,0.9\n"}}}})
+async def read_forecast(key: str, request: Request,
+                        h: Annotated[int | None, Query(description="Return the first h steps of the path.")] = None
+                        ) -> Response:
+    """The latest stored forecast path of one series: its steps 1..h with values and intervals, and
+    step 1's value, interval, target time and model version as flat fields.
+
+    `?h=N` cuts the path to its first N steps; `Accept: text/csv` answers the path as a
+    `step,target_ts,value,lower,upper` table. Served from the response cache while the database
+    is unchanged (see api/forecast_cache.py), else read on the threadpool; either way the next
+    GET after any change sees it.
     """
     # The app state straight from the request (no dependency to solve: this is the hot path).
     # A cached body never gets here: ForecastFastPath answers it before routing.
@@ -53,7 +83,14 @@ async def read_forecast(key: str, request: Request) -> Response:
     else:
         state.metrics.child(state.metrics.forecast_reads, "cache").inc()
     state.metrics.child(state.metrics.forecasts_served, key, cached.method).inc()
-    return Response(cached.body, media_type="application/json")
+    steps = _steps(request, key, len(cached.forecast.path)) if "h" in request.query_params else None
+    wants_csv = CSV in request.headers.get("accept", "")
+    if steps is None and not wants_csv:
+        return Response(cached.body, media_type="application/json")
+    out = cached.forecast if steps is None else cached.forecast.first_steps(steps)
+    if wants_csv:
+        return Response(out.csv(), media_type=CSV)
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 TOKEN_SCOPE_KEY = "forecaster.forecast_token"
@@ -83,7 +120,9 @@ class ForecastFastPath:
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root):]
-            if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+            if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and not scope.get("query_string") \
+                    and not any(name == b"accept" and b"csv" in value for name, value in scope["headers"]):
+                # the whole path as JSON only: ?h= and CSV answers are cut by the route
                 key = path[len(_PREFIX) : -len(_SUFFIX)]
                 if key and "/" not in key:  # what the route's {key} matches
                     state = self.state
@@ -104,7 +143,8 @@ class ForecastFastPath:
 
 @router.post("/forecast", response_model=ForecastManyOut, responses=problems(413, 422))
 def read_forecasts(body: ForecastManyIn, session: SessionDep, state: StateDep) -> ForecastManyOut:
-    """Stored forecasts of several series at once; an unknown key gets its own 404 result, not a failed request."""
+    """Stored forecast paths of several series at once; an unknown key gets its own 404 result, not a failed
+    request. `"h": N` in the body cuts each path to its first N steps (or fewer, where a path is shorter)."""
     results = []
     for key in dict.fromkeys(body.keys):  # each key once, in the order sent
         try:
@@ -113,5 +153,6 @@ def read_forecasts(body: ForecastManyIn, session: SessionDep, state: StateDep) -
             results.append(ForecastResult(series_key=key, status=404, detail=str(exc)))
             continue
         state.metrics.child(state.metrics.forecasts_served, key, out.method).inc()
-        results.append(ForecastResult(series_key=key, status=200, forecast=out))
+        results.append(ForecastResult(series_key=key, status=200,
+                                      forecast=out if body.h is None else out.first_steps(body.h)))
     return ForecastManyOut(results=results)

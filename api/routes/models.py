@@ -42,7 +42,7 @@ _PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 @router.post("/models/{model_version_id}/predict", response_model=PredictOut,
              responses=problems(404, 413, 415, 422), openapi_extra=_PREDICT_BODY)
 async def predict(model_version_id: IdPath, request: Request, state: StateDep) -> Response:
-    """Next-step forecasts for windows the client sends, in one batched forward pass on the CPU.
+    """Paths (and their first steps) for windows the client sends, in one batched forward pass on the CPU.
 
     Each window holds the model's `window` most recent raw values, oldest first; NaN and
     infinity are refused. The common body (windows only, up to ~512 KB) is parsed by
@@ -150,8 +150,8 @@ def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, las
             f"send shape ({batch}, {window})"
         )
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows as a non-finite forecast, refused below
-        predictions = model.predictor.predict(values, last_ts)  # (B,), one forward pass
-    ok = np.isfinite(predictions)
+        paths = model.predictor.predict_paths(values, last_ts)  # (B, h), one forward pass
+    ok = np.isfinite(paths).all(axis=1)
     if not ok.all():  # e.g. values near 1e308: the model's arithmetic overflows; JSON has no inf/NaN
         bad_rows = np.flatnonzero(~ok)
         shown = ", ".join(f"windows[{i}]" for i in bad_rows[:5]) + (" ..." if bad_rows.size > 5 else "")
@@ -162,7 +162,7 @@ def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, las
         )
     state.metrics.predictions.inc(batch)
     return PredictOut(model_version_id=model_version_id, series_key=model.series_key, version=model.version,
-                      window=window, predictions=predictions.tolist())
+                      window=window, horizon=paths.shape[1], predictions=paths[:, 0].tolist(), paths=paths.tolist())
 
 
 @router.post("/series/{key}/promote", response_model=ChampionOut, dependencies=[AdminDep],

@@ -69,6 +69,22 @@ def store_path(session: Session, series: Series, *, model_version_id: int | None
     return rows[0]
 
 
+def path_rows(session: Session, first: Forecast) -> list[Forecast]:
+    """Every row of the path ``first`` (a step-1 row) belongs to, by step; ``[first]`` for a row from
+    before paths (no origin)."""
+    if first.origin_ts is None:
+        return [first]
+    rest = session.scalars(
+        select(Forecast).where(Forecast.series_id == first.series_id, Forecast.target_ts > first.target_ts,
+                               Forecast.step > 1, Forecast.origin_ts == first.origin_ts,
+                               Forecast.made_at == first.made_at,
+                               Forecast.model_version_id.is_(None) if first.model_version_id is None
+                               else Forecast.model_version_id == first.model_version_id,
+                               Forecast.method == first.method)
+        .order_by(Forecast.step))
+    return [first, *rest]
+
+
 def since(session: Session, series_id: int, target_ts: dt.datetime, step: int = 1) -> list[Forecast]:
     """Stored forecasts of a series at one step of their paths whose target is at or after ``target_ts``,
     oldest first."""

@@ -30,8 +30,19 @@ DEFAULT_LEVEL = 0.9
 
 
 @dataclass(frozen=True)
+class PathPoint:
+    """One step of a stored path."""
+
+    step: int  # 1..h: steps after the origin on the series' calendar
+    target_ts: dt.datetime
+    value: float
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
 class ForecastView:
-    """One stored forecast, as the API and CLI show it."""
+    """One stored forecast path, as the API and CLI show it; the flat fields describe step 1."""
 
     series_key: str
     target_ts: dt.datetime
@@ -48,6 +59,7 @@ class ForecastView:
     error: float | None = None
     served_by: str = ""  # what made it, for people: "AutoETS", "mean of recurrent model + AutoARIMA"
     model_mase: float | None = None  # the recurrent model's own holdout MASE, beside it
+    path: tuple[PathPoint, ...] = ()  # steps 1..h, step 1 first (one point for forecasts from before paths)
 
 
 def next_target_ts(last_ts: dt.datetime, frequency: str, calendar: str | None = None) -> dt.datetime:
@@ -391,7 +403,8 @@ def served_label(mv: ModelVersion | None, method: str) -> str:
     return BASELINE_LABELS.get(method, method)
 
 
-def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVersion | None = None) -> ForecastView:
+def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVersion | None = None,
+          rows: list[Forecast] | None = None) -> ForecastView:
     """``mase``: the holdout MASE of what made it (the served candidate of the version,
     or for a baseline its MASE on the latest version's holdout); ``model_mase``: the
     recurrent model's own, beside it (None when nothing was ever trained)."""
@@ -411,6 +424,7 @@ def _view(series: Series, f: Forecast, mv: ModelVersion | None, latest: ModelVer
         upper=f.upper, level=f.level, method=f.method, model_version=mv.version if mv else None,
         model_version_id=f.model_version_id, mase=mase, actual=f.actual, error=f.error,
         served_by=served_label(mv, f.method), model_mase=model_mase,
+        path=tuple(PathPoint(r.step, r.target_ts, r.value, r.lower, r.upper) for r in (rows or [f])),
     )
 
 
@@ -435,4 +449,4 @@ def get_forecast(session: Session, *, series_key: str) -> ForecastView:
     latest = None
     if mv is None:
         latest = registry.latest_version(session, series.id, small)
-    return _view(series, f, mv, latest)
+    return _view(series, f, mv, latest, forecasts.path_rows(session, f))

@@ -1,0 +1,124 @@
+"""Forecast paths over HTTP: the GET's path, ?h=, CSV, the cache, POST /v1/forecast, predict; stored
+paths scored step by step as actuals arrive; an old database's one-step forecasts still serve."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import select, text
+
+from forecaster.store import forecasts, migrate
+from forecaster.store.observations import upsert
+from forecaster.store.series import series_by_key
+from forecaster.store.tables import Forecast, make_engine, make_sessionmaker, write_session
+from forecaster.usecases.forecasting import get_forecast
+from tests.api_server import BASELINE, TRAINED, Api
+
+PROBLEM = "application/problem+json"
+HOUR = dt.timedelta(hours=1)
+
+
+def test_the_forecast_get_serves_the_whole_path_step_one_as_its_flat_fields(api: Api) -> None:
+    body = api.client.get(f"/v1/series/{TRAINED}/forecast").json()
+    path = body["path"]
+    assert [p["step"] for p in path] == list(range(1, 25))  # hourly: one day of steps by default
+    first = path[0]
+    assert (first["value"], first["lower"], first["upper"], first["target_ts"]) == (
+        body["value"], body["lower"], body["upper"], body["target_ts"])
+    targets = [dt.datetime.fromisoformat(p["target_ts"]) for p in path]
+    assert all(b - a == HOUR for a, b in zip(targets, targets[1:], strict=False))
+    assert all(p["lower"] < p["value"] < p["upper"] for p in path)
+    # A baseline serves a path too (no model yet): its band widens as its k-step errors do.
+    base = api.client.get(f"/v1/series/{BASELINE}/forecast").json()
+    assert base["model_version"] in ("naive", "seasonal_naive") and len(base["path"]) == 24
+
+
+def test_h_cuts_the_path_and_a_bad_h_is_a_422_naming_the_horizon(api: Api) -> None:
+    url = f"/v1/series/{TRAINED}/forecast"
+    whole = api.client.get(url).json()
+    three = api.client.get(url, params={"h": 3}).json()
+    assert three["path"] == whole["path"][:3] and three["value"] == whole["value"]
+    for bad in ("0", "25", "-1", "two"):
+        r = api.client.get(url, params={"h": bad})
+        assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM), (bad, r.text)
+        if bad in ("0", "25", "-1"):
+            assert "from 1 to 24" in r.json()["detail"], r.text
+
+
+def test_csv_and_json_paths_agree_and_the_cached_json_never_answers_another_form(api: Api) -> None:
+    url = f"/v1/series/{TRAINED}/forecast"
+    api.client.get(url)
+    whole = api.client.get(url).json()  # now from the cache
+    r = api.client.get(url, headers={"Accept": "text/csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert list(rows[0]) == ["step", "target_ts", "value", "lower", "upper"] and len(rows) == 24
+    for row, p in zip(rows, whole["path"], strict=True):
+        assert int(row["step"]) == p["step"] and row["target_ts"] == p["target_ts"]
+        assert (float(row["value"]), float(row["lower"]), float(row["upper"])) == (p["value"], p["lower"], p["upper"])
+    short = api.client.get(url, params={"h": 2}, headers={"Accept": "text/csv"})
+    assert short.text.count("\n") == 3  # a header and two steps
+    assert len(api.client.get(url, params={"h": 2}).json()["path"]) == 2  # a cached whole path is cut, not sent
+    assert len(api.client.get(url).json()["path"]) == 24
+
+
+def test_post_forecast_returns_paths_cut_to_h_and_predict_returns_a_path_per_window(api: Api) -> None:
+    r = api.client.post("/v1/forecast", json={"keys": [TRAINED, BASELINE, "nope:x"], "h": 4})
+    results = {x["series_key"]: x for x in r.json()["results"]}
+    assert [len(results[k]["forecast"]["path"]) for k in (TRAINED, BASELINE)] == [4, 4]
+    assert results["nope:x"]["status"] == 404
+    version = api.client.get(f"/v1/series/{TRAINED}/forecast").json()["model_version_id"]
+    windows = [[float(i % 24) / 10 for i in range(k, k + 24)] for k in range(3)]
+    out = api.client.post(f"/v1/models/{version}/predict", json={"windows": windows}).json()
+    assert out["horizon"] == 24 and len(out["paths"]) == 3 and all(len(p) == 24 for p in out["paths"])
+    assert out["predictions"] == [p[0] for p in out["paths"]]
+
+
+def test_an_actual_scores_every_stored_forecast_that_targeted_it_under_its_step(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    from forecaster.config.settings import SeriesSpec
+    from forecaster.store.series import sync_series
+
+    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    with write_session(sm) as session:
+        series = sync_series(session, SeriesSpec(key="push:paths", source="push", frequency="1h", horizon=3))
+        upsert(session, series, pd.DataFrame({"ts": [t0], "value": [1.0]}))
+        # Two paths: from t0 (targets t0+1h..t0+3h) and from t0+1h (targets t0+2h..t0+4h).
+        for origin, base in ((t0, 10.0), (t0 + HOUR, 20.0)):
+            forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=origin,
+                                 points=[(origin + k * HOUR, base + k, None, None) for k in (1, 2, 3)], level=None)
+        upsert(session, series, pd.DataFrame({"ts": [t0 + HOUR, t0 + 2 * HOUR], "value": [5.0, 7.0]}))
+    with sm() as session:
+        scored = session.execute(select(Forecast.origin_ts, Forecast.step, Forecast.target_ts, Forecast.actual,
+                                        Forecast.error).where(Forecast.actual.is_not(None))
+                                 .order_by(Forecast.target_ts, Forecast.step)).all()
+    assert [(o, s, t, a, e) for o, s, t, a, e in scored] == [
+        (t0, 1, t0 + HOUR, 5.0, 5.0 - 11.0),
+        (t0 + HOUR, 1, t0 + 2 * HOUR, 7.0, 7.0 - 21.0),
+        (t0, 2, t0 + 2 * HOUR, 7.0, 7.0 - 12.0),
+    ]
+    engine.dispose()
+
+
+def test_an_old_database_migrates_and_its_stored_forecast_still_serves_as_a_one_step_path(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate.upgrade(engine, "0005")
+    with engine.begin() as conn:  # rows as revision 0005 wrote them: no step, no origin
+        conn.execute(text("INSERT INTO series (id, key, source, params, frequency, created_at) VALUES "
+                          "(1, 'push:old', 'push', '{}', '1h', '2024-05-01 00:00:00')"))
+        conn.execute(text("INSERT INTO forecasts (series_id, method, made_at, target_ts, value, lower, upper, level) "
+                          "VALUES (1, 'naive', '2024-05-01 00:00:00', '2024-05-01 01:00:00', 3.5, 3.0, 4.0, 0.9)"))
+    migrate.upgrade(engine)
+    with make_sessionmaker(engine)() as session:
+        view = get_forecast(session, series_key="push:old")
+        row = session.scalars(select(Forecast)).one()
+        assert series_by_key(session, "push:old").horizon is None  # the frequency's default applies
+    assert (view.value, view.lower, view.upper) == (3.5, 3.0, 4.0)
+    assert [(p.step, p.value) for p in view.path] == [(1, 3.5)] and (row.step, row.origin_ts) == (1, None)
+    engine.dispose()
