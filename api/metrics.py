@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.problems import CLIENT_GONE
 from forecaster.config.settings import MonitoringSettings
 from forecaster.logs import log_event
-from forecaster.usecases.accuracy import all_accuracy
+from forecaster.usecases.accuracy import all_accuracy, horizons
 from forecaster.usecases.figures import metrics_figures
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -145,14 +145,31 @@ class DatabaseCollector(Collector):
                                      "forecast's interval.", labels=["series"])
         drifting = GaugeMetricFamily("forecaster_drifting", "1 when the champion's live MASE is above 1 over "
                                      "enough actuals (monitoring.drift_min_actuals).", labels=["series"])
+        step_mase = GaugeMetricFamily("forecaster_live_mase_by_step", "Live MASE of what serves each series at "
+                                      "the first and the last step of its paths (step=\"1\" or \"last\").",
+                                      labels=["series", "step"])
+        step_coverage = GaugeMetricFamily("forecaster_live_coverage_by_step", "Interval coverage of what serves "
+                                          "each series at the first and the last step of its paths.",
+                                          labels=["series", "step"])
         m = self._monitoring
-        for key, acc in all_accuracy(session, window=m.accuracy_window, min_actuals=m.drift_min_actuals).items():
+        last = horizons(session)  # two step labels per series, however long its paths: bounded cardinality
+        wanted = {1, *last.values()}
+        for key, acc in all_accuracy(session, window=m.accuracy_window, min_actuals=m.drift_min_actuals,
+                                     steps=wanted).items():
             drifting.add_metric([key], 1.0 if acc.drifting else 0.0)
             if acc.serving is not None and acc.serving.mase is not None:
                 mase.add_metric([key], acc.serving.mase)
             if acc.serving is not None and acc.serving.coverage is not None:
                 coverage.add_metric([key], acc.serving.coverage)
-        return [mase, coverage, drifting]
+            for s in acc.serving.by_step if acc.serving is not None else ():
+                label = "1" if s.step == 1 else "last" if s.step == last.get(key) else None
+                if label is None:
+                    continue
+                if s.mase is not None:
+                    step_mase.add_metric([key, label], s.mase)
+                if s.coverage is not None:
+                    step_coverage.add_metric([key, label], s.coverage)
+        return [mase, coverage, drifting, step_mase, step_coverage]
 
 
 class MetricsMiddleware:

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import select, text
 
 from forecaster.store import forecasts, migrate
@@ -122,3 +123,35 @@ def test_an_old_database_migrates_and_its_stored_forecast_still_serves_as_a_one_
     assert (view.value, view.lower, view.upper) == (3.5, 3.0, 4.0)
     assert [(p.step, p.value) for p in view.path] == [(1, 3.5)] and (row.step, row.origin_ts) == (1, None)
     engine.dispose()
+
+
+def test_live_accuracy_is_reported_per_step_and_metrics_show_the_first_and_last(api: Api) -> None:
+    engine = make_engine(api.settings.database_url)
+    sm = make_sessionmaker(engine)
+    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    key = "push:days"  # paths of 5 business days
+    days = [t0 + dt.timedelta(days=d) for d in range(14) if (t0 + dt.timedelta(days=d)).weekday() < 5]
+    from forecaster.config.settings import SeriesSpec
+    from forecaster.store.series import sync_series
+
+    with write_session(sm) as session:
+        series = sync_series(session, SeriesSpec(key=key, source="push", frequency="1B", horizon=5))
+        upsert(session, series, pd.DataFrame({"ts": days[:1], "value": [100.0]}))
+        for i in range(4):  # a path from each of the first four days: step k targets day i + k
+            forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=days[i],
+                                 points=[(days[i + k], 100.0 + i, 100.0 + i - 1.5, 100.0 + i + 1.5)
+                                         for k in range(1, 6)], level=0.9)
+            upsert(session, series, pd.DataFrame({"ts": [days[i + 1]], "value": [101.0 + i]}))
+    engine.dispose()
+    body = api.client.get(f"/v1/series/{key}/accuracy").json()
+    row = next(r for r in body["rows"] if r["method"] == "naive")
+    by = {s["step"]: s for s in row["by_step"]}
+    # Day i+1's actual (101 + i) scored the paths made at days <= i: path j at step i + 1 - j.
+    assert (by[1]["count"], by[2]["count"], by[3]["count"], by[4]["count"]) == (4, 3, 2, 1)
+    assert by[1]["mae"] == pytest.approx(1.0) and by[2]["mae"] == pytest.approx(2.0)  # k steps of +1 a day
+    assert by[2]["mase"] == pytest.approx(1.0)  # the naive forecast made at the same origin is the same
+    assert (row["count"], row["mae"]) == (by[1]["count"], by[1]["mae"])  # the flat figures are step 1
+    assert by[1]["coverage"] == 1.0 and by[2]["coverage"] == 0.0  # +-1.5 holds one day's drift, not two
+    text = api.client.get("/metrics").text
+    assert f'forecaster_live_mase_by_step{{series="{key}",step="1"}} 1.0' in text
+    assert 'step="2"' not in text  # only the first and the last step: bounded labels

@@ -15,6 +15,18 @@ from forecaster.usecases.accuracy import AccuracyRow, SeriesAccuracy, series_acc
 router = APIRouter(prefix="/v1", tags=["forecasts"])
 
 
+class StepAccuracyOut(BaseModel):
+    """How one forecaster did at one step of its paths."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    count: int
+    mae: float | None
+    mase: float | None = Field(description="MAE / that of the naive forecast made at the same origins")
+    coverage: float | None
+
+
 class AccuracyRowOut(BaseModel):
     """How one forecaster (a model version, or a baseline) did on the targets whose actuals arrived."""
 
@@ -29,12 +41,16 @@ class AccuracyRowOut(BaseModel):
     coverage: float | None = Field(description="Share of actuals inside the stored interval; null without intervals")
     first_target: dt.datetime | None
     last_target: dt.datetime | None
+    by_step: list[StepAccuracyOut] = Field(default_factory=list, description=(
+        "The same figures at each step of the paths that has actuals (step 1 first); the flat ones are step 1"))
 
     @classmethod
     def from_domain(cls, r: AccuracyRow) -> AccuracyRowOut:
         return cls(method=r.method, model_version=r.model_version, model_version_id=r.model_version_id,
                    count=r.count, mae=r.mae, mase=r.mase, coverage=r.coverage, first_target=r.first_target,
-                   last_target=r.last_target)
+                   last_target=r.last_target,
+                   by_step=[StepAccuracyOut(step=x.step, count=x.count, mae=x.mae, mase=x.mase, coverage=x.coverage)
+                            for x in r.by_step])
 
 
 class AccuracyOut(BaseModel):
@@ -46,7 +62,9 @@ class AccuracyOut(BaseModel):
         "reason": "v3 live MASE 0.820 over the last 48 actuals is below naive (1.000)",
         "rows": [{"method": "model", "model_version": 3, "model_version_id": 12, "count": 48, "mae": 0.11,
                   "mase": 0.82, "coverage": 0.9, "first_target": "2024-03-01T00:00:00Z",
-                  "last_target": "2024-03-02T23:00:00Z"}],
+                  "last_target": "2024-03-02T23:00:00Z",
+                  "by_step": [{"step": 1, "count": 48, "mae": 0.11, "mase": 0.82, "coverage": 0.9},
+                              {"step": 2, "count": 47, "mae": 0.14, "mase": 0.8, "coverage": 0.89}]}],
     }]})
 
     series_key: str

@@ -7,10 +7,10 @@ Writes run inside the caller's transaction. Actuals are filled in by
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from forecaster.store.tables import Forecast, Observation, Series
@@ -134,35 +134,41 @@ def drop_unscored(session: Session, series_id: int, *, after: dt.datetime | None
     session.execute(delete(Forecast).where(stale).execution_options(synchronize_session=False))
 
 
-def recent_scored(session: Session, series_ids: Sequence[int] | None, window: int) -> list[Any]:
-    """Rows (series_id, model_version_id, method, target_ts, made_at, value, lower, upper, actual, previous).
+def recent_scored(session: Session, series_ids: Sequence[int] | None, window: int,
+                  steps: Collection[int] | None = None) -> list[Any]:
+    """Rows (series_id, model_version_id, method, target_ts, made_at, value, lower, upper, actual, previous, step).
 
-    One forecast per (forecaster, target): the latest stored. Then the latest
-    ``window`` targets per forecaster. ``previous`` is the newest observation
-    before the target (the naive forecast of it), or None. One query, window
-    functions, on SQLite and PostgreSQL alike.
+    One forecast per (forecaster, target, step): the latest stored. Then the latest ``window``
+    targets per forecaster and step (``steps``: only those steps; None: every step). ``previous``
+    is the naive forecast of the target as it was when the path was made: the newest observation
+    at or before the path's origin (rows from before paths, without an origin: the newest before
+    the target), or None. One query, window functions, on SQLite and PostgreSQL alike.
     """
     f = Forecast
     dedupe = func.row_number().over(
-        partition_by=(f.series_id, f.model_version_id, f.method, f.target_ts), order_by=f.id.desc())
+        partition_by=(f.series_id, f.model_version_id, f.method, f.target_ts, f.step), order_by=f.id.desc())
     inner = select(f.series_id, f.model_version_id, f.method, f.target_ts, f.made_at, f.value, f.lower,
-                   f.upper, f.actual, dedupe.label("dup")).where(f.actual.is_not(None))
+                   f.upper, f.actual, f.step, f.origin_ts, dedupe.label("dup")).where(f.actual.is_not(None))
     if series_ids is not None:
         inner = inner.where(f.series_id.in_(series_ids))
+    if steps is not None:
+        inner = inner.where(f.step.in_(sorted(steps)))
     s1 = inner.subquery()
     rank = func.row_number().over(
-        partition_by=(s1.c.series_id, s1.c.model_version_id, s1.c.method), order_by=s1.c.target_ts.desc())
+        partition_by=(s1.c.series_id, s1.c.model_version_id, s1.c.method, s1.c.step),
+        order_by=s1.c.target_ts.desc())
     s2 = select(s1, rank.label("rank")).where(s1.c.dup == 1).subquery()
     previous = (
         select(Observation.value)
-        .where(Observation.series_id == s2.c.series_id, Observation.ts < s2.c.target_ts)
+        .where(Observation.series_id == s2.c.series_id, Observation.ts < s2.c.target_ts,
+               or_(s2.c.origin_ts.is_(None), Observation.ts <= s2.c.origin_ts))
         .order_by(Observation.ts.desc())
         .limit(1)
         .correlate(s2)
         .scalar_subquery()
     )
     q = select(s2.c.series_id, s2.c.model_version_id, s2.c.method, s2.c.target_ts, s2.c.made_at, s2.c.value,
-               s2.c.lower, s2.c.upper, s2.c.actual, previous.label("previous")).where(s2.c.rank <= window)
+               s2.c.lower, s2.c.upper, s2.c.actual, previous.label("previous"), s2.c.step).where(s2.c.rank <= window)
     return list(session.execute(q).all())
 
 
@@ -182,3 +188,4 @@ def scored_errors_by_step(session: Session, model_version_id: int, limit: int,
         if actual is not None:
             newest.setdefault(int(step), {}).setdefault(target, actual - value)
     return {k: sorted(v.items()) for k, v in newest.items()}
+

@@ -2,20 +2,22 @@
 
 Per series and per forecaster (a model version, or a baseline method), over the
 most recent ``window`` targets with an actual: count, MAE, MASE and interval
-coverage. Live MASE divides the forecaster's MAE by the naive forecast's MAE on
-the same targets (the observation just before each target, which is what the
-naive forecast said at the time), so 1.0 means "no better than repeating the
-last value". A champion whose live MASE is above 1 over at least
-``min_actuals`` actuals is drifting.
+coverage, at step 1 of the forecast paths (the flat figures, what drift is judged
+on) and at every step (``by_step``). Live MASE divides the forecaster's MAE by the
+naive forecast's MAE on the same targets (the last observation at each path's
+origin, which is what the naive forecast said at the time), so 1.0 means "no better
+than repeating the last value". A champion whose step-1 live MASE is above 1 over
+at least ``min_actuals`` actuals is drifting.
 
 One SQL query (``forecaster.store.forecasts.recent_scored``) fetches the rows
-for one series or for all of them, so a Prometheus scrape stays cheap.
+for one series or for all of them (for a scrape: only the steps it shows), so a
+Prometheus scrape stays cheap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +31,20 @@ from forecaster.store.tables import ModelVersion, Series
 
 
 @dataclass(frozen=True)
+class StepAccuracy:
+    """Live accuracy of one forecaster at one step of its paths."""
+
+    step: int
+    count: int
+    mae: float | None
+    mase: float | None  # MAE / the naive forecast's made at the same origins, on the same targets
+    coverage: float | None
+
+
+@dataclass(frozen=True)
 class AccuracyRow:
-    """Live accuracy of one forecaster (a model version, or a baseline) on one series."""
+    """Live accuracy of one forecaster (a model version, or a baseline) on one series: the flat
+    figures are step 1 of its paths (what a one-step service scored), ``by_step`` every step."""
 
     method: str  # model / naive / seasonal_naive
     model_version: int | None
@@ -42,6 +56,7 @@ class AccuracyRow:
     first_target: dt.datetime | None
     last_target: dt.datetime | None
     first_made_at: dt.datetime | None  # when the oldest forecast in the window was made
+    by_step: tuple[StepAccuracy, ...] = ()  # each step with actuals, step 1 first
 
 
 @dataclass(frozen=True)
@@ -94,16 +109,28 @@ def summarise(
     return float(np.mean(err)), mase, coverage
 
 
-def _row(method: str, mv_id: int | None, versions: dict[int, int], rows: list[Any]) -> AccuracyRow:
+def _summary(rows: list[Any]) -> tuple[float | None, float | None, float | None]:
     def column(i: int) -> np.ndarray:
         return np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.float64)
 
-    mae, mase, coverage = summarise(column(8), column(5), column(9), column(6), column(7))
+    return summarise(column(8), column(5), column(9), column(6), column(7))
+
+
+def _row(method: str, mv_id: int | None, versions: dict[int, int], rows: list[Any]) -> AccuracyRow | None:
+    """The forecaster's row: its step-1 figures (None without step-1 actuals) and every step's."""
+    by: dict[int, list[Any]] = {}
+    for r in rows:
+        by.setdefault(int(r[10]), []).append(r)
+    first = by.get(1)
+    if not first:
+        return None
+    mae, mase, coverage = _summary(first)
+    steps = tuple(StepAccuracy(k, len(by[k]), *_summary(by[k])) for k in sorted(by))
     return AccuracyRow(
         method=method, model_version=versions.get(mv_id) if mv_id is not None else None, model_version_id=mv_id,
-        count=len(rows), mae=mae, mase=mase, coverage=coverage,
-        first_target=min(r[3] for r in rows), last_target=max(r[3] for r in rows),
-        first_made_at=min(r[4] for r in rows),
+        count=len(first), mae=mae, mase=mase, coverage=coverage,
+        first_target=min(r[3] for r in first), last_target=max(r[3] for r in first),
+        first_made_at=min(r[4] for r in first), by_step=steps,
     )
 
 
@@ -128,12 +155,13 @@ def _verdict(key: str, window: int, min_actuals: int, rows: list[AccuracyRow],
                           "no champion: a baseline serves, so there is no model to drift")
 
 
-def _accuracy(session: Session, series: Iterable[Series], window: int, min_actuals: int) -> dict[str, SeriesAccuracy]:
+def _accuracy(session: Session, series: Iterable[Series], window: int, min_actuals: int,
+              steps: Collection[int] | None = None) -> dict[str, SeriesAccuracy]:
     by_id = {s.id: s for s in series}
     if not by_id:
         return {}
     ids = list(by_id)
-    raw = forecasts.recent_scored(session, ids, window)
+    raw = forecasts.recent_scored(session, ids, window, steps)
     versions = registry.version_numbers(session, ids)
     champions = {sid: (c.model_version_id, c.version) for sid, c in registry.champions(session, ids).items()}
     groups: dict[int, dict[tuple[int | None, str], list[Any]]] = {sid: {} for sid in ids}
@@ -141,7 +169,8 @@ def _accuracy(session: Session, series: Iterable[Series], window: int, min_actua
         groups[r[0]].setdefault((r[1], r[2]), []).append(r)
     out = {}
     for sid, series_groups in groups.items():
-        rows = [_row(method, mv_id, versions, g) for (mv_id, method), g in series_groups.items()]
+        found = [_row(method, mv_id, versions, g) for (mv_id, method), g in series_groups.items()]
+        rows = [r for r in found if r is not None]
         rows.sort(key=lambda r: (r.last_target, r.model_version or 0), reverse=True)
         out[by_id[sid].key] = _verdict(by_id[sid].key, window, min_actuals, rows, champions.get(sid))
     return out
@@ -161,9 +190,23 @@ def series_accuracy(session: Session, *, series_key: str, window: int = 100, min
     return _accuracy(session, [series], window, min_actuals)[series_key]
 
 
-def all_accuracy(session: Session, *, window: int = 100, min_actuals: int = 20) -> dict[str, SeriesAccuracy]:
-    """``series_accuracy`` of every stored series, by key, in one query for the forecasts."""
-    return _accuracy(session, series_by_keys(session), window, min_actuals)
+def all_accuracy(session: Session, *, window: int = 100, min_actuals: int = 20,
+                 steps: Collection[int] | None = None) -> dict[str, SeriesAccuracy]:
+    """``series_accuracy`` of every stored series, by key, in one query for the forecasts (``steps``:
+    only those steps of the paths; None: every step)."""
+    return _accuracy(session, series_by_keys(session), window, min_actuals, steps)
+
+
+def last_step(series: Series) -> int:
+    """The step a series' paths end at: its configured horizon, else its frequency's default."""
+    from forecaster.calendar.frequency import default_horizon
+
+    return int(series.horizon) if series.horizon else default_horizon(series.frequency)
+
+
+def horizons(session: Session) -> dict[str, int]:
+    """Series key -> the last step of its paths (``last_step``), for every stored series."""
+    return {s.key: last_step(s) for s in series_by_keys(session)}
 
 
 def drifting_series(session: Session, settings: Settings) -> list[str]:
@@ -182,7 +225,7 @@ def drifting_series(session: Session, settings: Settings) -> list[str]:
     series = series_by_keys(session, configured)
     id_of = {s.key: s.id for s in series}
     due = []
-    for key, acc in _accuracy(session, series, m.accuracy_window, m.drift_min_actuals).items():
+    for key, acc in _accuracy(session, series, m.accuracy_window, m.drift_min_actuals, steps=(1,)).items():
         if not acc.drifting or acc.serving is None or acc.serving.first_made_at is None:
             continue
         newest = registry.latest_version(session, id_of[key], load_only(ModelVersion.created_at))
