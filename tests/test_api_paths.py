@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -152,6 +153,22 @@ def test_live_accuracy_is_reported_per_step_and_metrics_show_the_first_and_last(
     assert by[2]["mase"] == pytest.approx(1.0)  # the naive forecast made at the same origin is the same
     assert (row["count"], row["mae"]) == (by[1]["count"], by[1]["mae"])  # the flat figures are step 1
     assert by[1]["coverage"] == 1.0 and by[2]["coverage"] == 0.0  # +-1.5 holds one day's drift, not two
+    page = api.client.get(f"/series/{key}").text  # the dashboard's by-step table: what serves, step by step
+    steps = re.findall(r'<tr data-step="(\d+)"><td>\d+</td><td class="n">(\d+)</td>', page)
+    assert steps == [("1", "4"), ("2", "3"), ("3", "2"), ("4", "1")]
     text = api.client.get("/metrics").text
     assert f'forecaster_live_mase_by_step{{series="{key}",step="1"}} 1.0' in text
     assert 'step="2"' not in text  # only the first and the last step: bounded labels
+
+
+def test_the_series_page_draws_the_served_path_as_a_fan_after_the_last_observation(api: Api) -> None:
+    from urllib.parse import quote
+
+    body = api.client.get(f"/v1/series/{TRAINED}/forecast").json()
+    page = api.client.get(f"/series/{quote(TRAINED, safe='')}").text
+    fan = re.search(r'<g class="fan" data-steps="(\d+)">(.*?)</g>', page, re.S)
+    assert fan is not None and fan.group(1) == "24"
+    assert '<path class="fanband" d="M' in fan.group(2) and '<path class="fanline" d="M' in fan.group(2)
+    last = body["path"][-1]
+    assert f"step 24: {last['target_ts'][:16].replace('T', ' ')} UTC" in fan.group(2)
+    assert "the path: 24 steps and their intervals" in page

@@ -1,12 +1,13 @@
-"""The series chart as inline SVG, drawn in Python: observations, past forecasts, the next one.
+"""The series chart as inline SVG, drawn in Python: observations, past forecasts, the served path.
 
-    render_chart(ChartData(ts, values, step, past, next_forecast, unit)) -> Markup
+    render_chart(ChartData(ts, values, step, past, next_forecast, unit, path)) -> Markup
 
 Observations are one ``path.obs`` (one M/L command per point, a new M after a
 gap); past forecasts are ``circle.past`` points over their interval band; the
 next forecast sits past the last observation in the shaded future with its
-interval drawn as a whisker. Every text drawn is escaped; the result is safe to
-put in a template as is.
+interval drawn as a whisker; the rest of the served path follows it as a fan
+(``path.fanband``: each step's interval; ``path.fanline``: the values). Every
+text drawn is escaped; the result is safe to put in a template as is.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ChartData:
     past: Sequence[PastPoint]
     next_forecast: PastPoint | None
     unit: str | None = None
+    path: Sequence[PastPoint] = ()  # the served path, steps 1..h (step 1 is next_forecast)
 
 
 def _f(x: float) -> str:
@@ -56,10 +58,11 @@ class _Scale:
     def __init__(self, data: ChartData) -> None:
         times = list(data.ts) + [p.target_ts for p in data.past]
         nums = list(data.values)
-        for p in [*data.past, *([data.next_forecast] if data.next_forecast else [])]:
+        for p in [*data.past, *([data.next_forecast] if data.next_forecast else []), *data.path]:
             nums += [v for v in (p.value, p.lower, p.upper, p.actual) if v is not None]
         if data.next_forecast is not None:
             times.append(data.next_forecast.target_ts)
+        times += [p.target_ts for p in data.path]
         self.t0, t1 = min(times), max(times)
         span = max((t1 - self.t0).total_seconds(), 1.0)
         self.span = span * 1.015  # a little air after the last point
@@ -149,6 +152,26 @@ def _past(s: _Scale, data: ChartData) -> list[str]:
     return out
 
 
+def _fan(s: _Scale, data: ChartData) -> list[str]:
+    """The served path after the next step: its band (every step's interval) and its line."""
+    steps = sorted(data.path, key=lambda p: p.target_ts)
+    if len(steps) < 2:
+        return []
+    out = [f'<g class="fan" data-steps="{len(steps)}">']
+    banded = [p for p in steps if p.lower is not None and p.upper is not None]
+    if len(banded) >= 2:
+        top = [f"{_f(s.x(p.target_ts))},{_f(s.y(p.upper))}" for p in banded if p.upper is not None]
+        bottom = [f"{_f(s.x(p.target_ts))},{_f(s.y(p.lower))}" for p in reversed(banded) if p.lower is not None]
+        out.append(f'<path class="fanband" d="M{" L".join(top + bottom)} Z"/>')
+    line = " L".join(f"{_f(s.x(p.target_ts))},{_f(s.y(p.value))}" for p in steps)
+    out.append(f'<path class="fanline" d="M{line}"/>')
+    for k, p in enumerate(steps[1:], start=2):
+        out.append(f'<circle class="fanpt" cx="{_f(s.x(p.target_ts))}" cy="{_f(s.y(p.value))}" r="2">'
+                   f"<title>step {k}: {_tip(p, num)}</title></circle>")
+    out.append("</g>")
+    return out
+
+
 def _next(s: _Scale, data: ChartData) -> list[str]:
     p = data.next_forecast
     if p is None:
@@ -188,6 +211,7 @@ def render_chart(data: ChartData, *, title: str = "Recent observations and forec
     parts += _band(s, data)
     parts.append(_observations(s, data))
     parts += _past(s, data)
+    parts += _fan(s, data)
     parts += _next(s, data)
     parts.append("</svg>")
     return Markup("\n".join(parts))

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from api.dashboard.chart import ChartData, PastPoint
 from api.dashboard.format import method_name
-from forecaster.usecases.accuracy import SeriesAccuracy
+from forecaster.usecases.accuracy import SeriesAccuracy, StepAccuracy
 from forecaster.usecases.figures import DashboardTable, ForecastPoint, RunInfo, SeriesFigures
 from forecaster.usecases.jobs import JobRunView
 from forecaster.usecases.models import VersionView
@@ -58,6 +58,20 @@ class SeriesPage:
     next_made_at: dt.datetime | None
     level: float | None
     versions: list[VersionView]
+    steps: int = 0  # steps of the served path
+    by_step: list[StepAccuracy] = field(default_factory=list)  # what serves, live, at the steps shown
+
+
+def shown_steps(steps: list[int]) -> list[int]:
+    """The steps a by-step table shows: every one up to 6, then 1, 2, 3, 6, 12, 24, ... and the last."""
+    if len(steps) <= 6:
+        return steps
+    picks, k = {1, 2, 3}, 6
+    while k < steps[-1]:
+        picks.add(k)
+        k *= 2
+    picks.add(steps[-1])
+    return [x for x in steps if x in picks]
 
 
 def series_rows(table: DashboardTable) -> list[SeriesRow]:
@@ -123,9 +137,13 @@ def series_page(figures: SeriesFigures) -> SeriesPage:
     past = [point(f) for t, f in by_target.items() if t <= last_obs]
     nxt = point(newest) if newest is not None and newest.target_ts > last_obs else None
     frequency = figures.table.summaries[0].frequency
-    chart = ChartData(figures.ts, figures.values, _step(frequency), past, nxt, figures.table.summaries[0].unit)
+    fan = [point(f) for f in figures.path] if nxt is not None else []
+    chart = ChartData(figures.ts, figures.values, _step(frequency), past, nxt, figures.table.summaries[0].unit, fan)
+    live = row.accuracy.serving
+    by = {x.step: x for x in live.by_step} if live is not None else {}
     return SeriesPage(row, figures.first_ts, chart, nxt, newest.made_at if nxt and newest else None,
-                      newest.level if nxt and newest else None, figures.versions)
+                      newest.level if nxt and newest else None, figures.versions, len(figures.path),
+                      [by[k] for k in shown_steps(sorted(by))])
 
 
 @dataclass(frozen=True)

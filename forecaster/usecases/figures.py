@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,7 +24,7 @@ from forecaster.modelling.candidates import LABELS  # names only: statsforecast 
 from forecaster.store import forecasts, observations, registry
 from forecaster.store.registry import VersionView, list_versions
 from forecaster.store.series import find_series, ids_by_key, series_by_keys
-from forecaster.store.tables import IngestRun, JobRun, ModelVersion
+from forecaster.store.tables import Forecast, IngestRun, JobRun, ModelVersion
 from forecaster.usecases import catalog
 from forecaster.usecases.accuracy import SeriesAccuracy, all_accuracy, series_accuracy
 
@@ -172,8 +172,9 @@ class SeriesFigures:
     versions: list[VersionView]
     ts: list[dt.datetime]  # the recent observations charted, oldest first (empty: nothing stored)
     values: list[float]
-    forecasts: list[ForecastPoint]  # stored forecasts targeting the charted range or later, oldest first
+    forecasts: list[ForecastPoint]  # stored step-1 forecasts targeting the charted range or later, oldest first
     first_ts: dt.datetime | None  # the oldest stored observation
+    path: list[ForecastPoint] = field(default_factory=list)  # the served path, steps 1..h (empty: none stored)
 
 
 def series_figures(session: Session, settings: Settings, key: str, points: Callable[[str], int]) -> SeriesFigures:
@@ -193,10 +194,15 @@ def series_figures(session: Session, settings: Settings, key: str, points: Calla
         return SeriesFigures(table, versions, [], [], [], None)
     ts, values = observations.load_values(session, series.id, tail=points(series.frequency))
     stamps = [t.to_pydatetime() for t in ts]
-    shown = [ForecastPoint(f.id, f.target_ts, f.made_at, f.value, f.lower, f.upper, f.level, f.actual, f.method,
-                           f.model_version_id) for f in forecasts.since(session, series.id, stamps[0])]
+    def point(f: Forecast) -> ForecastPoint:
+        return ForecastPoint(f.id, f.target_ts, f.made_at, f.value, f.lower, f.upper, f.level, f.actual, f.method,
+                             f.model_version_id)
+
+    shown = [point(f) for f in forecasts.since(session, series.id, stamps[0])]
+    served = forecasts.latest(session, series.id)
+    path = [point(f) for f in forecasts.path_rows(session, served)] if served is not None else []
     return SeriesFigures(table, versions, stamps, [float(v) for v in values], shown,
-                         observations.first_ts(session, series.id))
+                         observations.first_ts(session, series.id), path)
 
 
 @dataclass(frozen=True)
