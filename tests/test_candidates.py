@@ -165,3 +165,22 @@ def test_the_dashboard_flags_a_live_coverage_off_its_stated_level() -> None:
     assert _coverage_flag(acc(0.99, 40), None) == "interval covers 99% (stated 90%)"
     assert _coverage_flag(acc(0.88, 40), 0.9) == ""  # within 5 points: calibrated
     assert _coverage_flag(acc(0.5, 9), 0.9) == ""  # too few actuals to judge
+
+
+def test_a_one_step_candidate_forecast_never_sees_the_values_after_its_target():
+    """Found by bench/quality.py: AutoTheta's forward(fitted=True) re-ran its seasonal test and decomposition
+    on the whole series, so its 'one-step' forecast of t moved when only values after t changed."""
+    import pandas as pd
+
+    from forecaster.modelling import candidates as c
+
+    v = pd.read_csv(Path(__file__).resolve().parents[1] / "forecaster" / "snapshots" / "nino12_sst_monthly.csv")[
+        "value"].to_numpy(float)
+    t = 610
+    later = v.copy()
+    later[t + 1 :] = later[t + 1 :] * 3 + 5  # only the future changes
+    for name in ("theta", "ets_seasonal", "arima"):
+        f = c.fit_one(name, v, 600, 12)
+        honest = c.run_paths(f, v, np.array([t]), 1)[0, 0]
+        assert c.run(f, v, 600)[0][t - 600] == pytest.approx(honest, rel=1e-6), name
+        assert c.run(f, later, 600)[0][t - 600] == pytest.approx(honest, rel=1e-6), name

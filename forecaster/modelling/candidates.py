@@ -46,6 +46,10 @@ LABELS = {
     "arima": "AutoARIMA",
 }
 STATISTICAL = ("ets", "ets_seasonal", "theta", "arima")
+# Candidates whose ``forward(fitted=True)`` is not a one-step filter: AutoTheta re-runs its seasonality
+# test and decomposition on the whole series it is given, so its "fitted" value at t would see values
+# after t. Their one-step forecasts are made one origin at a time instead (``run``).
+LOOKS_AHEAD = ("theta",)
 
 
 def _numba_cache() -> None:
@@ -227,6 +231,9 @@ def run(f: Fitted, values: np.ndarray, start: int) -> tuple[np.ndarray, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = _restore(f).forward(y=y, h=1, fitted=True)
+    if f.name in LOOKS_AHEAD:  # one forward pass per position, each on the values before it alone
+        at = np.arange(start, len(values))
+        return run_paths(f, values, at, 1)[:, 0], float(np.asarray(out["mean"])[0])
     fitted = np.asarray(out["fitted"], dtype=np.float64)
     return fitted[start - f.fit_start :], float(np.asarray(out["mean"])[0])
 
