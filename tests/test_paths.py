@@ -187,3 +187,17 @@ def test_a_series_whose_horizon_changed_is_trained_again_and_serves_the_new_path
         f = get_forecast(session, series_key="sine:h")
     assert f.target_ts is not None
     engine.dispose()
+
+
+def test_a_path_choice_needing_the_model_must_win_by_more_than_the_folds_noise():
+    from forecaster.modelling.selection import choose
+
+    y = np.zeros((80, 4))
+    theta = np.ones((80, 4))  # off by 1 everywhere
+    by_fold = np.repeat([0.5, 1.4, 0.6, 1.45], 20)[:, None] * np.ones((1, 4))  # 0.9875 on average: luck
+    noisy = {"theta": theta, "model": by_fold}
+    assert choose(noisy, y)[0].members == ("theta",)
+    steady = {"theta": theta, "model": np.full((80, 4), 0.5)}  # better on every fold
+    assert choose(steady, y)[0].members == ("model",)
+    one_step = {k: v[:, :1] for k, v in noisy.items()}  # one step: the lowest validation MAE, as always
+    assert choose(one_step, y[:, :1])[0].members == ("model",)

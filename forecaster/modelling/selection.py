@@ -92,7 +92,34 @@ def choose(val_forecasts: dict[str, np.ndarray], y_val: np.ndarray) -> tuple[Cho
             best = c
     for name in ranked[1:]:
         tried[LABELS.get(name, name)] = maes[name]
+    if y.ndim == 2 and y.shape[1] > 1 and "model" in best.members:
+        best = _model_tie(best, val_forecasts, y, ranked)
     return best, tried
+
+
+def _model_tie(best: Choice, forecasts: dict[str, np.ndarray], y: np.ndarray, ranked: list[str]) -> Choice:
+    """Paths: the recurrent model's validation figure is optimistic (its training stopped early on that
+    very stretch), so a choice that needs it must win by more than the folds' noise
+    (``gate.TIE_SE`` standard errors of the fold differences) over the best option without it;
+    within that, the option without the model serves."""
+    from forecaster.modelling.gate import TIE_SE
+    from forecaster.modelling.paths import fold_slices
+
+    others = [n for n in ranked if n != "model"]
+    if not others:
+        return best
+    options = [Choice((others[0],), 0.0)] + [Choice(tuple(others[:k]), 0.0) for k in COMBINE if len(others) >= k]
+    errors = {c.members: np.abs(y - c.combine(forecasts)) for c in options}
+    alt = min(options, key=lambda c: float(errors[c.members].mean()))
+    mine = np.abs(y - best.combine(forecasts))
+    folds = fold_slices(len(y))
+    d = np.array([mine[f].mean() - errors[alt.members][f].mean() for f in folds])
+    if len(d) < 2:
+        return best
+    se = float(d.std(ddof=1)) / np.sqrt(len(d))
+    if float(d.mean()) > -TIE_SE * se:  # the model's win is within the noise: the simpler option serves
+        return Choice(alt.members, float(errors[alt.members].mean()))
+    return best
 
 
 # ---------------------------------------------------------------- the ladder
