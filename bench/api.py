@@ -47,7 +47,9 @@ KEY = "sine:bench"
 WINDOW = 48  # the hourly default
 BARE_BODY = {"series_key": KEY, "value": 0.71, "lower": 0.52, "upper": 0.9, "level": 0.9,
              "target_ts": "2024-03-24T08:00:00Z", "made_at": "2026-11-23T03:00:12Z", "method": "model",
-             "model_version": 1, "model_version_id": 1, "mase": 0.82}
+             "model_version": 1, "model_version_id": 1, "mase": 0.82, "served_by": "recurrent model", "model_mase": 0.82,
+             "path": [{"step": k, "target_ts": f"2024-03-24T{7 + k:02d}:00:00Z", "value": 0.71 + k / 100,
+                       "lower": 0.52 + k / 100, "upper": 0.9 + k / 100} for k in range(1, 25)]}  # a 24-step path
 UVICORN_SETTINGS = "1 worker, log_level=warning, no access log, lifespan on"  # the same for both servers
 MAX_REQUESTS = 2_000_000  # hard cap per measurement for the Python client
 
@@ -251,7 +253,7 @@ def build_database(path: Path) -> tuple[str, int]:
 
 
 def in_process_predict(url: str, model_version_id: int, windows: Any, repeats: int) -> dict[str, float]:
-    """p50 of ``Predictor.predict`` called directly, with the API's torch thread setting."""
+    """p50 of ``Predictor.predict_paths`` (what the route runs) called directly, with the API's torch threads."""
     import numpy as np
     import torch
     from sqlalchemy.orm import Session
@@ -268,12 +270,12 @@ def in_process_predict(url: str, model_version_id: int, windows: Any, repeats: i
     engine.dispose()
     w = np.asarray(windows, dtype=np.float64)
     for _ in range(20):
-        predictor.predict(w)
+        predictor.predict_paths(w)
     times = []
     deadline = time.perf_counter() + 10
     for _ in range(repeats):
         t0 = time.perf_counter()
-        predictor.predict(w)
+        predictor.predict_paths(w)
         times.append(time.perf_counter() - t0)
         if time.perf_counter() > deadline:
             break
