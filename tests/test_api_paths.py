@@ -172,3 +172,7 @@ def test_the_series_page_draws_the_served_path_as_a_fan_after_the_last_observati
     last = body["path"][-1]
     assert f"step 24: {last['target_ts'][:16].replace('T', ' ')} UTC" in fan.group(2)
     assert "the path: 24 steps and their intervals" in page
+    versions = api.client.get(f"/v1/series/{TRAINED}/models").json()["versions"]
+    champion = next(v for v in versions if v["is_champion"])
+    step1 = champion["metrics"]["served"]["mase_steps"][0]
+    assert f'<div class="muted small step1">step 1: {step1:.3f}</div>' in page  # the versions table: mean and step 1

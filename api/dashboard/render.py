@@ -49,6 +49,12 @@ def _served_mase(metrics: dict[str, Any]) -> str:
     return mase((metrics.get("served") or metrics.get("model") or {}).get("mase"))
 
 
+def _served_step1(metrics: dict[str, Any]) -> str:
+    """The served holdout MASE at step 1 of the paths ('' for one-step versions: it is the mean)."""
+    steps = (metrics.get("served") or metrics.get("model") or {}).get("mase_steps") or []
+    return mase(steps[0]) if len(steps) > 1 else ""
+
+
 COVERAGE_TOLERANCE = 0.05  # live coverage further than this from the stated level is flagged
 
 
@@ -90,6 +96,7 @@ def environment() -> jinja2.Environment:
         interval_coverage=_interval_coverage,
         served=_served,
         served_mase=_served_mase,
+        served_step1=_served_step1,
         coverage_flag=_coverage_flag,
     )
     env.globals.update(version=__version__, subtitle="dashboard")
