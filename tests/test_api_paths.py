@@ -8,15 +8,16 @@ import datetime as dt
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
-from forecaster.store import forecasts, migrate
+from forecaster.store import forecasts, migrate, registry
 from forecaster.store.observations import upsert
 from forecaster.store.series import series_by_key
-from forecaster.store.tables import Forecast, make_engine, make_sessionmaker, write_session
+from forecaster.store.tables import Forecast, Series, make_engine, make_sessionmaker, write_session
 from forecaster.usecases.forecasting import get_forecast
 from tests.api_server import BASELINE, TRAINED, Api
 
@@ -176,3 +177,128 @@ def test_the_series_page_draws_the_served_path_as_a_fan_after_the_last_observati
     champion = next(v for v in versions if v["is_champion"])
     step1 = champion["metrics"]["served"]["mase_steps"][0]
     assert f'<div class="muted small step1">step 1: {step1:.3f}</div>' in page  # the versions table: mean and step 1
+
+
+def _push_series(sm: Any, key: str, horizon: int) -> Any:
+    from forecaster.config.settings import SeriesSpec
+    from forecaster.store.series import sync_series
+
+    with write_session(sm) as session:
+        return sync_series(session, SeriesSpec(key=key, source="push", frequency="1h", horizon=horizon)).id
+
+
+def test_store_path_keeps_the_served_path_only_while_it_says_the_same_and_latest_reads_step_one(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    sid = _push_series(sm, "push:store", 3)
+    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+
+    def path(origin: dt.datetime, values: list[float]) -> list[forecasts.PathRow]:
+        return [(origin + k * HOUR, v, v - 1, v + 1) for k, v in enumerate(values, start=1)]
+
+    with write_session(sm) as session:
+        series = session.get(Series, sid)
+        first = forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=t0,
+                                     points=path(t0, [1.0, 2.0, 3.0]), level=0.9)
+        again = forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=t0,
+                                     points=path(t0, [1.0, 2.0, 3.0]), level=0.9)
+        assert again.id == first.id  # the same path: nothing stored
+        # The same step 1 but another length (the horizon changed): a new path, served whole.
+        longer = forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=t0,
+                                      points=path(t0, [1.0, 2.0, 3.0, 4.0]), level=0.9)
+        assert longer.id != first.id and forecasts.latest(session, sid) is longer
+        rows = forecasts.path_rows(session, longer)
+        assert [(r.step, r.value) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+        assert len({r.made_at for r in rows}) == 1 and {r.origin_ts for r in rows} == {t0}
+        # A shorter path made later from newer data: its step 1 is what serves, and so is its method,
+        # though the older, longer path targets later times.
+        short = forecasts.store_path(session, series, model_version_id=None, method="seasonal_naive",
+                                     origin_ts=t0 + HOUR, points=path(t0 + HOUR, [9.0]), level=0.9)
+        assert forecasts.latest(session, sid) is short
+        assert forecasts.latest_methods(session, [sid]) == {sid: "seasonal_naive"}
+        assert [r.step for r in forecasts.path_rows(session, short)] == [1]
+        # store(): a path of one step, origin unknown, deduplicated the same way.
+        one = forecasts.store(session, series, model_version_id=None, method="naive", target_ts=t0 + 2 * HOUR,
+                              value=5.0, lower=None, upper=None, level=None)
+        assert (one.step, one.origin_ts) == (1, None) and forecasts.latest(session, sid) is one
+        assert forecasts.store(session, series, model_version_id=None, method="naive", target_ts=t0 + 2 * HOUR,
+                               value=5.0, lower=None, upper=None, level=None).id == one.id
+        with pytest.raises(ValueError, match="origin"):  # steps after an unknown origin could not be found again
+            forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=None,
+                                 points=path(t0, [1.0, 2.0]), level=None)
+        assert session.scalar(select(func.count()).select_from(Forecast)) == 3 + 4 + 1 + 1
+    engine.dispose()
+
+
+def test_scored_errors_reads_one_step_of_a_versions_paths(api_db: str) -> None:
+    engine = make_engine(api_db)
+    sm = make_sessionmaker(engine)
+    t0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # past the template's data: targets nothing else forecast
+    with write_session(sm) as session:
+        series = series_by_key(session, TRAINED)
+        mv = registry.champion_of(session, series.id)
+        assert mv is not None
+        upsert(session, series, pd.DataFrame({"ts": [t0], "value": [0.0]}))
+        for i, origin in enumerate((t0, t0 + HOUR)):
+            forecasts.store_path(session, series, model_version_id=mv.id, method="model", origin_ts=origin,
+                                 points=[(origin + k * HOUR, 10.0 * i + k, None, None) for k in (1, 2)], level=None)
+        upsert(session, series, pd.DataFrame({"ts": [t0 + HOUR, t0 + 2 * HOUR], "value": [100.0, 200.0]}))
+        step1 = forecasts.scored_errors(session, mv.id, 100)
+        step2 = forecasts.scored_errors(session, mv.id, 100, step=2)
+    assert step1[-2:] == [(t0 + HOUR, 100.0 - 1.0), (t0 + 2 * HOUR, 200.0 - 11.0)]
+    assert step2[-1:] == [(t0 + 2 * HOUR, 200.0 - 2.0)]  # the path from t0, two steps on
+    engine.dispose()
+
+
+def test_deleting_the_newest_observation_unscores_every_step_and_drops_only_paths_made_from_it(db_url: str) -> None:
+    from forecaster.config.settings import Settings
+    from forecaster.usecases.observations import delete_observations
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    sm = make_sessionmaker(engine)
+    key = "push:delete"
+    settings = Settings(database_url=db_url, series=[{"key": key, "source": "push", "frequency": "1h",
+                                                       "horizon": 3}])
+    sid = _push_series(sm, key, 3)
+    t = [dt.datetime(2024, 5, 1, tzinfo=dt.UTC) + i * HOUR for i in range(6)]
+    with write_session(sm) as session:
+        series = session.get(Series, sid)
+        for i, value in enumerate((1.0, 5.0, 7.0)):  # observe t_i, then forecast three steps from it
+            upsert(session, series, pd.DataFrame({"ts": [t[i]], "value": [value]}))
+            forecasts.store_path(session, series, model_version_id=None, method="naive", origin_ts=t[i],
+                                 points=[(t[i + k], 10.0 * (i + 1) + k, None, None) for k in (1, 2, 3)], level=None)
+
+    def rows() -> list[tuple[dt.datetime | None, int, float | None]]:
+        with sm() as session:
+            return [(o, s, a) for o, s, a in session.execute(
+                select(Forecast.origin_ts, Forecast.step, Forecast.actual).where(Forecast.value >= 10)
+                .order_by(Forecast.origin_ts, Forecast.step))]
+
+    assert rows() == [(t[0], 1, 5.0), (t[0], 2, 7.0), (t[0], 3, None), (t[1], 1, 7.0), (t[1], 2, None),
+                      (t[1], 3, None), (t[2], 1, None), (t[2], 2, None), (t[2], 3, None)]
+    delete_observations(sm, settings, series_key=key, start=t[2], end=t[2])
+    # t2's actual leaves every forecast of it (step 2 from t0, step 1 from t1); the path made from t2
+    # goes; the paths made from t0 and t1 stay whole: their later steps still forecast t3 and t4.
+    assert rows() == [(t[0], 1, 5.0), (t[0], 2, None), (t[0], 3, None), (t[1], 1, None), (t[1], 2, None),
+                      (t[1], 3, None)]
+    with sm() as session:
+        served = get_forecast(session, series_key=key)  # the baseline's path from what remains (t1)
+    assert [p.target_ts for p in served.path] == t[2:5] and served.value == 5.0
+    with write_session(sm) as session:  # t2 comes back: every forecast of it is scored again
+        upsert(session, session.get(Series, sid), pd.DataFrame({"ts": [t[2]], "value": [7.0]}))
+    assert [a for o, s, a in rows() if (o, s) in ((t[0], 2), (t[1], 1))] == [7.0, 7.0]
+    engine.dispose()
+
+
+def test_deleting_an_old_observation_leaves_the_served_path_whole(api: Api) -> None:
+    url = f"/v1/series/{BASELINE}/forecast"
+    before = api.client.get(url).json()
+    assert len(before["path"]) == 24
+    first = api.client.get(f"/v1/series/{BASELINE}/observations", params={"limit": 3}).json()["observations"][2]
+    r = api.client.delete(f"/v1/series/{BASELINE}/observations", params={"start": first["ts"], "end": first["ts"]},
+                          headers=api.admin)
+    assert r.status_code == 200 and r.json()["deleted"] == 1
+    after = api.client.get(url).json()
+    assert after["path"] == before["path"] and len(r.json()["forecast"]["path"]) == 24

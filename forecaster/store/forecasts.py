@@ -1,4 +1,4 @@
-"""Stored next-step forecasts: one row per distinct forecast, with its actual once it arrives.
+"""Stored forecast paths: one row per step of each distinct path, with its actual once it arrives.
 
 Writes run inside the caller's transaction. Actuals are filled in by
 ``store.observations`` when the observation of a target is stored.
@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from forecaster.store.tables import Forecast, Observation, Series
 
@@ -27,21 +27,9 @@ def latest(session: Session, series_id: int) -> Forecast | None:
 
 def store(session: Session, series: Series, *, model_version_id: int | None, method: str, target_ts: dt.datetime,
           value: float, lower: float | None, upper: float | None, level: float | None) -> Forecast:
-    """Store a forecast, unless the newest one already says the same (same target, maker and value)."""
-    newest = latest(session, series.id)
-    if (
-        newest is not None
-        and newest.target_ts == target_ts
-        and newest.model_version_id == model_version_id
-        and newest.method == method
-        and newest.value == value
-    ):
-        return newest  # nothing new to say: keep one row per distinct forecast
-    row = Forecast(series_id=series.id, model_version_id=model_version_id, method=method, target_ts=target_ts,
-                   value=value, lower=lower, upper=upper, level=level)
-    session.add(row)
-    session.flush()
-    return row
+    """Store a one-step forecast (a path of one step, origin unknown) through ``store_path``."""
+    return store_path(session, series, model_version_id=model_version_id, method=method, origin_ts=None,
+                      points=[(target_ts, value, lower, upper)], level=level)
 
 
 PathRow = tuple[dt.datetime, float, float | None, float | None]  # (target_ts, value, lower, upper)
@@ -49,7 +37,18 @@ PathRow = tuple[dt.datetime, float, float | None, float | None]  # (target_ts, v
 
 def store_path(session: Session, series: Series, *, model_version_id: int | None, method: str,
                origin_ts: dt.datetime | None, points: Sequence[PathRow], level: float | None) -> Forecast:
-    """Store a path (step k = points[k - 1]) unless the newest says the same; returns its step-1 row."""
+    """Store a path (step k = points[k - 1], all rows one ``made_at``); returns its step-1 row.
+
+    Nothing is stored when the served path already says the same: its step 1 has the same target,
+    maker (version and method) and value, and it has as many steps. A path of another length is
+    stored (a changed horizon, or a served path that lost steps, is whole again).
+
+    Raises:
+        ValueError: no points, or a path of more than one step without its origin.
+    """
+    if not points or (origin_ts is None and len(points) > 1):
+        raise ValueError(f"{series.key}: a forecast path needs at least one step, and its origin when it has "
+                         f"more than one ({len(points)} steps, origin {origin_ts})")
     newest = latest(session, series.id)
     first = points[0]
     if (
@@ -58,8 +57,9 @@ def store_path(session: Session, series: Series, *, model_version_id: int | None
         and newest.model_version_id == model_version_id
         and newest.method == method
         and newest.value == first[1]
+        and len(path_rows(session, newest)) == len(points)
     ):
-        return newest
+        return newest  # nothing new to say: keep one path per distinct forecast
     made = dt.datetime.now(dt.UTC)
     rows = [Forecast(series_id=series.id, model_version_id=model_version_id, method=method, target_ts=t, value=v,
                      lower=lo, upper=up, level=level, step=k, origin_ts=origin_ts, made_at=made)
@@ -96,17 +96,19 @@ def since(session: Session, series_id: int, target_ts: dt.datetime, step: int = 
 def latest_methods(session: Session, series_ids: list[int]) -> dict[int, str]:
     """Series id -> method of the forecast it serves (``latest``)."""
     rank = func.row_number().over(partition_by=Forecast.series_id, order_by=SERVED_ORDER).label("rank")
-    ranked = select(Forecast.series_id, Forecast.method, rank).where(Forecast.series_id.in_(series_ids)).subquery()
+    ranked = (select(Forecast.series_id, Forecast.method, rank)
+              .where(Forecast.series_id.in_(series_ids), Forecast.step == 1).subquery())  # as latest: step 1
     return {sid: method for sid, method in session.execute(
         select(ranked.c.series_id, ranked.c.method).where(ranked.c.rank == 1))}
 
 
-def scored_errors(session: Session, model_version_id: int, limit: int) -> list[tuple[dt.datetime, float]]:
-    """(target, actual - value) of a version's forecasts with an actual, oldest target first; the newest
-    ``limit`` rows are read and the newest forecast of each target wins."""
+def scored_errors(session: Session, model_version_id: int, limit: int,
+                  step: int = 1) -> list[tuple[dt.datetime, float]]:
+    """(target, actual - value) of a version's forecasts at ``step`` of their paths with an actual, oldest
+    target first; the newest ``limit`` rows are read and the newest forecast of each target wins."""
     rows = session.execute(
         select(Forecast.target_ts, Forecast.value, Forecast.actual)
-        .where(Forecast.model_version_id == model_version_id, Forecast.actual.is_not(None))
+        .where(Forecast.model_version_id == model_version_id, Forecast.actual.is_not(None), Forecast.step == step)
         .order_by(Forecast.target_ts.desc(), Forecast.id.desc()).limit(limit)
     ).all()
     newest: dict[dt.datetime, float] = {}
@@ -127,10 +129,20 @@ def clear_actuals(session: Session, series_id: int, start: dt.datetime, end: dt.
 
 
 def drop_unscored(session: Session, series_id: int, *, after: dt.datetime | None) -> None:
-    """Delete the forecasts without an actual whose target is past ``after`` (all of them when None)."""
+    """Delete the forecasts without an actual made from data past the next step ``after``: every unscored
+    row of a path whose step 1 targets a time past ``after`` (all unscored rows when None).
+
+    A path made from observations that remain keeps its later steps, though they target times past
+    ``after``: they are still the forecasts of those times, and the served path stays whole.
+    """
     stale = (Forecast.series_id == series_id) & Forecast.actual.is_(None)
     if after is not None:
-        stale = stale & (Forecast.target_ts > after)
+        first = aliased(Forecast)
+        made_past = (select(first.id).where(first.series_id == Forecast.series_id, first.step == 1,
+                                            first.origin_ts == Forecast.origin_ts, first.target_ts > after)
+                     .correlate(Forecast).exists())  # a path's rows share its origin (None: from before paths)
+        stale = stale & (((Forecast.step == 1) & (Forecast.target_ts > after))
+                         | (Forecast.origin_ts.is_not(None) & made_past))
     session.execute(delete(Forecast).where(stale).execution_options(synchronize_session=False))
 
 
