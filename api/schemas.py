@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from forecaster.usecases.forecasting import ForecastView
 from forecaster.usecases.jobs import JobRunView
@@ -214,13 +215,12 @@ class ForecastOut(_Out):
 
     def csv(self) -> bytes:
         """The path as ``step,target_ts,value,lower,upper`` lines (a header first; empty where no interval)."""
-        def cell(x: float | None) -> str:
-            return "" if x is None else repr(float(x))
+        def cell(x: float | dt.datetime | None) -> str:  # the JSON body's own text of it (its serializer)
+            return "" if x is None else to_json(x).decode().strip('"')
 
         lines = ["step,target_ts,value,lower,upper"]
         for p in self.path:
-            ts = p.target_ts.isoformat().replace("+00:00", "Z")
-            lines.append(f"{p.step},{ts},{cell(p.value)},{cell(p.lower)},{cell(p.upper)}")
+            lines.append(f"{p.step},{cell(p.target_ts)},{cell(p.value)},{cell(p.lower)},{cell(p.upper)}")
         return ("\n".join(lines) + "\n").encode()
 
 

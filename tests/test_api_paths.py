@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,13 @@ def test_h_cuts_the_path_and_a_bad_h_is_a_422_naming_the_horizon(api: Api) -> No
     whole = api.client.get(url).json()
     three = api.client.get(url, params={"h": 3}).json()
     assert three["path"] == whole["path"][:3] and three["value"] == whole["value"]
-    for bad in ("0", "25", "-1", "two"):
+    for bad in ("0", "25", "-1", "two", "1.5", ""):
         r = api.client.get(url, params={"h": bad})
         assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM), (bad, r.text)
-        if bad in ("0", "25", "-1"):
-            assert "from 1 to 24" in r.json()["detail"], r.text
+        detail = r.json()["detail"]
+        assert f"h={bad!r}" in detail and "from 1 to 24" in detail, r.text  # the value sent and the horizon
+        assert api.client.get(url, params={"h": bad}, headers={"Accept": "text/csv"}).status_code == 422
+    assert api.client.get("/v1/series/nope:x/forecast", params={"h": "two"}).status_code == 404  # no horizon to name
 
 
 def test_csv_and_json_paths_agree_and_the_cached_json_never_answers_another_form(api: Api) -> None:
@@ -67,6 +70,23 @@ def test_csv_and_json_paths_agree_and_the_cached_json_never_answers_another_form
     assert short.text.count("\n") == 3  # a header and two steps
     assert len(api.client.get(url, params={"h": 2}).json()["path"]) == 2  # a cached whole path is cut, not sent
     assert len(api.client.get(url).json()["path"]) == 24
+
+
+def test_csv_cells_are_the_json_text_and_accept_is_negotiated_before_the_cache_answers(api: Api) -> None:
+    url = f"/v1/series/{TRAINED}/forecast"
+    miss, hit = api.client.get(url), api.client.get(url)  # the second from the response cache (the fast path)
+    assert hit.content == miss.content and hit.headers["vary"] == miss.headers["vary"] == "Accept"
+    # Numbers and times as the JSON writes them (its text, not its parsed floats): the CSV has the same text.
+    whole = json.loads(hit.text, parse_float=str, parse_int=str)["path"]
+    for accept in ("text/csv", "Text/CSV; charset=utf-8", "text/*", "application/json;q=0.5, text/csv"):
+        r = api.client.get(url, headers={"Accept": accept})
+        assert r.headers["content-type"].startswith("text/csv") and r.headers["vary"] == "Accept", accept
+        lines = r.text.splitlines()
+        assert lines[0] == "step,target_ts,value,lower,upper"
+        assert lines[1:] == [",".join(p[k] for k in ("step", "target_ts", "value", "lower", "upper")) for p in whole]
+    for accept in ("application/json, text/csv;q=0.5", "text/csv;q=0", "*/*", "text/html,*/*;q=0.8"):
+        r = api.client.get(url, headers={"Accept": accept})
+        assert r.headers["content-type"] == "application/json" and r.content == hit.content, accept
 
 
 def test_post_forecast_returns_paths_cut_to_h_and_predict_returns_a_path_per_window(api: Api) -> None:

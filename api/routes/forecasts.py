@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,6 +35,41 @@ def _read_one(state: AppState, key: str) -> ForecastOut:
 
 
 CSV = "text/csv"
+VARY = "Accept"  # the answer depends on it (JSON or CSV): shared HTTP caches must key on it too
+_H_PARAMETER = {"name": "h", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+                "description": "Return the first h steps of the path (1 to the series' horizon; else 422)."}
+
+
+def wants_csv(accept: str) -> bool:
+    """Whether an ``Accept`` header prefers the CSV table to JSON (media types compared without case).
+
+    CSV when ``text/csv`` (else ``text/*``, else ``*/*``) has a weight above 0 and above that of
+    ``application/json`` (else ``application/*``, else ``*/*``), or the same weight with text/csv or
+    text/* named; so ``text/csv`` and ``TEXT/CSV`` get CSV, ``application/json, text/csv;q=0.5``,
+    ``*/*`` and no header get JSON.
+    """
+    accept = accept.lower()
+    if "text/" not in accept:  # the usual */*, JSON or nothing: no parsing on the hot path
+        return False
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (x.strip() for x in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 1.0  # a weight that is not a number: the type was still named
+        weights[media] = max(q, weights.get(media, 0.0))
+
+    def weight(*ranges: str) -> float:
+        return next((weights[r] for r in ranges if r in weights), 0.0)
+
+    csv_q, json_q = weight("text/csv", "text/*", "*/*"), weight("application/json", "application/*", "*/*")
+    named = "text/csv" in weights or "text/*" in weights
+    return csv_q > 0 and (csv_q > json_q or (csv_q == json_q and named))
 
 
 def _steps(request: Request, key: str, stored: int) -> int | None:
@@ -57,19 +91,18 @@ def _steps(request: Request, key: str, stored: int) -> int | None:
     return h
 
 
-@router.get("/series/{key}/forecast", response_model=ForecastOut, responses={
-    **problems(404, 422), 200: {"content": {CSV: {"example": "step,target_ts,value,lower,upper\n"
-                                                               "1,2024-03-24T08:00:00Z,0.71,0.52,0.9\n"}}}})
-async def read_forecast(key: str, request: Request,
-                        h: Annotated[int | None, Query(description="Return the first h steps of the path.")] = None
-                        ) -> Response:
+@router.get("/series/{key}/forecast", response_model=ForecastOut, openapi_extra={"parameters": [_H_PARAMETER]},
+            responses={**problems(404, 422), 200: {"content": {CSV: {"example": (
+                "step,target_ts,value,lower,upper\n1,2024-03-24T08:00:00Z,0.71,0.52,0.9\n")}}}})
+async def read_forecast(key: str, request: Request) -> Response:
     """The latest stored forecast path of one series: its steps 1..h with values and intervals, and
     step 1's value, interval, target time and model version as flat fields.
 
     `?h=N` cuts the path to its first N steps; `Accept: text/csv` answers the path as a
     `step,target_ts,value,lower,upper` table. Served from the response cache while the database
     is unchanged (see api/forecast_cache.py), else read on the threadpool; either way the next
-    GET after any change sees it.
+    GET after any change sees it. `?h=` is read here, not by FastAPI, so that any bad value
+    (`two`, `0`, past the horizon) gets one 422 naming the series' horizon.
     """
     # The app state straight from the request (no dependency to solve: this is the hot path).
     # A cached body never gets here: ForecastFastPath answers it before routing.
@@ -82,15 +115,15 @@ async def read_forecast(key: str, request: Request,
         state.metrics.child(state.metrics.forecast_reads, "database").inc()
     else:
         state.metrics.child(state.metrics.forecast_reads, "cache").inc()
+    steps = _steps(request, key, len(cached.forecast.path))  # a refused h is not a forecast served
     state.metrics.child(state.metrics.forecasts_served, key, cached.method).inc()
-    steps = _steps(request, key, len(cached.forecast.path)) if "h" in request.query_params else None
-    wants_csv = CSV in request.headers.get("accept", "")
-    if steps is None and not wants_csv:
-        return Response(cached.body, media_type="application/json")
+    csv = wants_csv(",".join(request.headers.getlist("accept")))
+    if steps is None and not csv:
+        return Response(cached.body, media_type="application/json", headers={"Vary": VARY})
     out = cached.forecast if steps is None else cached.forecast.first_steps(steps)
-    if wants_csv:
-        return Response(out.csv(), media_type=CSV)
-    return Response(out.model_dump_json(), media_type="application/json")
+    if csv:
+        return Response(out.csv(), media_type=CSV, headers={"Vary": VARY})
+    return Response(out.model_dump_json(), media_type="application/json", headers={"Vary": VARY})
 
 
 TOKEN_SCOPE_KEY = "forecaster.forecast_token"
@@ -121,7 +154,7 @@ class ForecastFastPath:
             if root and path.startswith(root):
                 path = path[len(root):]
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and not scope.get("query_string") \
-                    and not any(name == b"accept" and b"csv" in value for name, value in scope["headers"]):
+                    and not wants_csv(b",".join(v for n, v in scope["headers"] if n == b"accept").decode("latin-1")):
                 # the whole path as JSON only: ?h= and CSV answers are cut by the route
                 key = path[len(_PREFIX) : -len(_SUFFIX)]
                 if key and "/" not in key:  # what the route's {key} matches
@@ -134,7 +167,7 @@ class ForecastFastPath:
                         state.metrics.child(state.metrics.forecasts_served, key, cached.method).inc()
                         await send({"type": "http.response.start", "status": 200, "headers": [
                             (b"content-length", str(len(cached.body)).encode()),
-                            (b"content-type", b"application/json")]})
+                            (b"content-type", b"application/json"), (b"vary", VARY.encode())]})
                         await send({"type": "http.response.body", "body": cached.body})
                         return
                     scope[TOKEN_SCOPE_KEY] = (token,)
