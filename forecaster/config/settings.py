@@ -132,6 +132,11 @@ class ModelSpec(_Strict):
     amp: bool = False  # bf16: CUDA autocast (unmeasured on a GPU); CPU fleets of LSTM/RNN, native bf16 only
     interval_level: float = Field(default=0.9, gt=0, lt=1)
     max_train_points: int | None = Field(default=None, ge=10)
+    # Warm retrains (README "Warm and cold retrains"): start from the champion's weights and forms.
+    warm_start: bool = True
+    warm_epochs: int = Field(default=12, ge=1, le=10_000)  # a warm retrain's budget, at most
+    warm_patience: int = Field(default=3, ge=1)
+    cold_every: int = Field(default=7, ge=0, le=10_000)  # after this many warm versions in a row, one cold; 0: never
     # Statistical candidates that compete with the model (README "Candidates"); [] = none.
     candidates: tuple[Literal["ets", "ets_seasonal", "theta", "arima"], ...] = (
         "ets", "ets_seasonal", "theta", "arima")

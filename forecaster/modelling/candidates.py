@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -62,10 +63,14 @@ def _numba_cache() -> None:
             pass
 
 
-def _model(name: str, season: int) -> Any:
-    """A fresh, unfitted statsforecast model for candidate ``name``."""
+def _model(name: str, season: int, keep: dict[str, Any] | None = None) -> Any:
+    """A fresh, unfitted statsforecast model for candidate ``name``; with ``keep`` (a stored
+    ``Fitted.to_dict()`` of the same candidate) one of that form only (``kept_form``)."""
     _numba_cache()
     from statsforecast.models import AutoARIMA, AutoETS, AutoTheta  # numba: only here
+
+    if keep is not None:
+        return kept_form(name, season, keep)
 
     if name == "ets":
         return AutoETS(season_length=1)
@@ -77,6 +82,38 @@ def _model(name: str, season: int) -> Any:
         if 1 < season <= 12:  # the stepwise search with exact likelihoods took 50 s on 586 monthly values
             return AutoARIMA(season_length=season, approximation=True)
         return AutoARIMA(season_length=1)
+    raise ValueError(f"unknown candidate {name!r}")
+
+
+def kept_form(name: str, season: int, keep: dict[str, Any]) -> Any:
+    """An unfitted model of the form a stored fit chose: its parameters are refitted, its form is
+    not searched again (a warm retrain). ETS keeps its error/trend/season components and damping,
+    Theta its variant and decomposition, ARIMA its orders, mean and drift.
+
+    Raises:
+        ValueError: if the stored fit says no form this code can rebuild.
+    """
+    from statsforecast.models import ARIMA, AutoETS, AutoTheta
+
+    state = decode_state(keep["state"])
+    if name in ("ets", "ets_seasonal"):
+        m = re.fullmatch(r"ETS\((\w),(\w)(d?),(\w)\)", str(state.get("method", "")))
+        if m is None:
+            raise ValueError(f"stored {name} has no ETS form: {state.get('method')!r}")
+        return AutoETS(season_length=season if name == "ets_seasonal" else 1,
+                       model=m[1] + m[2] + m[4], damped=bool(m[3]))
+    if name == "theta":
+        if "modeltype" not in state:
+            raise ValueError("stored theta has no model type")
+        return AutoTheta(season_length=int(state.get("m", 1)), model=str(state["modeltype"]),
+                         decomposition_type=str(state.get("decomposition_type", "multiplicative")))
+    if name == "arima":
+        arma, coef = state.get("arma"), state.get("coef") or {}
+        if arma is None or len(arma) != 7:
+            raise ValueError("stored arima has no orders")
+        p, q, sp, sq, period, d, sd = (int(x) for x in arma)
+        return ARIMA(order=(p, d, q), season_length=period, seasonal_order=(sp, sd, sq),
+                     include_mean="intercept" in coef, include_drift="drift" in coef)
     raise ValueError(f"unknown candidate {name!r}")
 
 
@@ -179,8 +216,9 @@ def _form(model: Any) -> str:
     return type(model).__name__
 
 
-def fit_one(name: str, values: np.ndarray, stop: int, season: int | None) -> Fitted:
-    """Fit candidate ``name`` on ``values[max(0, stop - MAX_FIT):stop]``.
+def fit_one(name: str, values: np.ndarray, stop: int, season: int | None,
+            keep: dict[str, Any] | None = None) -> Fitted:
+    """Fit candidate ``name`` on ``values[max(0, stop - MAX_FIT):stop]`` (of ``keep``'s form, when given).
 
     Raises:
         Exception: whatever statsforecast raises; callers record it and go on.
@@ -188,7 +226,10 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None) -> Fit
     start = max(0, stop - MAX_FIT)
     y = np.asarray(values[start:stop], dtype=np.float64)
     t0 = time.perf_counter()
-    model = _model(name, season or 1)
+    try:
+        model = _model(name, season or 1, keep)
+    except ValueError:  # a stored fit from older code: search the forms afresh
+        model = _model(name, season or 1)
     with warnings.catch_warnings(record=True) as caught:  # statsforecast's optimiser notes stay off the terminal
         warnings.simplefilter("always")
         model.fit(y)

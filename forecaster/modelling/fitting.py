@@ -51,10 +51,33 @@ def fit_one(prep: Prepared,
     from forecaster.modelling.network import RecurrentForecaster
     from forecaster.modelling.training import fit, set_seed
 
-    set_seed(prep.spec.seed)  # the initial weights come from this seed too
+    set_seed(prep.spec.seed)  # the initial weights come from this seed too (or the champion's, warm)
     model = RecurrentForecaster(prep.model_config())
+    if prep.init is not None:
+        model.load_state_dict(prep.init)
     result = fit(model, prep.splits(), prep.train_config(), progress)
     return model.cpu(), result
+
+
+def warm_start(prep: Prepared, champion: Predictor | None, version: int | None = None) -> tuple[Prepared, str]:
+    """``prep`` set to start from the champion's weights, when its network has this shape and inputs.
+
+    Returns (prep, why): the warm prep and "", or ``prep`` unchanged and the reason it trains cold.
+    """
+    import dataclasses
+
+    if champion is None or champion.model is None:
+        return prep, "no champion to start from"
+    hp = champion.hp
+    mine = {**prep.model_config().to_dict(), "window": prep.window, "calendar_columns": list(prep.columns),
+            "target": prep.spec.target, "normalise": prep.spec.normalise}
+    theirs = {k: hp.get(k) for k in mine}
+    theirs["horizon"] = hp.get("horizon", 1)
+    differ = [f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in mine if theirs[k] != mine[k]]
+    if differ:
+        return prep, "the champion's network differs: " + ", ".join(differ)
+    state = {k: v.detach().clone() for k, v in champion.model.state_dict().items()}
+    return dataclasses.replace(prep, init=state, warm_from=version), ""
 
 
 def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], None] | None] | None = None,
@@ -73,7 +96,7 @@ def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], N
     if len(keys) > 1:
         raise ValueError(f"fit_many needs one fleet_key; got {len(keys)}")
     config = preps[0].model_config()
-    members = [Member(p.splits(), p.train_config(), progress=(progress or [None] * len(preps))[i])
+    members = [Member(p.splits(), p.train_config(), progress=(progress or [None] * len(preps))[i], init=p.init)
                for i, p in enumerate(preps)]
     out: list[MemberFit] = []
     for r in fit_fleet(config, members, max_size=max_size):
@@ -145,9 +168,11 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
     # compete with the model on validation; the winner serves with an ACI interval per step.
     from forecaster.modelling.selection import ladder
 
+    warm = prep.init is not None and champion is not None  # warm: the champion's forms and orders too
+    keep = ((champion.hp.get("serving") or {}).get("fitted") or None) if warm and champion is not None else None
     lad = ladder(ts, v, p_val=p_val, p_hold=p_hold, season=season, scale=scale,
                  model_forecasts=np.concatenate([val_pred, hold_pred]), level=spec.interval_level,
-                 statistical=tuple(spec.candidates), horizon=h)
+                 statistical=tuple(spec.candidates), horizon=h, keep=keep)
     metrics.update(lad.metrics)
     hp["serving"] = {"members": list(lad.choice.members), "method": lad.choice.method,
                      "label": lad.choice.label, "fitted": lad.stored}
@@ -167,6 +192,8 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
         "device": result.device, "duration_s": result.duration_s, "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
         "horizon": h, "origins": {"val": len(o_val), "holdout": len(o_hold)},
+        "start": {"kind": "warm" if warm else "cold", "from_version": prep.warm_from if warm else None,
+                  "initial_val_loss": result.initial_val_loss, "forms_kept": sorted(keep or ())},
     }
     return TrainOutcome(hp, prep.scaler.to_dict(), to_artifact(model), metrics, lineage, predictor)
 

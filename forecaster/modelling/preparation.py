@@ -15,7 +15,7 @@ holdout and at most 500, see ``validation_size``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -155,6 +155,9 @@ class Prepared:
     y_train: np.ndarray  # (m,), or (m, h) for paths
     x_val: np.ndarray
     y_val: np.ndarray
+    # A warm start (``fitting.warm_start``): the champion's weights to begin from, and its version.
+    init: dict[str, Any] | None = None
+    warm_from: int | None = None
 
     @property
     def input_size(self) -> int:
@@ -173,8 +176,10 @@ class Prepared:
         from forecaster.modelling.training import TrainConfig
 
         s = self.spec
-        return TrainConfig(lr=s.lr, batch_size=s.batch_size, epochs=s.epochs, patience=s.patience,
-                           grad_clip=s.grad_clip, loss=s.loss, seed=s.seed, device=s.device, amp=s.amp)
+        warm = self.init is not None  # a short budget from the champion's weights
+        return TrainConfig(lr=s.lr, batch_size=s.batch_size, epochs=s.warm_epochs if warm else s.epochs,
+                           patience=s.warm_patience if warm else s.patience, grad_clip=s.grad_clip, loss=s.loss,
+                           seed=s.seed, device=s.device, amp=s.amp, warm=warm)
 
     def splits(self) -> Splits:
         """The normalised training and validation arrays."""

@@ -138,10 +138,11 @@ class Ladder:
 
 
 def path_pool(values: np.ndarray, at: np.ndarray, h: int, season: int | None, fit_stop: int,
-              statistical: tuple[str, ...]) -> Pool:
+              statistical: tuple[str, ...], keep: dict[str, Any] | None = None) -> Pool:
     """Every baseline's and statistical candidate's paths (len(at), h) at origins ``at``.
 
-    The statistical candidates are fitted on values before ``fit_stop`` and run forward frozen.
+    The statistical candidates are fitted on values before ``fit_stop`` and run forward frozen;
+    a candidate in ``keep`` (name -> stored fit) keeps that fit's form and refits its parameters.
     One step (h = 1, consecutive origins) takes the one-step filter over all of them at once
     (``candidates.baseline_pool``/``add_statistical``); paths run each candidate once per origin.
     """
@@ -153,7 +154,10 @@ def path_pool(values: np.ndarray, at: np.ndarray, h: int, season: int | None, fi
     start = int(at[0])
     if h == 1 and len(at) == len(v) - start:
         pool = cands.baseline_pool(v, start, season)
-        cands.add_statistical(pool, v, fit_stop, season, names)
+        def fit(name: str, values: np.ndarray, stop: int, s: int | None) -> cands.Fitted:
+            return cands.fit_one(name, values, stop, s, keep=(keep or {}).get(name))
+
+        cands.add_statistical(pool, v, fit_stop, season, names, fit=fit)
         pool.forecasts = {k: f[:, None] for k, f in pool.forecasts.items()}
         return pool
     pool = Pool(start)
@@ -162,7 +166,7 @@ def path_pool(values: np.ndarray, at: np.ndarray, h: int, season: int | None, fi
         pool.forecasts["seasonal_naive"] = paths.seasonal_naive_paths(v, at, h, season)
     for name in names:
         try:
-            f = cands.fit_one(name, v, fit_stop, season)
+            f = cands.fit_one(name, v, fit_stop, season, keep=(keep or {}).get(name))
             fc = cands.run_paths(f, v, at, h)
             if not np.isfinite(fc).all():
                 raise ValueError("forecasts are not finite")
@@ -187,6 +191,7 @@ def ladder(
     statistical: tuple[str, ...],
     refit: bool = False,
     horizon: int = 1,
+    keep: dict[str, Any] | None = None,
 ) -> Ladder:
     """Score every candidate's paths on validation (choose) and holdout (report), ACI per candidate and step.
 
@@ -202,6 +207,8 @@ def ladder(
         refit: fit the chosen statistical members again on all of ``values`` before they
             serve (their holdout figures stay those of the first fit, which never saw it).
         horizon: h, steps of each path.
+        keep: stored fits by candidate name (the champion's, warm): those keep their forms and
+            orders and only refit their parameters.
     """
     from forecaster.modelling import candidates as cands
     from forecaster.modelling import paths
@@ -211,7 +218,7 @@ def ladder(
     h = horizon
     o_val, o_hold = paths.origins(p_val, p_hold, h), paths.origins(p_hold, len(v), h)
     at = np.concatenate([o_val, o_hold])
-    pool = path_pool(v, at, h, season, p_val, statistical)
+    pool = path_pool(v, at, h, season, p_val, statistical, keep)
     if model_forecasts is not None:
         pool.forecasts["model"] = np.asarray(model_forecasts, dtype=np.float64).reshape(len(at), h)
     k = len(o_val)
@@ -249,7 +256,7 @@ def ladder(
         for m in choice.members:
             if m in pool.fitted:
                 try:
-                    pool.fitted[m] = cands.fit_one(m, v, len(v), season)
+                    pool.fitted[m] = cands.fit_one(m, v, len(v), season, keep=(keep or {}).get(m))
                     cands.run(pool.fitted[m], v, len(v))  # it must serve, or the first fit stays
                     refitted[m] = pool.fitted[m].form
                 except Exception as exc:  # noqa: BLE001 - the first fit still serves

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: bool = False  # CUDA only: bf16 autocast (fp16 + GradScaler where bf16 is missing)
+    warm: bool = False  # the model starts from trained weights: they stay unless an epoch beats them
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainResult:
     best_epoch: int
     device: str
     duration_s: float
+    initial_val_loss: float | None = None  # the weights' validation loss before the first epoch
 
 
 def set_seed(seed: int) -> None:
@@ -125,6 +127,9 @@ def fit(model: nn.Module, data: Splits, cfg: TrainConfig, progress: Progress | N
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     best, best_epoch, stale = math.inf, 0, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    initial = _val_loss(model, xv, yv, loss_fn, amp)  # a warm start's is its champion's; a cold one's, chance's
+    if cfg.warm and math.isfinite(initial):
+        best = initial  # epoch 0: the starting weights serve unless training beats them
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -161,4 +166,4 @@ def fit(model: nn.Module, data: Splits, cfg: TrainConfig, progress: Progress | N
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_val_loss=best, epochs_run=epoch, best_epoch=best_epoch,
-                       device=str(device), duration_s=time.perf_counter() - t0)
+                       device=str(device), duration_s=time.perf_counter() - t0, initial_val_loss=initial)

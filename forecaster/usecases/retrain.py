@@ -9,6 +9,7 @@ fitted together is forecaster/usecases/fleets.py.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -71,13 +72,13 @@ class TrainReport:
         return self.status in ("promoted", "rejected", "skipped")
 
 
-def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | None, int | None]:
+def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | None, int | None, dict[str, Any]]:
     mv = registry.champion_of(session, series.id)
     if mv is None:
-        return None, None
+        return None, None, {}
     from forecaster.modelling.predictor import Predictor
 
-    return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
+    return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version, dict(mv.lineage or {})
 
 
 @dataclass
@@ -91,6 +92,7 @@ class _Loaded:
     champion: Predictor | None
     champion_version: int | None
     started: float
+    champion_lineage: dict[str, Any] = field(default_factory=dict)
 
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
@@ -103,7 +105,7 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         if series is None:
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
-        champion, champion_version = _champion_predictor(session, series)
+        champion, champion_version, champion_lineage = _champion_predictor(session, series)
     try:
         ts, values, dropped = recent_segment(ts, values)
     except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
@@ -114,7 +116,7 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
     if dropped:
         log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
                   since=ts[0].isoformat() if len(ts) else None)
-    return _Loaded(spec, ts, values, dropped, champion, champion_version, started)
+    return _Loaded(spec, ts, values, dropped, champion, champion_version, started, champion_lineage)
 
 
 def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainReport:
@@ -130,13 +132,16 @@ def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainRep
 
 
 def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run_id: int | None,
-           extra_lineage: dict[str, Any] | None = None, phases: dict[str, float] | None = None) -> TrainReport:
-    """Gate the outcome and write its version, the alias move and the forecast in one transaction."""
+           extra_lineage: dict[str, Any] | None = None, phases: dict[str, float] | None = None,
+           after: str = "") -> TrainReport:
+    """Gate the outcome and write its version, the alias move and the forecast in one transaction
+    (``after`` is appended to the gate's reason)."""
     from forecaster.modelling.gate import gate
 
     writing = time.perf_counter()
     spec = d.spec
     promote, reason = gate(outcome.metrics)
+    reason += after
     if d.champion_version is not None:
         reason = reason.replace("champion", f"champion v{d.champion_version}", 1)
     lineage = {**outcome.lineage, "series_key": spec.key, "code_version": __version__, "job_run_id": job_run_id,
@@ -173,6 +178,53 @@ def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run
                        outcome.lineage.get("device"), duration, phases or {})
 
 
+def _start(d: _Loaded, cold: bool) -> str:
+    """Why this retrain starts cold, or "" when it may start warm from the champion."""
+    m = d.spec.model
+    streak = int(((d.champion_lineage or {}).get("start") or {}).get("streak", 0))
+    if cold:
+        return "a cold retrain was asked for"
+    if not m.warm_start:
+        return "model.warm_start is off"
+    if d.champion is None:
+        return "no champion to start from"
+    if m.cold_every and streak >= m.cold_every:
+        return f"the champion v{d.champion_version} is the {streak}th warm version in a row (cold_every {m.cold_every})"
+    return ""
+
+
+def _fit_and_score(d: _Loaded, prep: Prepared, progress: EpochProgress | None, gather: FleetGatherer | None,
+                   phases: dict[str, float] | None) -> tuple[TrainOutcome, int]:
+    """Fit ``prep`` (alone, or in ``gather``'s fleet) and score it: (outcome, fleet size).
+
+    Raises:
+        TrainingError: the fit failed (diverged, or its fleet returned no model).
+    """
+    from forecaster.modelling import fitting
+
+    mark = time.perf_counter()
+    if gather is None:
+        net, fitted = fitting.fit_one(prep, progress)
+        size = 1
+    else:
+        model, result, error, size = gather.fit(prep)
+        if error is not None or model is None or result is None:
+            raise error if isinstance(error, TrainingError) else TrainingError(str(error or "no model came back"))
+        net, fitted = model, result
+    epochs_done = time.perf_counter()
+    outcome = fitting.score(prep, net, fitted, d.champion)
+    if phases is not None:
+        phases["epochs"], phases["scoring"] = epochs_done - mark, time.perf_counter() - epochs_done
+    return outcome, size
+
+
+def _fails_a_baseline(metrics: dict[str, Any]) -> bool:
+    """Whether a version loses to naive or seasonal naive (not only to the champion) at the gate."""
+    from forecaster.modelling.gate import gate
+
+    return not gate({k: x for k, x in metrics.items() if k not in ("champion", "champion_model")})[0]
+
+
 def retrain_series(
     sm: sessionmaker[Session],
     spec: SeriesSpec,
@@ -180,8 +232,17 @@ def retrain_series(
     progress: EpochProgress | None = None,
     job_run_id: int | None = None,
     gather: FleetGatherer | None = None,
+    cold: bool = False,
 ) -> TrainReport:
     """Train a new version of one series, gate it, and store it with the forecast.
+
+    Warm by default (``model.warm_start``): when the champion's network has this series'
+    shape, training starts from its weights with the short budget ``model.warm_epochs`` and the
+    statistical candidates keep its forms and orders. Cold (random weights, every form
+    searched) when ``cold`` is asked for, when there is no champion of this shape, after
+    ``model.cold_every`` warm versions in a row, and at once after a warm version that loses
+    to a baseline at the gate (both versions are stored; the report is the cold one's).
+    The version's ``lineage["start"]`` says which it was and from which version.
 
     With ``gather`` (several train tasks running at once), the fit meets
     the other tasks' series of the same model shape and trains with them as one
@@ -190,40 +251,56 @@ def retrain_series(
     Never raises for a problem with this series' data or training: the report
     says ``skipped`` or ``failed`` with the reason, and nothing is written.
     """
-    from forecaster.modelling import fitting  # torch lives behind this import
+    from forecaster.modelling.fitting import warm_start
     from forecaster.modelling.preparation import prepare
 
     d = _load(sm, spec, job_run_id)
     if isinstance(d, TrainReport):
         return d
-    if gather is None:  # fitting.train_series' three steps, timed
-        phases = {"load": time.perf_counter() - d.started}
-        mark = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal mark
-            now = time.perf_counter()
-            phases[name], mark = now - mark, now
-
-        try:
-            prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
-            lap("windows")
-            net, fitted = fitting.fit_one(prep, progress)
-            lap("epochs")
-            outcome = fitting.score(prep, net, fitted, d.champion)
-            lap("scoring")
-        except (TrainingError, InvalidInput) as exc:
-            return _not_trained(d, exc, job_run_id)
-        return _store(sm, d, outcome, job_run_id, phases=phases)
+    phases: dict[str, float] = {"load": time.perf_counter() - d.started}
+    mark = time.perf_counter()
     try:
         prep = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
     except InvalidInput as exc:
         return _not_trained(d, exc, job_run_id)
-    model, result, error, size = gather.fit(prep)
-    if error is not None or model is None or result is None:
-        return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
-    outcome = fitting.score(prep, model, result, d.champion)
-    return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
+    why_cold = _start(d, cold)
+    if not why_cold:
+        prep, why_cold = warm_start(prep, d.champion, d.champion_version)
+    phases["windows"] = time.perf_counter() - mark
+    try:
+        outcome, size = _fit_and_score(d, prep, progress, gather, phases)
+    except (TrainingError, InvalidInput) as exc:
+        if prep.init is None or isinstance(exc, InvalidInput):
+            return _not_trained(d, exc, job_run_id)
+        return _conclude(sm, d, prep, None, 1, f"the warm start failed: {exc}", progress, job_run_id, phases)
+    return _conclude(sm, d, prep, outcome, size, why_cold, progress, job_run_id, phases)
+
+
+def _conclude(sm: sessionmaker[Session], d: _Loaded, prep: Prepared, outcome: TrainOutcome | None, size: int,
+              why_cold: str, progress: EpochProgress | None, job_run_id: int | None,
+              phases: dict[str, float]) -> TrainReport:
+    """Store a fitted outcome (warm or cold); a warm one that lost to a baseline, or failed (None),
+    is followed by a cold retrain, alone, whose report is returned."""
+    streak = int(((d.champion_lineage or {}).get("start") or {}).get("streak", 0))
+    extra: dict[str, Any] = {"fleet_size": size} if size > 1 else {}
+    if outcome is not None and prep.init is not None:
+        start = {**outcome.lineage["start"], "streak": streak + 1}
+        if not _fails_a_baseline(outcome.metrics):
+            return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases)
+        warm = _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=dict(phases),
+                      after="; a cold retrain follows")
+        why_cold = f"warm v{warm.version} lost to a baseline at the gate"
+        log_event("train.cold_after_warm", series=d.spec.key, run_id=job_run_id, warm_version=warm.version)
+        outcome = None
+    if outcome is None:  # cold, alone
+        prep = dataclasses.replace(prep, init=None, warm_from=None)
+        try:
+            outcome, size = _fit_and_score(d, prep, progress, None, phases)
+        except TrainingError as exc:
+            return _not_trained(d, exc, job_run_id)
+        extra = {}
+    start = {**outcome.lineage["start"], "streak": 0, "why": why_cold}
+    return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases)
 
 
 def _guarded(spec: SeriesSpec, job_run_id: int | None, fn: Callable[[], TrainReport]) -> TrainReport:
@@ -295,10 +372,12 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
               on_done: Callable[[TrainReport], None] | None,
               should_stop: Callable[[], bool] | None) -> list[TrainReport]:
     from forecaster.modelling import fitting  # torch lives behind this import
+    from forecaster.modelling.fitting import warm_start
     from forecaster.modelling.preparation import prepare
 
     reports: dict[int, TrainReport] = {}
     loaded: dict[int, _Loaded] = {}
+    why_cold: dict[int, str] = {}
     groups: dict[Hashable, list[tuple[int, Prepared]]] = {}
 
     def done(i: int, report: TrainReport) -> None:
@@ -318,6 +397,10 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 p = prepare(d.ts, d.values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
             except InvalidInput as exc:
                 return _not_trained(d, exc, job_run_id)
+            why = _start(d, cold=False)
+            if not why:
+                p, why = warm_start(p, d.champion, d.champion_version)
+            why_cold[i] = why
             groups.setdefault(p.fleet_key, []).append((i, p))
             return None
 
@@ -339,13 +422,15 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
         for (i, p), (model, result, error) in zip(members, fitted, strict=True):
             d = loaded[i]
 
-            def finish(d: _Loaded = d, p: Prepared = p, model: RecurrentForecaster | None = model,
+            def finish(key: int = i, d: _Loaded = d, p: Prepared = p, model: RecurrentForecaster | None = model,
                        result: TrainResult | None = result, error: Exception | None = error,
                        size: int = size) -> TrainReport:
                 if error is not None or model is None or result is None:
+                    if p.init is not None:  # the warm start diverged: cold, alone
+                        return _conclude(sm, d, p, None, 1, f"the warm start failed: {error}", None, job_run_id, {})
                     return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
                 outcome = fitting.score(p, model, result, d.champion)
-                return _store(sm, d, outcome, job_run_id, {"fleet_size": size} if size > 1 else {})
+                return _conclude(sm, d, p, outcome, size, why_cold[key], None, job_run_id, {})
 
             done(i, _guarded(d.spec, job_run_id, finish))
     if stopped:

@@ -49,11 +49,13 @@ _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as model
 
 @dataclass
 class Member:
-    """One model of a fleet: its data and its training settings (its initial weights come from the seed)."""
+    """One model of a fleet: its data and its training settings (its initial weights come from the
+    seed, or are ``init``: a warm start, whose weights stay unless an epoch beats them)."""
 
     splits: Splits
     config: TrainConfig
     progress: Progress | None = None
+    init: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -162,7 +164,7 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
     m_train = [len(m.splits.y_train) for m in members]
     n_batches = [math.ceil(n / B) for n in m_train]
 
-    states = [initial_state(config, c.seed) for c in cfgs]
+    states = [m.init if m.init is not None else initial_state(config, m.config.seed) for m in members]
     stacked = stack_states(config, states, device)
     shapes = [p.shape[1:] for p in stacked]
     # Master copies, every parameter of a member in one row (K, P): Adam and clipping are a few ops per step.
@@ -178,6 +180,13 @@ def _fit_one_fleet(config: ModelConfig, members: Sequence[Member], device: torch
     set_seed(cfgs[0].seed)  # dropout draws (the only other randomness)
 
     best = [math.inf] * K
+    warm = [k for k in range(K) if members[k].init is not None and cfgs[k].warm]
+    if warm:  # a warm member's starting weights are its best until an epoch beats them (epoch 0)
+        with torch.no_grad():
+            start = _member_losses(config, _split(params, shapes), xv, yv, mv, loss_name, amp).tolist()
+        for k in warm:
+            if math.isfinite(start[k]):
+                best[k] = start[k]
     best_epoch, stale, epochs_run = [0] * K, [0] * K, [0] * K
     running = [True] * K
     errors: list[Exception | None] = [None] * K
