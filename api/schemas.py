@@ -383,13 +383,22 @@ class JobTriggerIn(_In):
                                    description="Configured series to run (at least one); all when omitted.")
 
 
+class TrainTriggerIn(JobTriggerIn):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"keys": ["sine:demo"]}, {}, {"keys": ["sine:demo"], "cold": True}]})
+
+    cold: bool = Field(default=False, description=(
+        "Retrain from scratch: random initial weights and every statistical form searched again. "
+        "By default a retrain starts warm from the champion's weights and forms where it can."))
+
+
 class JobRunOut(_Out):
     """A job run (ingest or train over several series) and its progress."""
 
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
         "id": 42, "kind": "train", "trigger": "api", "status": "running", "series_keys": ["sine:demo"],
         "started_at": "2026-11-23T03:00:00Z", "finished_at": None, "series_total": 1, "series_done": 0,
-        "series_failed": 0, "progress": {"results": [], "current": "sine:demo"}, "error": None,
+        "series_failed": 0, "progress": {"results": [], "current": "sine:demo"}, "error": None, "cold": False,
     }]})
 
     id: int
@@ -404,6 +413,7 @@ class JobRunOut(_Out):
     series_failed: int
     progress: dict[str, Any] | None
     error: str | None
+    cold: bool = Field(default=False, description="A train run whose series retrain from scratch (not warm).")
 
     @classmethod
     def from_domain(cls, r: JobRunView) -> JobRunOut:

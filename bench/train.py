@@ -18,10 +18,12 @@ Prints a table and writes bench/results/train-<device>.json.
 
     .venv/bin/python bench/train.py --phases [--phase-series sine,sp500,greensboro]
 
-instead times one cold retrain per series through the use case (``retrain_series`` on a temp
-SQLite database, the example config's model settings, the bundled snapshots) by phase, as
-``TrainReport.phases`` records them (load, windows, epochs, scoring, store), and each
-statistical candidate of the scoring's ladder fitted alone; writes bench/results/train-phases.json.
+instead times one cold retrain per series and then one warm retrain from the version it made
+(when that version was promoted; else the second is cold too) through the use case
+(``retrain_series`` on a temp SQLite database, the example config's model settings, the bundled
+snapshots) by phase, as ``TrainReport.phases`` records them (load, windows, epochs, scoring,
+store), and each statistical candidate of the scoring's ladder fitted alone, searching its form
+(cold) and keeping the champion's (warm); writes bench/results/train-phases.json.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ def bench_phases(names: list[str]) -> dict[str, Any]:
     from forecaster.modelling.preparation import prepare
     from forecaster.modelling.selection import ladder
     from forecaster.store.observations import load_values
+    from forecaster.store.registry import champion_of
     from forecaster.store.series import find_series
     from forecaster.usecases.database import move_schema, open_database
     from forecaster.usecases.executor import run_here
@@ -228,38 +231,49 @@ def bench_phases(names: list[str]) -> dict[str, Any]:
         move_schema(engine, "head")
         run_here(sm, settings, kind="ingest", snapshot_fallback=True)
         for name, spec in zip(names, settings.series):
-            report = retrain_series(sm, spec)
+            runs = {"cold": retrain_series(sm, spec, cold=True)}
+            runs["warm"] = retrain_series(sm, spec)  # from the champion just made, when it was promoted
             with sm() as session:
                 series = find_series(session, spec.key)
                 assert series is not None
                 ts, values = load_values(session, series.id)
-            prep = prepare(ts, values, frequency=spec.frequency, spec=spec.model)
+                champ = champion_of(session, series.id)
+                kept = ((champ.hyperparameters.get("serving") or {}).get("fitted") or {}) if champ else {}
+            prep = prepare(ts, values, frequency=spec.frequency, spec=spec.model, horizon=spec.steps)
             p_val, p_hold = prep.val.start + prep.window, prep.holdout.start + prep.window
-            candidates = {}
+            candidates: dict[str, dict[str, float]] = {"cold": {}, "warm": {}}
             for cand in prep.spec.candidates:
-                t0 = time.perf_counter()
-                ladder(prep.ts, prep.values, p_val=p_val, p_hold=p_hold, season=season_length(spec.frequency),
-                       scale=prep.scale, model_forecasts=None, level=prep.spec.interval_level, statistical=(cand,))
-                candidates[cand] = round(time.perf_counter() - t0, 3)
-            out[name] = {"points": len(values), "status": report.status, "total_s": round(report.duration_s, 3),
-                         "phases_s": {k: round(v, 3) for k, v in report.phases.items()},
-                         "candidate_alone_s": candidates}
+                for way, keep in (("cold", None), ("warm", kept or None)):
+                    t0 = time.perf_counter()
+                    ladder(prep.ts, prep.values, p_val=p_val, p_hold=p_hold, season=season_length(spec.frequency),
+                           scale=prep.scale, model_forecasts=None, level=prep.spec.interval_level,
+                           statistical=(cand,), horizon=spec.steps, keep=keep)
+                    candidates[way][cand] = round(time.perf_counter() - t0, 3)
+            out[name] = {"points": len(values), "candidate_alone_s": candidates}
+            for way, report in runs.items():
+                start = report.start or {}
+                out[name][way] = {"status": report.status, "start": start.get("kind"), "why": start.get("why"),
+                                  "total_s": round(report.duration_s, 3),
+                                  "phases_s": {k: round(v, 3) for k, v in report.phases.items()}}
         engine.dispose()
     return out
 
 
 def print_phases(phases: dict[str, Any]) -> None:
     names = ("load", "windows", "epochs", "scoring", "store")
-    print(f"{'series':<12} {'points':>7} " + " ".join(f"{n:>8}" for n in names) + f" {'total':>8}  candidates alone")
+    print(f"{'series':<12} {'start':<6} {'points':>7} " + " ".join(f"{n:>8}" for n in names)
+          + f" {'total':>8}  candidates alone")
     for series, r in phases.items():
-        cells = " ".join(f"{r['phases_s'].get(n, 0):8.2f}" for n in names)
-        cands = ", ".join(f"{c} {t:.2f}" for c, t in r["candidate_alone_s"].items())
-        print(f"{series:<12} {r['points']:>7} {cells} {r['total_s']:8.2f}  {cands}")
+        for way in ("cold", "warm"):
+            w = r[way]
+            cells = " ".join(f"{w['phases_s'].get(n, 0):8.2f}" for n in names)
+            cands = ", ".join(f"{c} {t:.2f}" for c, t in r["candidate_alone_s"][way].items())
+            print(f"{series:<12} {w['start'] or '-':<6} {r['points']:>7} {cells} {w['total_s']:8.2f}  {cands}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phases", action="store_true", help="time one cold retrain per series by phase instead")
+    ap.add_argument("--phases", action="store_true", help="time a cold and a warm retrain per series by phase instead")
     ap.add_argument("--phase-series", default="sine,sp500,greensboro", help=f"of {', '.join(PHASE_SERIES)}")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     ap.add_argument("--quick", action="store_true", help="2 epochs, 1 repeat (default: 3 epochs, best of 5)")

@@ -3,6 +3,8 @@ what a forecast says made it, the live ACI interval, and failures that stay cont
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 from pathlib import Path
 
@@ -74,10 +76,11 @@ def test_a_failed_candidate_never_stops_the_others(monkeypatch: pytest.MonkeyPat
     ts, v = ts[-1500:], v[-1500:]
     real = candidates.fit_one
 
-    def flaky(name: str, values: np.ndarray, stop: int, season: int | None) -> candidates.Fitted:
+    def flaky(name: str, values: np.ndarray, stop: int, season: int | None,
+              keep: dict[str, Any] | None = None) -> candidates.Fitted:
         if name == "theta":
             raise FloatingPointError("singular matrix")
-        return real(name, values, stop, season)
+        return real(name, values, stop, season, keep)
 
     monkeypatch.setattr(candidates, "fit_one", flaky)
     lad = ladder(ts, v, p_val=1000, p_hold=1250, season=24, model_forecasts=None, level=0.9,

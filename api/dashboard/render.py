@@ -20,6 +20,7 @@ from api.dashboard.data import SeriesPage, SeriesRow, TrainingNote, chart_points
 from api.dashboard.format import FILTERS, mase, method_name
 from forecaster import __version__
 from forecaster.config.settings import Settings
+from forecaster.usecases.models import start_label
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -97,6 +98,7 @@ def environment() -> jinja2.Environment:
         served=_served,
         served_mase=_served_mase,
         served_step1=_served_step1,
+        start=start_label,
         coverage_flag=_coverage_flag,
     )
     env.globals.update(version=__version__, subtitle="dashboard")

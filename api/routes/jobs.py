@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query, Response, status
 
 from api.deps import AdminDep, IdPath, StateDep
 from api.routes import problems
-from api.schemas import JobRunList, JobRunOut, JobTriggerIn
+from api.schemas import JobRunList, JobRunOut, JobTriggerIn, TrainTriggerIn
 from forecaster.usecases import jobs as job_runs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AdminDep])
@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AdminDep])
 
 def _trigger(state: StateDep, kind: str, body: JobTriggerIn | None, response: Response) -> JobRunOut:
     run = job_runs.start_run(state.sm, state.settings, state.queue, kind=kind, keys=body.keys if body else None,
-                    trigger="api", snapshot_fallback=state.settings.snapshot_fallback)
+                             trigger="api", snapshot_fallback=state.settings.snapshot_fallback,
+                             cold=isinstance(body, TrainTriggerIn) and body.cold)
     response.headers["Location"] = f"/v1/jobs/runs/{run.id}"
     return JobRunOut.from_domain(run)
 
@@ -35,8 +36,8 @@ def trigger_ingest(state: StateDep, response: Response,
 @router.post("/train", response_model=JobRunOut, status_code=status.HTTP_202_ACCEPTED,
              responses=problems(401, 403, 404, 422))
 def trigger_train(state: StateDep, response: Response,
-                  body: Annotated[JobTriggerIn | None, Body()] = None) -> JobRunOut:
-    """Start a retrain of the named series (all configured when no keys); 202 with the run to poll."""
+                  body: Annotated[TrainTriggerIn | None, Body()] = None) -> JobRunOut:
+    """Start a retrain of the named series (all configured when no keys; ``cold``: from scratch); 202 with the run."""
     return _trigger(state, "train", body, response)
 
 

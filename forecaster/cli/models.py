@@ -10,6 +10,7 @@ from rich.table import Table
 
 from forecaster.cli import holdout
 from forecaster.cli.app import app, err, fmt, handle_errors, open_db, out, settings
+from forecaster.usecases.models import start_label
 
 if TYPE_CHECKING:
     from forecaster.usecases.models import Champion, ServingChange
@@ -35,13 +36,14 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
                   caption=("h: steps per path; MASE: mean over the path's steps (and origins), step 1: at the first "
                            f"step; MAE: of what serves, in the series' unit; {holdout.COVERAGE_NOTE}"),
                   caption_justify="left")
-    for col in ("version", "status", "created", "cell", "h", "serves", "MASE", "step 1", "model", "naive",
+    for col in ("version", "status", "created", "start", "cell", "h", "serves", "MASE", "step 1", "model", "naive",
                 "seasonal", "champion", "MAE", "coverage", "reason"):
         table.add_column(col)
     for v in versions:
         m = v.metrics
         table.add_row(
             f"v{v.version}" + (" *" if v.is_champion else ""), v.status, f"{v.created_at:%Y-%m-%d %H:%M}",
+            start_label(v.lineage.get("start")),
             str(v.hyperparameters.get("cell", "-")), str(holdout.horizon(m)), escape(holdout.served_label(m)),
             fmt(holdout.served_mase(m)), fmt(holdout.served_step1(m)),
             *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS), fmt(holdout.served_block(m).get("mae")),

@@ -27,6 +27,7 @@ from forecaster.cli.app import (
 )
 from forecaster.config.settings import Settings
 from forecaster.usecases.jobs import series_of_run
+from forecaster.usecases.models import start_label
 
 if TYPE_CHECKING:
     from forecaster.usecases.jobs import SeriesResult
@@ -102,7 +103,7 @@ def train_table(results: list[SeriesResult]) -> Table:
                         "the recurrent model's and the baselines' (lower is better)",
                   title_justify="left", caption=f"{holdout.COVERAGE_NOTE}; h: steps per path; MASE: mean over the "
                   "path's steps, step 1: at the first step", caption_justify="left")
-    for col in ("series", "status", "version", "h", "serves", "MASE", "step 1", "model", "naive", "seasonal",
+    for col in ("series", "status", "version", "start", "h", "serves", "MASE", "step 1", "model", "naive", "seasonal",
                 "champion", "coverage", "device", "time"):
         table.add_column(col)
     for res in results:
@@ -110,7 +111,8 @@ def train_table(results: list[SeriesResult]) -> Table:
         m = (r.metrics if r else None) or {}
         table.add_row(
             escape(res.series_key), f"[{TRAIN_COLOURS.get(res.status, 'red')}]{res.status}[/]",
-            f"v{r.version}" if r and r.version else "-", str(holdout.horizon(m)) if m else "-",
+            f"v{r.version}" if r and r.version else "-", start_label(r.start if r else None),
+            str(holdout.horizon(m)) if m else "-",
             escape(holdout.served_label(m)), fmt(holdout.served_mase(m)), fmt(holdout.served_step1(m)),
             *(fmt(holdout.holdout_mase(m, block)) for block in holdout.RIVALS),
             holdout.percent(holdout.served_coverage(m, res.status)), (r.device if r else None) or "-",
@@ -120,7 +122,7 @@ def train_table(results: list[SeriesResult]) -> Table:
 
 
 def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None,
-              one_by_one: bool = False) -> list[SeriesResult]:
+              one_by_one: bool = False, cold: bool = False) -> list[SeriesResult]:
     """Train ``keys`` (every series when None) as a job run here; print the table and each non-promotion's reason."""
     from forecaster.usecases.executor import run_here
 
@@ -141,7 +143,8 @@ def run_train(s: Settings, sm: sessionmaker[Session], keys: list[str] | None,
                 bar.remove_task(tasks.pop(result.series_key))
             bar.update(overall, advance=1)
 
-        report = run_here(sm, s, kind="train", keys=keys, one_by_one=one_by_one, on_start=on_start, on_done=on_done)
+        report = run_here(sm, s, kind="train", keys=keys, one_by_one=one_by_one, on_start=on_start, on_done=on_done,
+                          cold=cold)
     from forecaster.usecases.retrain import TrainReport
 
     out.print(train_table(report.results))
@@ -161,8 +164,15 @@ def train(
         "--one-by-one",
         help="Train each series alone in turn, never in fleets (fleets: on a GPU, or amp groups of 16+ on a bf16 CPU).",
     )] = False,
+    cold: Annotated[bool, typer.Option(
+        "--cold", help="Train from scratch: random weights, every statistical form searched again "
+                       "(default: warm from the champion where its network has the same shape).")] = False,
 ) -> None:
     """Train a new model version per series, gate it against the baselines and the champion.
+
+    A retrain starts warm from the champion's weights and statistical forms where it can, with a
+    short budget; ``--cold`` starts from scratch (so does every ``model.cold_every``-th retrain,
+    and a retrain whose warm version lost to a baseline).
 
     Where it pays (a GPU; amp LSTM/RNN groups of 16+ on a CPU with native bfloat16), series of one
     model shape are trained together as a fleet (one batched pass per step); each still gets its
@@ -170,6 +180,6 @@ def train(
     """
     s = settings()
     sm = open_db(s)
-    results = run_train(s, sm, series, one_by_one)
+    results = run_train(s, sm, series, one_by_one, cold)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)

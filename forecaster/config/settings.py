@@ -136,7 +136,7 @@ class ModelSpec(_Strict):
     warm_start: bool = True
     warm_epochs: int = Field(default=12, ge=1, le=10_000)  # a warm retrain's budget, at most
     warm_patience: int = Field(default=3, ge=1)
-    cold_every: int = Field(default=7, ge=0, le=10_000)  # after this many warm versions in a row, one cold; 0: never
+    cold_every: int = Field(default=7, ge=0, le=10_000)  # after this many warm retrains in a row, one cold; 0: never
     # Statistical candidates that compete with the model (README "Candidates"); [] = none.
     candidates: tuple[Literal["ets", "ets_seasonal", "theta", "arima"], ...] = (
         "ets", "ets_seasonal", "theta", "arima")

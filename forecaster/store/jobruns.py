@@ -42,11 +42,13 @@ class JobRunView:
     series_failed: int
     progress: dict[str, Any] | None
     error: str | None
+    cold: bool = False  # a train run that retrains from scratch (``forecaster train --cold``)
 
 
 def _view(r: JobRun) -> JobRunView:
     return JobRunView(r.id, r.kind, r.trigger, r.status, r.series_keys, r.started_at, r.finished_at,
-                      r.series_total, r.series_done, r.series_failed, r.progress, r.error)
+                      r.series_total, r.series_done, r.series_failed, r.progress, r.error,
+                      bool((r.options or {}).get("cold")))
 
 
 def run_keys(settings: Settings, *, kind: str, keys: Sequence[str] | None) -> list[str]:
@@ -70,8 +72,9 @@ def run_keys(settings: Settings, *, kind: str, keys: Sequence[str] | None) -> li
 
 
 def create_run(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: Sequence[str] | None = None,
-               trigger: str = "manual") -> JobRunView:
-    """Record a queued job run for the named series (all when ``keys`` is empty; see ``run_keys``).
+               trigger: str = "manual", cold: bool = False) -> JobRunView:
+    """Record a queued job run for the named series (all when ``keys`` is empty; see ``run_keys``);
+    ``cold``: a train run whose series retrain from scratch.
 
     Raises:
         InvalidInput: unknown kind.
@@ -80,7 +83,8 @@ def create_run(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys
     series_keys = run_keys(settings, kind=kind, keys=keys)
     with write_session(sm) as session:
         run = JobRun(kind=kind, trigger=trigger, series_keys=series_keys, status="queued",
-                     series_total=len(series_keys), progress={"results": []})
+                     series_total=len(series_keys), progress={"results": []},
+                     options={"cold": True} if cold and kind == "train" else None)
         session.add(run)
         session.flush()
         return _view(run)

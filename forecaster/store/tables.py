@@ -158,6 +158,7 @@ class JobRun(Base):
     series_failed: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # {"cold": true}: retrain from scratch
 
 
 class ModelVersion(Base):

@@ -219,7 +219,7 @@ class RunReport:
 
 def run_here(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: Sequence[str] | None = None,
              snapshot_fallback: bool = False, one_by_one: bool = False, on_start: OnStart | None = None,
-             on_done: OnDone | None = None) -> RunReport:
+             on_done: OnDone | None = None, cold: bool = False) -> RunReport:
     """Record a job run (trigger ``manual``) over ``keys`` (all when None) and execute it on this thread.
 
     What `forecaster ingest`, `train` and `up` do, whatever the database: the
@@ -232,7 +232,7 @@ def run_here(sm: sessionmaker[Session], settings: Settings, *, kind: str, keys: 
     """
     if kind == "ingest":
         sync_all_series(sm, settings)  # every configured series is listed before any ingest
-    run = jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger="manual")
+    run = jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger="manual", cold=cold)
     results: dict[str, SeriesResult] = {}
 
     def done(result: SeriesResult) -> None:

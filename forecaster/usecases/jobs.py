@@ -54,8 +54,9 @@ class SeriesResult:
 
 def start_run(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *, kind: str,
               keys: Sequence[str] | None = None, trigger: str = "manual",
-              snapshot_fallback: bool = False) -> JobRunView:
-    """Record a job run over ``keys`` (every configured series when None) and hand it to ``queue``.
+              snapshot_fallback: bool = False, cold: bool = False) -> JobRunView:
+    """Record a job run over ``keys`` (every configured series when None) and hand it to ``queue``
+    (``cold``: a train run whose series retrain from scratch).
 
     Returns the run as recorded (``queued``); poll ``jobruns.get_run`` for progress.
 
@@ -64,7 +65,7 @@ def start_run(sm: sessionmaker[Session], settings: Settings, queue: WorkQueue, *
         SeriesNotFound: a key is not configured.
         StorageUnavailable: the task queue cannot be reached.
     """
-    run = jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger=trigger)
+    run = jobruns.create_run(sm, settings, kind=kind, keys=keys, trigger=trigger, cold=cold)
     try:
         queue.submit(run.id, kind=kind, keys=run.series_keys or [], snapshot_fallback=snapshot_fallback)
     except Exception as exc:
@@ -101,6 +102,7 @@ def _train(sm: sessionmaker[Session], spec: SeriesSpec, run_id: int, gather: Fle
            progress: EpochProgress | None) -> SeriesResult:
     with sm() as session:
         run = session.get(JobRun, run_id)
+        cold = run is not None and bool((run.options or {}).get("cold"))
         series = find_series(session, spec.key)
         if run is not None and series is not None:
             done = _trained_by_run(session, series.id, run_id)
@@ -115,7 +117,7 @@ def _train(sm: sessionmaker[Session], spec: SeriesSpec, run_id: int, gather: Fle
                                     f"v{fresh.version} was trained on the same data after this run was queued"
                                     + (f" (by job run {by})" if by else ""))
     try:
-        r = retrain_series(sm, spec, job_run_id=run_id, gather=gather, progress=progress)
+        r = retrain_series(sm, spec, job_run_id=run_id, gather=gather, progress=progress, cold=cold)
     except ForecasterError as exc:  # the series' own problem: recorded, never retried
         return SeriesResult(spec.key, "failed", False, f"{spec.key}: {exc}")
     return SeriesResult(spec.key, r.status, r.ok, r.reason if r.version is None else f"v{r.version}: {r.reason}", r)

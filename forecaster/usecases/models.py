@@ -10,7 +10,7 @@ history and the stored forecast move together, or nothing changes. The views ret
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -127,3 +127,13 @@ def rollback(sm: sessionmaker[Session], *, series_key: str) -> ServingChange:
     with write_session(sm) as session:
         champion = registry.rollback(session, series_key=series_key)
         return _finish(session, champion, "rollback")
+
+
+def start_label(start: dict[str, Any] | None) -> str:
+    """How a version's training started: "warm v3", "cold", "cold (warm lost)"."""
+    if not start:
+        return "-"
+    if start.get("kind") == "warm":
+        return f"warm v{start.get('from_version')}" if start.get("from_version") else "warm"
+    why = str(start.get("why") or "")
+    return "cold (warm lost)" if why.startswith("warm v") else "cold"

@@ -66,6 +66,7 @@ class TrainReport:
     duration_s: float = 0.0
     # Seconds by phase of a training alone: load, windows, epochs, scoring (the candidates' ladder included), store.
     phases: dict[str, float] = field(default_factory=dict)
+    start: dict[str, Any] | None = None  # the version's lineage["start"]: warm (from which version) or cold (why)
 
     @property
     def ok(self) -> bool:
@@ -92,7 +93,7 @@ class _Loaded:
     champion: Predictor | None
     champion_version: int | None
     started: float
-    champion_lineage: dict[str, Any] = field(default_factory=dict)
+    latest_start: dict[str, Any] = field(default_factory=dict)  # lineage["start"] of the latest version
 
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
@@ -105,7 +106,9 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         if series is None:
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
-        champion, champion_version, champion_lineage = _champion_predictor(session, series)
+        champion, champion_version, _ = _champion_predictor(session, series)
+        latest = registry.latest_version(session, series.id)
+        latest_start = dict((latest.lineage or {}).get("start") or {}) if latest is not None else {}
     try:
         ts, values, dropped = recent_segment(ts, values)
     except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
@@ -116,7 +119,7 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
     if dropped:
         log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
                   since=ts[0].isoformat() if len(ts) else None)
-    return _Loaded(spec, ts, values, dropped, champion, champion_version, started, champion_lineage)
+    return _Loaded(spec, ts, values, dropped, champion, champion_version, started, latest_start)
 
 
 def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainReport:
@@ -175,13 +178,13 @@ def _store(sm: sessionmaker[Session], d: _Loaded, outcome: TrainOutcome, job_run
               mase=model_m.get("mase"), naive_mase=outcome.metrics["naive"].get("mase"),
               device=outcome.lineage.get("device"), duration_s=round(duration, 2))
     return TrainReport(spec.key, status, version, mv_id, reason, outcome.metrics,
-                       outcome.lineage.get("device"), duration, phases or {})
+                       outcome.lineage.get("device"), duration, phases or {}, lineage.get("start"))
 
 
 def _start(d: _Loaded, cold: bool) -> str:
     """Why this retrain starts cold, or "" when it may start warm from the champion."""
     m = d.spec.model
-    streak = int(((d.champion_lineage or {}).get("start") or {}).get("streak", 0))
+    streak = int(d.latest_start.get("streak", 0))
     if cold:
         return "a cold retrain was asked for"
     if not m.warm_start:
@@ -189,7 +192,7 @@ def _start(d: _Loaded, cold: bool) -> str:
     if d.champion is None:
         return "no champion to start from"
     if m.cold_every and streak >= m.cold_every:
-        return f"the champion v{d.champion_version} is the {streak}th warm version in a row (cold_every {m.cold_every})"
+        return f"the last {streak} versions started warm (cold_every {m.cold_every})"
     return ""
 
 
@@ -281,7 +284,7 @@ def _conclude(sm: sessionmaker[Session], d: _Loaded, prep: Prepared, outcome: Tr
               phases: dict[str, float]) -> TrainReport:
     """Store a fitted outcome (warm or cold); a warm one that lost to a baseline, or failed (None),
     is followed by a cold retrain, alone, whose report is returned."""
-    streak = int(((d.champion_lineage or {}).get("start") or {}).get("streak", 0))
+    streak = int(d.latest_start.get("streak", 0))
     extra: dict[str, Any] = {"fleet_size": size} if size > 1 else {}
     if outcome is not None and prep.init is not None:
         start = {**outcome.lineage["start"], "streak": streak + 1}
