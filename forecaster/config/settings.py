@@ -136,6 +136,7 @@ class ModelSpec(_Strict):
     warm_start: bool = True
     warm_epochs: int = Field(default=12, ge=1, le=10_000)  # a warm retrain's budget, at most
     warm_patience: int = Field(default=3, ge=1)
+    warm_lr: float | None = Field(default=None, gt=0, le=1)  # None: a tenth of lr (a fine-tune, not a restart)
     cold_every: int = Field(default=7, ge=0, le=10_000)  # after this many warm retrains in a row, one cold; 0: never
     # Statistical candidates that compete with the model (README "Candidates"); [] = none.
     candidates: tuple[Literal["ets", "ets_seasonal", "theta", "arima"], ...] = (

@@ -177,7 +177,8 @@ class Prepared:
 
         s = self.spec
         warm = self.init is not None  # a short budget from the champion's weights
-        return TrainConfig(lr=s.lr, batch_size=s.batch_size, epochs=s.warm_epochs if warm else s.epochs,
+        lr = (s.warm_lr or s.lr / 10) if warm else s.lr
+        return TrainConfig(lr=lr, batch_size=s.batch_size, epochs=s.warm_epochs if warm else s.epochs,
                            patience=s.warm_patience if warm else s.patience, grad_clip=s.grad_clip, loss=s.loss,
                            seed=s.seed, device=s.device, amp=s.amp, warm=warm)
 
