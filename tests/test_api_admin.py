@@ -242,11 +242,11 @@ def test_a_triggered_train_runs_off_the_request_and_adds_a_version(api: Api, tmp
 
 
 def _triggered_train_adds_a_version(api: Api) -> None:
-    r = api.client.post("/v1/jobs/train", json={"keys": [TRAINED]}, headers=api.admin)
+    r = api.client.post("/v1/jobs/train", json={"keys": [TRAINED], "cold": True}, headers=api.admin)
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
     assert r.headers["location"] == f"/v1/jobs/runs/{run_id}"
-    assert r.json()["kind"] == "train" and r.json()["trigger"] == "api"
+    assert r.json()["kind"] == "train" and r.json()["trigger"] == "api" and r.json()["cold"] is True
 
     def finished() -> Any:
         run = api.client.get(r.headers["location"], headers=api.admin).json()
@@ -257,8 +257,11 @@ def _triggered_train_adds_a_version(api: Api) -> None:
     assert run["series_done"] == 1 and run["progress"]["results"][0]["series"] == TRAINED
     versions = api.client.get(f"/v1/series/{TRAINED}/models").json()["versions"]
     assert [v["version"] for v in versions] == [3, 2, 1]
+    # cold reached whoever trained (this process, or a worker through the queue): random weights, not v2's
+    assert versions[0]["lineage"]["start"]["kind"] == "cold"
+    assert versions[0]["lineage"]["start"]["why"] == "a cold retrain was asked for"
     runs = api.client.get("/v1/jobs/runs", params={"kind": "train"}, headers=api.admin).json()["runs"]
-    assert runs[0]["id"] == run_id
+    assert runs[0]["id"] == run_id and runs[0]["cold"] is True
 
 
 def test_a_triggered_ingest_of_all_series_skips_push_series(sqlite_api: Api) -> None:
@@ -271,6 +274,13 @@ def test_a_triggered_ingest_of_all_series_skips_push_series(sqlite_api: Api) -> 
 
     run = wait_for(finished, timeout_s=60)
     assert run["status"] == "ok", run
+
+
+def test_cold_is_a_train_option_only_and_must_be_a_boolean(sqlite_api: Api) -> None:
+    r = sqlite_api.client.post("/v1/jobs/ingest", json={"cold": True}, headers=sqlite_api.admin)
+    assert r.status_code == 422 and "cold" in r.text, r.text
+    r = sqlite_api.client.post("/v1/jobs/train", json={"cold": "very"}, headers=sqlite_api.admin)
+    assert r.status_code == 422 and "cold" in r.text, r.text
 
 
 def test_triggering_a_job_for_an_unknown_key_is_404(sqlite_api: Api) -> None:
