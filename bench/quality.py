@@ -218,6 +218,15 @@ def product_paths(out: object, ts: pd.DatetimeIndex, v: np.ndarray, at: np.ndarr
     return every
 
 
+def every_dense(out: object, v: np.ndarray, at: np.ndarray, h: int, member: str) -> np.ndarray:
+    """A baseline member's paths at origins ``at`` (the statistical ones go through ``champion_served``)."""
+    from forecaster.modelling import paths
+
+    if member == "naive":
+        return paths.naive_paths(v, at, h)
+    raise ValueError(f"cannot re-run member {member} densely")
+
+
 def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
               horizon: int | None) -> dict[str, object]:
     """One series under the ANCHORS.md paths protocol: peers and product side by side."""
@@ -259,7 +268,18 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
     # the served interval: per-step ACI from the stored states, delayed feedback over the bench origins
     steps = serving.get("aci_steps") or [m["served_interval"]["aci"]]
     states = [ACIState.from_dict(d) for d in steps]
-    widths, _ = walk_paths(states, at, y - served)
+    starved, _ = walk_paths(states, at, y - served)
+    cov_starved, _ = paths.step_coverage(y - served, starved)
+    # As the service runs it: a path is made at every position (each refresh) and each actual updates
+    # every step state that targeted it; the intervals are read at the protocol's origins.
+    dense = np.arange(int(at[0]), n - h + 1)
+    dense_model = out.predictor.predict_rolling_paths(ts, v, dense)
+    dense_served = champion_served(out.predictor, dense_model, ts, v, dense, season_length(frequency))
+    if dense_served is None:
+        dense_served = np.mean([dense_model if k == "model" else every_dense(out, v, dense, h, k)
+                                for k in serving["members"]], axis=0)
+    dense_widths, _ = walk_paths(states, dense, paths.actual_paths(v, dense, h) - dense_served)
+    widths = dense_widths[np.searchsorted(dense, at)]
     cov, cov_steps = paths.step_coverage(y - served, widths)
 
     def block(f: np.ndarray) -> dict[str, object]:
@@ -294,6 +314,7 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
         "regret_h": sm / float(cand_blocks[best_cand]["mase"]),  # type: ignore[arg-type]
         "regret_step1": float(served_b["mase_step1"]) / float(cand_blocks[best_cand1]["mase_step1"]),  # type: ignore[arg-type]
         "coverage_90": cov, "coverage_steps": cov_steps,
+        "coverage_90_fed_at_origins_only": cov_starved,
         "coverage_worst_step": (int(np.argmax(np.abs(np.asarray(cov_steps) - 0.9))) + 1),
         "halfwidth_first_origin": [float(x) for x in widths[0]],
         "served_check_max_abs_scaled": served_check,
