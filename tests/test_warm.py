@@ -25,7 +25,7 @@ from forecaster.usecases.jobs import get_run, start_run
 from forecaster.usecases.retrain import retrain_series
 from tests.api_server import wait_for
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "forecaster" / "snapshots"  # bundled real series
 TINY = "epochs = 25, hidden_size = 16, window = 24, candidates = []"
 
 
@@ -150,7 +150,7 @@ def test_the_train_command_with_cold_trains_from_scratch_and_the_table_says_so(t
 
 
 def test_statistical_candidates_refit_warm_keep_the_stored_form() -> None:
-    frame = pd.read_csv(DATA / "nino12_sst_monthly.csv")
+    frame = pd.read_csv(SNAPSHOTS / "nino12_sst_monthly.csv")
     y = frame["value"].to_numpy(dtype=float)
     for name in ("ets_seasonal", "arima", "theta"):
         first = cands.fit_one(name, y, len(y) - 60, 12)
