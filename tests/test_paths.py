@@ -201,3 +201,32 @@ def test_a_path_choice_needing_the_model_must_win_by_more_than_the_folds_noise()
     assert choose(steady, y)[0].members == ("model",)
     one_step = {k: v[:, :1] for k, v in noisy.items()}  # one step: the lowest validation MAE, as always
     assert choose(one_step, y[:, :1])[0].members == ("model",)
+
+
+def test_the_fast_aci_walk_states_what_one_update_at_a_time_states() -> None:
+    """walk/walk_paths keep the scores sorted for speed: every width and the end state must be those
+    of ACIState.update called once per actual (NaN skipped, the window rolling over)."""
+    from forecaster.modelling.intervals import ACIState, walk, walk_paths
+
+    rng = np.random.default_rng(3)
+    r = rng.standard_t(3, size=(400, 3)) * np.where(np.arange(400) > 200, 3.0, 1.0)[:, None]  # a volatility shift
+    r[17, 1] = np.nan
+    start = [ACIState.start(rng.normal(size=300), 0.9, window=120) for _ in range(3)]
+    at = np.arange(400) * 2  # origins two positions apart: step 3's errors wait for their actual
+    widths, end = walk_paths(start, at, r)
+    for k in range(3):
+        state, pending = start[k], []
+        for i, o in enumerate(at):
+            while pending and pending[0][0] < o:
+                state = state.update(pending.pop(0)[1])
+            assert widths[i, k] == state.halfwidth
+            pending.append((o + k, r[i, k]))
+        for _, res in pending:
+            state = state.update(res)
+        assert end[k] == state
+    one, last = walk(start[0], r[:, 0])
+    state = start[0]
+    for i, x in enumerate(r[:, 0]):
+        assert one[i] == state.halfwidth
+        state = state.update(x)
+    assert last == state
