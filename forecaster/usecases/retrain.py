@@ -73,13 +73,13 @@ class TrainReport:
         return self.status in ("promoted", "rejected", "skipped")
 
 
-def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | None, int | None, dict[str, Any]]:
+def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | None, int | None]:
     mv = registry.champion_of(session, series.id)
     if mv is None:
-        return None, None, {}
+        return None, None
     from forecaster.modelling.predictor import Predictor
 
-    return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version, dict(mv.lineage or {})
+    return Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights), mv.version
 
 
 @dataclass
@@ -106,7 +106,7 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         if series is None:
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
-        champion, champion_version, _ = _champion_predictor(session, series)
+        champion, champion_version = _champion_predictor(session, series)
         latest = registry.latest_version(session, series.id)
         latest_start = dict((latest.lineage or {}).get("start") or {}) if latest is not None else {}
     try:
