@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import orjson
 import simdjson
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
@@ -60,7 +61,7 @@ async def predict(model_version_id: IdPath, request: Request, state: StateDep) -
             out = await state.predictors.submit(_predict, state, model_version_id, raw, False)
     else:
         out = await state.predictors.submit(_predict, state, model_version_id, raw)
-    return Response(out.model_dump_json(), media_type="application/json")  # built here: no second validation
+    return Response(out, media_type="application/json")  # bytes built on the torch thread (``_answer``)
 
 
 # ~512 windows of 48 values parse in < 0.5 ms on the event loop; larger bodies parse on the torch thread
@@ -108,7 +109,7 @@ def _model_for(state: AppState, model_version_id: int, batch: int) -> Any:
         return state.predictors.get(session, model_version_id)
 
 
-def _predict(state: AppState, model_version_id: int, raw: bytes, try_fast: bool = True) -> PredictOut:
+def _predict(state: AppState, model_version_id: int, raw: bytes, try_fast: bool = True) -> bytes:
     fast = _fast_windows(raw) if try_fast else None
     if fast is not None:
         return _run_predict(state, model_version_id, fast, None)
@@ -138,8 +139,9 @@ def _predict(state: AppState, model_version_id: int, raw: bytes, try_fast: bool 
     return _run_predict(state, model_version_id, values, last_ts)
 
 
-def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, last_ts: Any) -> PredictOut:
-    """Check the batch against the model and run it: values (batch, window), finite."""
+def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, last_ts: Any) -> bytes:
+    """Check the batch against the model and run it: values (batch, window), finite. Returns the
+    ``PredictOut`` JSON."""
     batch = values.shape[0]
     model = _model_for(state, model_version_id, batch)
     window = model.window
@@ -161,8 +163,21 @@ def _run_predict(state: AppState, model_version_id: int, values: np.ndarray, las
             "send values on the series' own scale"
         )
     state.metrics.predictions.inc(batch)
-    return PredictOut(model_version_id=model_version_id, series_key=model.series_key, version=model.version,
-                      window=window, horizon=paths.shape[1], predictions=paths[:, 0].tolist(), paths=paths.tolist())
+    return _answer(PredictOut.model_construct(
+        model_version_id=model_version_id, series_key=model.series_key, version=model.version, window=window,
+        horizon=paths.shape[1], predictions=[], paths=[]), np.asarray(paths, dtype=np.float64))
+
+
+def _answer(head: PredictOut, paths: np.ndarray) -> bytes:
+    """``head`` with its ``predictions`` and ``paths`` taken from ``paths`` (B, h), as JSON bytes.
+
+    orjson writes the float64 arrays straight from numpy, with the same shortest round-trip digits
+    as pydantic: 256 windows x 24 steps in ~0.1 ms where ``tolist``, the model and its dump took
+    ~0.5 ms (the fields are the model's, so the schema and the answer cannot drift apart)."""
+    fields = head.model_dump()
+    fields["predictions"] = np.ascontiguousarray(paths[:, 0])
+    fields["paths"] = np.ascontiguousarray(paths)
+    return orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 @router.post("/series/{key}/promote", response_model=ChampionOut, dependencies=[AdminDep],
