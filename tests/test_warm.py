@@ -104,7 +104,7 @@ def test_after_cold_every_warm_versions_the_next_retrain_is_cold(tmp_path: Path,
     assert "cold_every 1" in kinds[2]["why"]
 
 
-def test_a_warm_version_that_loses_to_a_baseline_is_followed_by_a_cold_one(
+def test_a_warm_version_that_loses_to_a_baseline_is_followed_by_a_cold_one_unless_the_last_cold_lost_too(
         tmp_path: Path, sm: sessionmaker[Session]) -> None:
     s = settings_for(tmp_path)
     spec = s.series[0]
@@ -123,6 +123,16 @@ def test_a_warm_version_that_loses_to_a_baseline_is_followed_by_a_cold_one(
         assert v2 is not None and v2.status == "rejected" and v2.status_reason.endswith("a cold retrain follows")
     assert cold["start"]["kind"] == "cold" and cold["start"]["why"] == "warm v2 lost to a baseline at the gate"
     assert report.version == 3 and report.start is not None and report.start["kind"] == "cold"
+    assert report.status == "rejected" and cold["start"]["cold_lost"] is True  # lr 1e-9: it cannot learn either
+
+    # The next warm loss is not followed by another cold retrain: the last cold one lost too.
+    again = retrain_series(sm, s2.series[0])
+    assert again.version == 4 and again.start is not None and again.start["kind"] == "warm"
+    assert again.status == "rejected" and "the last cold retrain lost to a baseline too, so none follows" \
+        in again.reason, again.reason
+    assert again.start["cold_lost"] is True and again.start["streak"] == 1
+    with sm() as session:
+        assert session.scalar(select(ModelVersion).where(ModelVersion.version == 5)) is None
 
 
 def test_the_train_command_with_cold_trains_from_scratch_and_the_table_says_so(tmp_path: Path) -> None:

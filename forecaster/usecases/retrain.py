@@ -283,13 +283,22 @@ def _conclude(sm: sessionmaker[Session], d: _Loaded, prep: Prepared, outcome: Tr
               why_cold: str, progress: EpochProgress | None, job_run_id: int | None,
               phases: dict[str, float]) -> TrainReport:
     """Store a fitted outcome (warm or cold); a warm one that lost to a baseline, or failed (None),
-    is followed by a cold retrain, alone, whose report is returned."""
+    is followed by a cold retrain, alone, whose report is returned. Not when the last cold version
+    lost to a baseline too (``start.cold_lost``, carried by the warm versions after it): on a series
+    nothing beats (a random walk), a cold retrain after every warm loss only doubled the time;
+    ``cold_every`` still brings the next cold one."""
     streak = int(d.latest_start.get("streak", 0))
+    cold_lost = bool(d.latest_start.get("cold_lost", False))  # the last cold version lost to a baseline
     extra: dict[str, Any] = {"fleet_size": size} if size > 1 else {}
     if outcome is not None and prep.init is not None:
-        start = {**outcome.lineage["start"], "streak": streak + 1}
+        start = {**outcome.lineage["start"], "streak": streak + 1, "cold_lost": cold_lost}
         if not _fails_a_baseline(outcome.metrics):
             return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases)
+        if cold_lost:  # nothing beat the baselines from scratch either: a cold start again would not help
+            every = d.spec.model.cold_every
+            return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases,
+                          after="; the last cold retrain lost to a baseline too, so none follows"
+                                + (f" (the next is due after {every} warm ones in a row)" if every else ""))
         warm = _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=dict(phases),
                       after="; a cold retrain follows")
         why_cold = f"warm v{warm.version} lost to a baseline at the gate"
@@ -302,7 +311,7 @@ def _conclude(sm: sessionmaker[Session], d: _Loaded, prep: Prepared, outcome: Tr
         except TrainingError as exc:
             return _not_trained(d, exc, job_run_id)
         extra = {}
-    start = {**outcome.lineage["start"], "streak": 0, "why": why_cold}
+    start = {**outcome.lineage["start"], "streak": 0, "why": why_cold, "cold_lost": _fails_a_baseline(outcome.metrics)}
     return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases)
 
 
