@@ -62,7 +62,7 @@ def test_a_retrain_starts_from_the_champions_weights_and_its_lineage_says_so(
     first = retrain_series(sm, spec)
     assert first.status == "promoted", first.reason
     v1 = lineage(sm, 1)
-    assert v1["start"]["kind"] == "cold" and v1["start"]["why"] == "no champion to start from"
+    assert v1["start"]["kind"] == "cold" and v1["start"]["why"] == "no version to start from"
     # A random network's first validation loss is far above what training reached.
     assert v1["start"]["initial_val_loss"] > 3 * v1["best_val_loss"]
 
@@ -73,6 +73,25 @@ def test_a_retrain_starts_from_the_champions_weights_and_its_lineage_says_so(
     assert v2["best_val_loss"] <= v2["start"]["initial_val_loss"]  # epoch 0 counts: never worse than the start
     assert v2["epochs_run"] <= spec.model.warm_epochs
     assert second.start is not None and second.start["kind"] == "warm"
+
+
+def test_with_no_champion_a_retrain_starts_warm_from_the_latest_version(
+        tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    # lr 1e-9: v1 stays a random network and loses to naive, so nothing is promoted; the next
+    # retrain still starts from v1's weights and forms, not from random ones.
+    stuck = settings_for(tmp_path, TINY.replace("epochs = 25", "epochs = 3") + ", lr = 1e-9")
+    spec = stuck.series[0]
+    push(sm, spec, sine(700))
+    first = retrain_series(sm, spec)
+    assert first.status == "rejected", first.reason
+    v1 = lineage(sm, 1)
+    assert v1["start"]["why"] == "no version to start from" and v1["start"]["cold_lost"] is True
+    second = retrain_series(sm, settings_for(tmp_path).series[0])
+    v2 = lineage(sm, second.version)
+    assert v2["start"]["kind"] == "warm" and v2["start"]["from_version"] == 1
+    assert v2["start"]["initial_val_loss"] == pytest.approx(v1["best_val_loss"], rel=1e-5)
+    with sm() as session:
+        assert session.scalar(select(ModelVersion).where(ModelVersion.version == 3)) is None  # no cold after it
 
 
 def test_cold_asked_for_starts_from_random_weights_through_a_job_run(

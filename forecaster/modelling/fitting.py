@@ -60,14 +60,15 @@ def fit_one(prep: Prepared,
 
 
 def warm_start(prep: Prepared, champion: Predictor | None, version: int | None = None) -> tuple[Prepared, str]:
-    """``prep`` set to start from the champion's weights, when its network has this shape and inputs.
+    """``prep`` set to start from ``champion``'s weights (the version a warm retrain starts from: the
+    champion, or the latest version when none serves), when its network has this shape and inputs.
 
     Returns (prep, why): the warm prep and "", or ``prep`` unchanged and the reason it trains cold.
     """
     import dataclasses
 
     if champion is None or champion.model is None:
-        return prep, "no champion to start from"
+        return prep, "no version to start from"
     hp = champion.hp
     mine = {**prep.model_config().to_dict(), "window": prep.window, "calendar_columns": list(prep.columns),
             "target": prep.spec.target, "normalise": prep.spec.normalise}
@@ -75,7 +76,8 @@ def warm_start(prep: Prepared, champion: Predictor | None, version: int | None =
     theirs["horizon"] = hp.get("horizon", 1)
     differ = [f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in mine if theirs[k] != mine[k]]
     if differ:
-        return prep, "the champion's network differs: " + ", ".join(differ)
+        start = f"v{version}" if version is not None else "the version to start from"
+        return prep, f"the network of {start} differs: " + ", ".join(differ)
     state = {k: v.detach().clone() for k, v in champion.model.state_dict().items()}
     return dataclasses.replace(prep, init=state, warm_from=version), ""
 
@@ -110,8 +112,11 @@ def fit_many(preps: list[Prepared], progress: list[Callable[[int, int, float], N
 
 
 def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
-          champion: Predictor | None = None) -> TrainOutcome:
+          champion: Predictor | None = None, *, start: Predictor | None = None) -> TrainOutcome:
     """Score a fitted network's paths on the holdout against the baselines and the champion, and package it.
+
+    A warm ``prep`` (``prep.init``) keeps the statistical forms of ``start``, the version its
+    weights came from (default: the champion).
 
     Every figure is over the same rolling origins (``paths.origins``): each position for one step,
     at most ``paths.MAX_ORIGINS`` strided ones for paths; blocks carry MASE per step and per fold.
@@ -168,8 +173,9 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
     # compete with the model on validation; the winner serves with an ACI interval per step.
     from forecaster.modelling.selection import ladder
 
-    warm = prep.init is not None and champion is not None  # warm: the champion's forms and orders too
-    keep = ((champion.hp.get("serving") or {}).get("fitted") or None) if warm and champion is not None else None
+    origin = start if start is not None else champion
+    warm = prep.init is not None and origin is not None  # warm: the forms and orders of its start too
+    keep = ((origin.hp.get("serving") or {}).get("fitted") or None) if warm and origin is not None else None
     lad = ladder(ts, v, p_val=p_val, p_hold=p_hold, season=season, scale=scale,
                  model_forecasts=np.concatenate([val_pred, hold_pred]), level=spec.interval_level,
                  statistical=tuple(spec.candidates), horizon=h, keep=keep)

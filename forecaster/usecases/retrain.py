@@ -28,7 +28,7 @@ from forecaster.logs import log_event
 from forecaster.store import registry
 from forecaster.store.observations import load_values
 from forecaster.store.series import find_series, sync_series
-from forecaster.store.tables import Series, write_session
+from forecaster.store.tables import ModelVersion, write_session
 from forecaster.usecases.fleets import FleetGatherer, fit_group, fleets_pay
 from forecaster.usecases.forecasting import refresh_forecast
 
@@ -73,8 +73,7 @@ class TrainReport:
         return self.status in ("promoted", "rejected", "skipped")
 
 
-def _champion_predictor(session: Session, series: Series) -> tuple[Predictor | None, int | None]:
-    mv = registry.champion_of(session, series.id)
+def _predictor_of(mv: ModelVersion | None) -> tuple[Predictor | None, int | None]:
     if mv is None:
         return None, None
     from forecaster.modelling.predictor import Predictor
@@ -94,6 +93,10 @@ class _Loaded:
     champion_version: int | None
     started: float
     latest_start: dict[str, Any] = field(default_factory=dict)  # lineage["start"] of the latest version
+    # What a warm start begins from: the champion, or the latest version when none serves (a series
+    # whose versions all lost to a baseline: starting those from random weights each time cost 6x).
+    origin: Predictor | None = None
+    origin_version: int | None = None
 
 
 def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -> _Loaded | TrainReport:
@@ -106,9 +109,10 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         if series is None:
             return TrainReport(spec.key, "skipped", reason=f"{spec.key}: no observations yet: ingest it first")
         ts, values = load_values(session, series.id)
-        champion, champion_version = _champion_predictor(session, series)
+        champion, champion_version = _predictor_of(registry.champion_of(session, series.id))
         latest = registry.latest_version(session, series.id)
         latest_start = dict((latest.lineage or {}).get("start") or {}) if latest is not None else {}
+        origin, origin_version = (champion, champion_version) if champion is not None else _predictor_of(latest)
     try:
         ts, values, dropped = recent_segment(ts, values)
     except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
@@ -119,7 +123,8 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
     if dropped:
         log_event("train.segment", series=spec.key, run_id=job_run_id, dropped=dropped,
                   since=ts[0].isoformat() if len(ts) else None)
-    return _Loaded(spec, ts, values, dropped, champion, champion_version, started, latest_start)
+    return _Loaded(spec, ts, values, dropped, champion, champion_version, started, latest_start, origin,
+                   origin_version)
 
 
 def _not_trained(d: _Loaded, exc: Exception, job_run_id: int | None) -> TrainReport:
@@ -189,8 +194,8 @@ def _start(d: _Loaded, cold: bool) -> str:
         return "a cold retrain was asked for"
     if not m.warm_start:
         return "model.warm_start is off"
-    if d.champion is None:
-        return "no champion to start from"
+    if d.origin is None:
+        return "no version to start from"
     if m.cold_every and streak >= m.cold_every:
         return f"the last {streak} versions started warm (cold_every {m.cold_every})"
     return ""
@@ -215,7 +220,7 @@ def _fit_and_score(d: _Loaded, prep: Prepared, progress: EpochProgress | None, g
             raise error if isinstance(error, TrainingError) else TrainingError(str(error or "no model came back"))
         net, fitted = model, result
     epochs_done = time.perf_counter()
-    outcome = fitting.score(prep, net, fitted, d.champion)
+    outcome = fitting.score(prep, net, fitted, d.champion, start=d.origin)
     if phases is not None:
         phases["epochs"], phases["scoring"] = epochs_done - mark, time.perf_counter() - epochs_done
     return outcome, size
@@ -268,7 +273,7 @@ def retrain_series(
         return _not_trained(d, exc, job_run_id)
     why_cold = _start(d, cold)
     if not why_cold:
-        prep, why_cold = warm_start(prep, d.champion, d.champion_version)
+        prep, why_cold = warm_start(prep, d.origin, d.origin_version)
     phases["windows"] = time.perf_counter() - mark
     try:
         outcome, size = _fit_and_score(d, prep, progress, gather, phases)
@@ -411,7 +416,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                 return _not_trained(d, exc, job_run_id)
             why = _start(d, cold=False)
             if not why:
-                p, why = warm_start(p, d.champion, d.champion_version)
+                p, why = warm_start(p, d.origin, d.origin_version)
             why_cold[i] = why
             groups.setdefault(p.fleet_key, []).append((i, p))
             return None
@@ -441,7 +446,7 @@ def _by_fleet(sm: sessionmaker[Session], specs: list[SeriesSpec], job_run_id: in
                     if p.init is not None:  # the warm start diverged: cold, alone
                         return _conclude(sm, d, p, None, 1, f"the warm start failed: {error}", None, job_run_id, {})
                     return _not_trained(d, error or TrainingError("the fleet returned no model"), job_run_id)
-                outcome = fitting.score(p, model, result, d.champion)
+                outcome = fitting.score(p, model, result, d.champion, start=d.origin)
                 return _conclude(sm, d, p, outcome, size, why_cold[key], None, job_run_id, {})
 
             done(i, _guarded(d.spec, job_run_id, finish))
