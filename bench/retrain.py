@@ -1,7 +1,8 @@
 """Warm against cold retrains, side by side in one run (issue 19's benchmark).
 
     nice -n 10 .venv/bin/python bench/retrain.py month [--days 30] [--series a,b] [--out ...]
-    nice -n 10 .venv/bin/python bench/retrain.py many [--count 200] [--points 2000] [--workers 1,2]
+    nice -n 10 .venv/bin/python bench/retrain.py many [--count 200] [--points 2000] [--workers 1,2] [--ways warm,cold]
+        [--keep-base F | --base F]
 
 ``month``: for each public series of ../shared/data (ANCHORS.md), the last D days of actuals are
 held back; one cold version is trained on the rest, then the days are appended one at a time
@@ -36,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,24 +255,32 @@ def _many_worker(args: tuple[str, list[int], bool]) -> list[dict[str, Any]]:
     return out
 
 
-def many(count: int, points: int, workers: list[int]) -> dict[str, Any]:
+def many(count: int, points: int, workers: list[int], ways: tuple[str, ...] = ("warm", "cold"),
+         save: Callable[[dict[str, Any]], None] | None = None, base: Path | None = None,
+         keep_base: Path | None = None) -> dict[str, Any]:
     from forecaster.config.settings import SeriesSpec
 
-    frames = _slices(count, points)
     out: dict[str, Any] = {"count": count, "points": points, "runs": {}}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        _, sm = _open(tmp / "base.db")
-        for i, frame in enumerate(frames):
-            _append(sm, SeriesSpec(key=f"slice{i:04d}", source="push", frequency="1h"), frame.iloc[:points])
-        t0 = time.perf_counter()  # the first versions, cold, in two processes (not reported: setup)
-        with mp.get_context("spawn").Pool(2) as pool:
-            pool.map(_many_worker, [(str(tmp / "base.db"), list(range(k, count, 2)), True) for k in range(2)])
-        out["setup_s"] = round(time.perf_counter() - t0, 1)
-        for i, frame in enumerate(frames):  # one more day of actuals for every series
-            _append(sm, SeriesSpec(key=f"slice{i:04d}", source="push", frequency="1h"), frame.iloc[points:])
-        for w in workers:
-            for way in ("warm", "cold"):
+        if base is not None:  # a starting database kept by an earlier run (--keep-base): no setup
+            shutil.copy(base, tmp / "base.db")
+            out["base"] = str(base)
+        else:
+            frames = _slices(count, points)
+            _, sm = _open(tmp / "base.db")
+            for i, frame in enumerate(frames):
+                _append(sm, SeriesSpec(key=f"slice{i:04d}", source="push", frequency="1h"), frame.iloc[:points])
+            t0 = time.perf_counter()  # the first versions, cold, in two processes (the first trains)
+            with mp.get_context("spawn").Pool(2) as pool:
+                pool.map(_many_worker, [(str(tmp / "base.db"), list(range(k, count, 2)), True) for k in range(2)])
+            out["setup_s"] = round(time.perf_counter() - t0, 1)
+            for i, frame in enumerate(frames):  # one more day of actuals for every series
+                _append(sm, SeriesSpec(key=f"slice{i:04d}", source="push", frequency="1h"), frame.iloc[points:])
+            if keep_base is not None:
+                shutil.copy(tmp / "base.db", keep_base)
+        for way in ways:  # warm for every worker count first: the figure the goal is about
+            for w in workers:
                 db = tmp / f"{way}-{w}.db"
                 shutil.copy(tmp / "base.db", db)
                 t0 = time.perf_counter()
@@ -288,6 +298,8 @@ def many(count: int, points: int, workers: list[int]) -> dict[str, Any]:
                     "mean_s_per_series": round(statistics.fmean(x["s"] for x in per), 2)}
                 print(f"{way} x{w}: {wall:.0f}s for {count} series = {count / wall * 3600:.0f}/h {statuses}",
                       flush=True)
+                if save is not None:  # each run as it ends: a long run stopped early keeps what it measured
+                    save(out)
     return out
 
 
@@ -302,6 +314,9 @@ def main() -> None:
     y.add_argument("--count", type=int, default=200)
     y.add_argument("--points", type=int, default=2000)
     y.add_argument("--workers", default="1,2")
+    y.add_argument("--ways", default="warm,cold", help="warm, cold or both, in that order")
+    y.add_argument("--keep-base", type=Path, default=None, help="save the trained starting database here")
+    y.add_argument("--base", type=Path, default=None, help="start from a database --keep-base saved (no setup)")
     y.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrain-many.json"))
     args = ap.parse_args()
     head = {"command": " ".join(["bench/retrain.py", *sys.argv[1:]]), "cpu_count": os.cpu_count(),
@@ -312,7 +327,11 @@ def main() -> None:
         report = {**head, "days": args.days, "series": month(args.days, [s for s in args.series.split(",") if s])}
         print_month(report)
     else:
-        report = {**head, **many(args.count, args.points, [int(w) for w in args.workers.split(",")])}
+        def save(part: dict[str, Any]) -> None:
+            Path(args.out).write_text(json.dumps({**head, **part, "partial": True}, indent=2) + "\n")
+
+        report = {**head, **many(args.count, args.points, [int(w) for w in args.workers.split(",")],
+                                 tuple(w for w in args.ways.split(",") if w), save, args.base, args.keep_base)}
     report["total_s"] = round(time.perf_counter() - t0, 1)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -1,8 +1,9 @@
 """Statistical candidates that compete with the recurrent model: naive, seasonal naive,
 statsforecast's AutoETS / AutoTheta / AutoARIMA.
 
-Each statistical candidate is fitted once on the values before the validation
-stretch (at most ``MAX_FIT`` of the most recent ones) and then run forward as a
+Each statistical candidate is fitted on the values before the stretch it is judged
+on (at most ``MAX_FIT`` of the most recent ones; ``selection.fold_pool`` fits it
+before validation, then again before the holdout) and then run forward as a
 one-step filter with its fitted parameters frozen: the forecast of step t uses the
 true values before t and nothing fitted after the fit range. That is what the
 service serves too: the fitted state is stored as JSON (``encode_state``; numpy
