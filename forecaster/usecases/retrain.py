@@ -112,6 +112,8 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         champion, champion_version = _predictor_of(registry.champion_of(session, series.id))
         latest = registry.latest_version(session, series.id)
         latest_start = dict((latest.lineage or {}).get("start") or {}) if latest is not None else {}
+        if latest is not None and "cold_lost" not in latest_start and latest_start.get("kind", "cold") == "cold":
+            latest_start["cold_lost"] = _fails_a_baseline(latest.metrics or {})  # stored before it was recorded
         origin, origin_version = (champion, champion_version) if champion is not None else _predictor_of(latest)
     try:
         ts, values, dropped = recent_segment(ts, values)
@@ -230,7 +232,10 @@ def _fails_a_baseline(metrics: dict[str, Any]) -> bool:
     """Whether a version loses to naive or seasonal naive (not only to the champion) at the gate."""
     from forecaster.modelling.gate import gate
 
-    return not gate({k: x for k, x in metrics.items() if k not in ("champion", "champion_model")})[0]
+    try:
+        return not gate({k: x for k, x in metrics.items() if k not in ("champion", "champion_model")})[0]
+    except (KeyError, TypeError, ValueError):  # metrics of a shape this gate cannot read: say no
+        return False
 
 
 def retrain_series(
