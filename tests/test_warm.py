@@ -100,6 +100,21 @@ def test_with_no_champion_a_retrain_starts_warm_from_the_latest_version(
         assert session.scalar(select(ModelVersion).where(ModelVersion.version == 3)) is None
 
 
+def test_an_unreadable_latest_version_means_a_cold_start_not_a_failed_retrain(
+        tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    stuck = settings_for(tmp_path, TINY.replace("epochs = 25", "epochs = 3") + ", lr = 1e-9")
+    spec = stuck.series[0]
+    push(sm, spec, sine(700))
+    assert retrain_series(sm, spec).status == "rejected"  # no champion: a retrain would start from v1
+    with write_session(sm) as session:
+        mv = session.scalar(select(ModelVersion).where(ModelVersion.version == 1))
+        assert mv is not None
+        mv.weights = b"not safetensors"
+    again = retrain_series(sm, settings_for(tmp_path).series[0])
+    assert again.status in ("promoted", "rejected"), again.reason
+    assert lineage(sm, again.version)["start"]["why"] == "no version to start from"
+
+
 def test_cold_asked_for_starts_from_random_weights_through_a_job_run(
         tmp_path: Path, sm: sessionmaker[Session]) -> None:
     s = settings_for(tmp_path)

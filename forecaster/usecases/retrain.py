@@ -114,7 +114,13 @@ def _load(sm: sessionmaker[Session], spec: SeriesSpec, job_run_id: int | None) -
         latest_start = dict((latest.lineage or {}).get("start") or {}) if latest is not None else {}
         if latest is not None and "cold_lost" not in latest_start and latest_start.get("kind", "cold") == "cold":
             latest_start["cold_lost"] = _fails_a_baseline(latest.metrics or {})  # stored before it was recorded
-        origin, origin_version = (champion, champion_version) if champion is not None else _predictor_of(latest)
+        origin, origin_version = champion, champion_version
+        if champion is None and latest is not None:
+            try:
+                origin, origin_version = _predictor_of(latest)
+            except Exception as exc:  # noqa: BLE001 - an unreadable old version only means a cold start
+                log_event("train.no_warm_start", series=spec.key, run_id=job_run_id, version=latest.version,
+                          error=f"{type(exc).__name__}: {exc}"[:300])
     try:
         ts, values, dropped = recent_segment(ts, values)
     except (pd.errors.OutOfBoundsDatetime, OverflowError) as exc:  # a row stored before validation existed
