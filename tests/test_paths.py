@@ -230,3 +230,25 @@ def test_the_fast_aci_walk_states_what_one_update_at_a_time_states() -> None:
         assert one[i] == state.halfwidth
         state = state.update(x)
     assert last == state
+
+
+def test_a_statistical_candidate_is_judged_by_the_fit_before_each_stretch_and_the_holdout_s_fit_serves():
+    from forecaster.modelling import candidates as cands
+
+    ts, v = snapshot("nino12_sst_monthly", 733)
+    out = train_series(ts, v, frequency="1MS", spec=ModelSpec(**{**FAST, "candidates": ("ets_seasonal",)}),
+                       horizon=12)
+    hp, m = out.hyperparameters, out.metrics
+    p_hold = len(v) - int(hp["holdout"])
+    p_val = p_hold - int(hp["validation"])
+    stored = hp["serving"]["fitted"]["ets_seasonal"]
+    assert stored["fit_stop"] == p_hold  # what serves was fitted on everything before the holdout
+    o_val, o_hold = paths.origins(p_val, p_hold, 12), paths.origins(p_hold, len(v), 12)
+    # Validation (the choice) saw a fit that stopped before validation, never one that saw it.
+    before_val = cands.fit_one("ets_seasonal", v, p_val, 12)
+    val_mae = np.mean(np.abs(paths.actual_paths(v, o_val, 12) - cands.run_paths(before_val, v, o_val, 12)))
+    assert m["candidates"]["ets_seasonal"]["val"]["mae"] == pytest.approx(val_mae, rel=1e-9)
+    # The holdout (the gate) judged the stored fit itself.
+    served = cands.run_paths(cands.Fitted.from_dict(stored), v, o_hold, 12)
+    hold_mae = np.mean(np.abs(paths.actual_paths(v, o_hold, 12) - served))
+    assert m["candidates"]["ets_seasonal"]["holdout"]["mae"] == pytest.approx(hold_mae, rel=1e-9)
