@@ -75,15 +75,18 @@ def test_a_retrain_starts_from_the_champions_weights_and_its_lineage_says_so(
     assert second.start is not None and second.start["kind"] == "warm"
 
 
-def test_with_no_champion_a_retrain_starts_warm_from_the_latest_version(
-        tmp_path: Path, sm: sessionmaker[Session]) -> None:
-    # lr 1e-9: v1 stays a random network and loses to naive, so nothing is promoted; the next
-    # retrain still starts from v1's weights and forms, not from random ones.
-    stuck = settings_for(tmp_path, TINY.replace("epochs = 25", "epochs = 3") + ", lr = 1e-9")
-    spec = stuck.series[0]
+def rejected_v1(tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    """A series whose only version, v1, lost to a baseline: lr 1e-9 leaves it a random network."""
+    spec = settings_for(tmp_path, TINY.replace("epochs = 25", "epochs = 3") + ", lr = 1e-9").series[0]
     push(sm, spec, sine(700))
     first = retrain_series(sm, spec)
     assert first.status == "rejected", first.reason
+
+
+def test_with_no_champion_a_retrain_starts_warm_from_the_latest_version(
+        tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    # Nothing is promoted; the next retrain still starts from v1's weights and forms, not from random ones.
+    rejected_v1(tmp_path, sm)
     v1 = lineage(sm, 1)
     assert v1["start"]["why"] == "no version to start from" and v1["start"]["cold_lost"] is True
     with write_session(sm) as session:  # as a version stored before `cold_lost` existed: read off its metrics
@@ -102,10 +105,7 @@ def test_with_no_champion_a_retrain_starts_warm_from_the_latest_version(
 
 def test_an_unreadable_latest_version_means_a_cold_start_not_a_failed_retrain(
         tmp_path: Path, sm: sessionmaker[Session]) -> None:
-    stuck = settings_for(tmp_path, TINY.replace("epochs = 25", "epochs = 3") + ", lr = 1e-9")
-    spec = stuck.series[0]
-    push(sm, spec, sine(700))
-    assert retrain_series(sm, spec).status == "rejected"  # no champion: a retrain would start from v1
+    rejected_v1(tmp_path, sm)  # no champion: a retrain would start from v1
     with write_session(sm) as session:
         mv = session.scalar(select(ModelVersion).where(ModelVersion.version == 1))
         assert mv is not None
@@ -168,7 +168,8 @@ def test_a_warm_version_that_loses_to_a_baseline_is_followed_by_a_cold_one_unles
     # The next warm loss is not followed by another cold retrain: the last cold one lost too.
     again = retrain_series(sm, s2.series[0])
     assert again.version == 4 and again.start is not None and again.start["kind"] == "warm"
-    assert again.status == "rejected" and "the last cold retrain lost to a baseline too, so none follows" \
+    assert again.status == "rejected" and ("the last cold retrain lost to a baseline too, so none follows "
+                                           "(the retrain after 6 more warm ones is cold: cold_every 7)") \
         in again.reason, again.reason
     assert again.start["cold_lost"] is True and again.start["streak"] == 1
     with sm() as session:

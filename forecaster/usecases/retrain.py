@@ -311,10 +311,11 @@ def _conclude(sm: sessionmaker[Session], d: _Loaded, prep: Prepared, outcome: Tr
         if not _fails_a_baseline(outcome.metrics):
             return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases)
         if cold_lost:  # nothing beat the baselines from scratch either: a cold start again would not help
-            every = d.spec.model.cold_every
+            every, left = d.spec.model.cold_every, d.spec.model.cold_every - streak - 1
+            due = "the next retrain" if left <= 0 else f"the retrain after {left} more warm one{'s' * (left > 1)}"
             return _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=phases,
                           after="; the last cold retrain lost to a baseline too, so none follows"
-                                + (f" (the next is due after {every} warm ones in a row)" if every else ""))
+                                + (f" ({due} is cold: cold_every {every})" if every else ""))
         warm = _store(sm, d, outcome, job_run_id, {**extra, "start": start}, phases=dict(phases),
                       after="; a cold retrain follows")
         why_cold = f"warm v{warm.version} lost to a baseline at the gate"
