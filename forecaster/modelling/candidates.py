@@ -291,12 +291,65 @@ def run_paths(f: Fitted, values: np.ndarray, at: np.ndarray, h: int) -> np.ndarr
         raise ValueError(f"candidate {f.name} was fitted from position {f.fit_start}; cannot forecast {int(o.min())}")
     y = np.asarray(values, dtype=np.float64)
     model = _restore(f)
-    out = np.empty((len(o), h))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if f.name == "arima" and len(o) > 1 and bool(np.all(np.diff(o) > 0)):
+            one = _arima_one_pass(model, y, o, h, f.fit_start)
+            if one is not None:
+                return one
+        out = np.empty((len(o), h))
         for i, origin in enumerate(o):
             out[i] = np.asarray(model.forward(y=y[f.fit_start : origin], h=h)["mean"], dtype=np.float64)
     return out
+
+
+def _arima_one_pass(model: Any, y: np.ndarray, o: np.ndarray, h: int, first: int) -> np.ndarray | None:
+    """ARIMA paths at increasing origins ``o`` from one Kalman filter pass over ``y[first:o[-1]]``.
+
+    ``forward`` at each origin re-runs the frozen filter over every value since ``first``: O(origins x n).
+    Here the first origin's ``forward`` sets up the state-space form and its state, and the filter then
+    goes on over each stretch to the next origin, where the path is projected ``h`` steps (statsforecast's
+    ``kalman_forecast``) and the intercept and drift are added for those steps. The same figures as
+    ``forward`` per origin to ~1e-12 (``tests/test_candidates.py``), 15-40x faster on the public series.
+    None when this shortcut does not apply (a constant start, exogenous regressors): the caller loops.
+    """
+    from statsforecast import arima as sf
+
+    # statsforecast leaves these unannotated
+    arima_like: Callable[..., Any] = sf.arima_like
+    forward_arima: Callable[..., Any] = sf.forward_arima
+    is_constant: Callable[..., Any] = sf.is_constant
+    kalman_forecast: Callable[..., Any] = sf.kalman_forecast
+    start = y[first : int(o[0])]
+    state = model.model_
+    coef = dict(state.get("coef") or {})
+    if is_constant(start) or set(coef) - {"intercept", "drift"} - _arma_names(coef):
+        return None
+    fitted = forward_arima(state, y=start, method=model.method)
+    ss = fitted["model"]
+    intercept, drift = float(coef.get("intercept", 0.0)), float(coef.get("drift", 0.0))
+    # the filter runs on the series less its regression part (drift is 1, 2, ... from ``first``)
+    x = y[first:] - intercept - drift * np.arange(1, len(y) - first + 1, dtype=np.float64)
+    a, P, Pn = ss["a"].copy(), ss["P"].copy(), ss["Pn"].copy()
+    T, V = ss["T"], ss["V"]
+    out = np.empty((len(o), h))
+    done = int(o[0])
+    for i, origin in enumerate(int(t) for t in o):
+        if origin > done:
+            # statsforecast's filter takes its first step's predicted covariance from Pn (it is set up
+            # for a fresh start): going on from a filtered state, that is T P T' + V
+            Pn[:] = T @ P @ T.T + V
+            arima_like(x[done - first : origin - first], ss["phi"], ss["theta"], ss["delta"], a, P, Pn, 0, False)
+            done = origin
+        mean, _ = kalman_forecast(h, ss["Z"], a, P, T, V, ss["h"])
+        n = origin - first
+        out[i] = mean + intercept + drift * np.arange(n + 1, n + h + 1, dtype=np.float64)
+    return out
+
+
+def _arma_names(coef: dict[str, Any]) -> set[str]:
+    """The ARMA coefficients' names among an ARIMA fit's (ar1, ma2, sar1, sma1, ...)."""
+    return {k for k in coef if re.fullmatch(r"s?(ar|ma)\d+", k)}
 
 
 @dataclass
