@@ -73,8 +73,9 @@ def _settings(tmp: Path, blocks: list[str]) -> Any:
     return load_settings(str(cfg))
 
 
-def _block(key: str, frequency: str) -> str:
-    return f'key = "{key}"\nsource = "push"\nfrequency = "{frequency}"\n'
+def _block(key: str, frequency: str, cold_every: int | None = None) -> str:
+    model = "" if cold_every is None else f"model = {{ cold_every = {cold_every} }}\n"
+    return f'key = "{key}"\nsource = "push"\nfrequency = "{frequency}"\n' + model
 
 
 def _append(sm: Any, spec: Any, frame: pd.DataFrame) -> None:
@@ -107,7 +108,7 @@ def _open(path: Path) -> tuple[Any, Any]:
     return engine, sm
 
 
-def month(days: int, names: list[str]) -> dict[str, Any]:
+def month(days: int, names: list[str], cold_every: int | None = None) -> dict[str, Any]:
     import torch
 
     from forecaster.usecases.retrain import load_training, retrain_series
@@ -125,7 +126,7 @@ def month(days: int, names: list[str]) -> dict[str, Any]:
         served: dict[str, dict[pd.Timestamp, float]] = {"warm": {}, "cold": {}}  # the stored path, by target
         with tempfile.TemporaryDirectory() as t:
             tmp = Path(t)
-            settings = _settings(tmp, [_block(name, frequency)])
+            settings = _settings(tmp, [_block(name, frequency, cold_every)])
             spec = settings.series[0]
             e_w, sm_w = _open(tmp / "warm.db")
             _append(sm_w, spec, base)
@@ -310,6 +311,7 @@ def main() -> None:
     m.add_argument("--days", type=int, default=30)
     m.add_argument("--series", default=",".join(SERIES))
     m.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrain-month.json"))
+    m.add_argument("--cold-every", type=int, default=None, help="the series' model.cold_every (default: the service's)")
     y = sub.add_parser("many")
     y.add_argument("--count", type=int, default=200)
     y.add_argument("--points", type=int, default=2000)
@@ -324,7 +326,8 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d")}
     t0 = time.perf_counter()
     if args.what == "month":
-        report = {**head, "days": args.days, "series": month(args.days, [s for s in args.series.split(",") if s])}
+        report = {**head, "days": args.days, "cold_every": args.cold_every,
+                  "series": month(args.days, [s for s in args.series.split(",") if s], args.cold_every)}
         print_month(report)
     else:
         def save(part: dict[str, Any]) -> None:

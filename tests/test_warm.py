@@ -3,6 +3,7 @@ forms where it can, says so in its lineage, and falls back to a cold one when it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -131,6 +132,39 @@ def test_cold_asked_for_starts_from_random_weights_through_a_job_run(
     assert v2["start"]["initial_val_loss"] > 3 * lineage(sm, 1)["best_val_loss"]
 
 
+def test_a_warm_retrain_fine_tunes_on_the_most_recent_warm_windows_and_a_cold_one_on_all(
+        tmp_path: Path, sm: sessionmaker[Session]) -> None:
+    # Greensboro's hourly temperatures (bundled, real): a cold version learns every window, the warm
+    # retrain after a day's new values goes over the newest 200 only, and the lineage says how many.
+    frame = pd.read_csv(SNAPSHOTS / "greensboro_temp_hourly.csv")
+    values = frame["value"].to_numpy(dtype=float)[:1500]
+    s = settings_for(tmp_path, TINY + ", warm_windows = 200")
+    spec = s.series[0]
+    push(sm, spec, values[:1476])
+    first = retrain_series(sm, spec)
+    v1 = lineage(sm, first.version)
+    assert v1["start"]["kind"] == "cold" and v1["epoch_windows"] == v1["train_windows"] > 1000
+    push(sm, spec, values[1476:], start=1476)
+    second = retrain_series(sm, spec)
+    v2 = lineage(sm, second.version)
+    assert v2["start"]["kind"] == "warm", v2["start"]
+    assert v2["epoch_windows"] == 200 and v2["train_windows"] > v1["train_windows"]
+
+    from forecaster.modelling.preparation import prepare
+
+    with sm() as session:
+        from forecaster.store.observations import load_values
+        from forecaster.store.series import find_series
+
+        series = find_series(session, spec.key)
+        assert series is not None
+        ts, vals = load_values(session, series.id)
+    prep = prepare(ts, vals, frequency="1h", spec=spec.model, horizon=spec.steps)
+    warm = dataclasses.replace(prep, init={"any": "weights"}).splits()
+    assert np.array_equal(warm.y_train, prep.y_train[-200:]) and np.array_equal(warm.x_val, prep.x_val)
+    assert len(prep.splits().y_train) == len(prep.y_train)  # cold: every window
+
+
 def test_after_cold_every_warm_versions_the_next_retrain_is_cold(tmp_path: Path, sm: sessionmaker[Session]) -> None:
     s = settings_for(tmp_path, TINY + ", cold_every = 1")
     spec = s.series[0]
@@ -169,7 +203,7 @@ def test_a_warm_version_that_loses_to_a_baseline_is_followed_by_a_cold_one_unles
     again = retrain_series(sm, s2.series[0])
     assert again.version == 4 and again.start is not None and again.start["kind"] == "warm"
     assert again.status == "rejected" and ("the last cold retrain lost to a baseline too, so none follows "
-                                           "(the retrain after 6 more warm ones is cold: cold_every 7)") \
+                                           "(the retrain after 12 more warm ones is cold: cold_every 14)") \
         in again.reason, again.reason
     assert again.start["cold_lost"] is True and again.start["streak"] == 1
     with sm() as session:

@@ -193,7 +193,8 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
     lineage = {
         "train": span(train.start, train.stop - 1 + L), "val": span(p_val, p_hold - 1),
         "holdout": span(p_hold, n - 1), "row_count": n,
-        "train_windows": len(prep.y_train), "val_windows": len(prep.y_val), "holdout_windows": hold,
+        "train_windows": len(prep.y_train), "epoch_windows": len(prep.splits().y_train),  # warm: the recent ones
+        "val_windows": len(prep.y_val), "holdout_windows": hold,
         "data_hash": digest.hexdigest(), "seed": spec.seed, "torch_version": torch.__version__,
         "device": result.device, "duration_s": result.duration_s, "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,

@@ -183,9 +183,13 @@ class Prepared:
                            seed=s.seed, device=s.device, amp=s.amp, warm=warm)
 
     def splits(self) -> Splits:
-        """The normalised training and validation arrays."""
+        """The normalised training and validation arrays; a warm start trains on the most recent
+        ``spec.warm_windows`` training windows only (its champion learned the older ones)."""
         from forecaster.modelling.training import Splits
 
+        k = self.spec.warm_windows
+        if self.init is not None and k and len(self.y_train) > k:
+            return Splits(self.x_train[-k:], self.y_train[-k:], self.x_val, self.y_val)
         return Splits(self.x_train, self.y_train, self.x_val, self.y_val)
 
     @property
