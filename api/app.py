@@ -6,8 +6,8 @@ workers on PostgreSQL, a thread of this process on SQLite) and the predictor cac
 the lifespan disposes of them on shutdown. Middleware, outermost first:
 metrics (sees every status, 500s included), the catch-all that turns escaped
 exceptions into a 500 problem, the security headers of HTML pages (api/headers.py), the admin
-key and body caps (api/limits.py), then FastAPI's
-exception handlers (problems.py).
+key and body caps (api/limits.py), the fast paths of the forecast GET and the predict POST
+(api/routes/forecasts.py, api/routes/models.py), then FastAPI's exception handlers (problems.py).
 """
 
 from __future__ import annotations
@@ -111,8 +111,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(accuracy.router)
     app.include_router(dashboard.router)
-    # Innermost first: the forecast GET's cache hits are answered before routing, inside the error
-    # and metrics layers (so they are caught and counted like any request).
+    # Innermost first: the forecast GET's cache hits and the common predict POST are answered before
+    # routing, inside the body caps and the error and metrics layers (so they are capped, caught and
+    # counted like any request).
+    app.add_middleware(models.PredictFastPath, state=state)
     app.add_middleware(forecasts.ForecastFastPath, state=state)
     app.add_middleware(BodyGuard, caps=body_caps(settings, MAX_BODY_BYTES), api_keys=settings.api_keys)
     docs_pages = (DOCS_URL, str(app.swagger_ui_oauth2_redirect_url))  # Swagger UI runs inline scripts

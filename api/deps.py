@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -136,8 +136,23 @@ def parse_json(validator: TypeAdapter[T], raw: bytes) -> T:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
 def require_json(request: Request) -> None:
     """Refuse a body that is not declared as JSON (415, naming the type sent)."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
+    media = _media_type(request.headers.get("content-type", ""))
+    if not _is_json(media):
         raise UnsupportedMediaType(f"content-type {media or 'none'!r} is not read here: send application/json")
+
+
+def json_declared(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether raw ASGI ``headers`` declare a JSON body, as ``require_json`` decides it (the first
+    ``content-type`` header)."""
+    value = next((v for k, v in headers if k == b"content-type"), b"")
+    return _is_json(_media_type(value.decode("latin-1")))

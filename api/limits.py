@@ -24,7 +24,7 @@ Caps (``body_caps``), each about what the route can need, never above ``max_byte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from annotated_types import MaxLen
@@ -98,9 +98,9 @@ class BodyGuard:
         self.api_keys = api_keys
         self._admin: dict[str, bool] = {}  # by route template: whether it needs the key
 
-    def _admit(self, scope: Scope) -> tuple[int, AnsweredEarly]:
-        """This request's cap and the 413 past it; raises the refusal when no byte is to be read
-        (an admin route without a valid key, or a Content-Length over the cap)."""
+    def _admit(self, scope: Scope) -> tuple[int, Callable[[], AnsweredEarly]]:
+        """This request's cap and the 413 past it (built only when sent); raises the refusal when no
+        byte is to be read (an admin route without a valid key, or a Content-Length over the cap)."""
         route = scope.get("route")  # set by routing, which is done when a body is first asked for
         template = route.path if isinstance(route, APIRoute) else scope["path"]
         if isinstance(route, APIRoute):
@@ -113,19 +113,22 @@ class BodyGuard:
                 if refusal is not None:
                     raise AnsweredEarly(error_response(refusal))
         cap = self.caps.get(template, BodyCap(DEFAULT_BODY_BYTES, "no body"))
-        detail = (f"the request body is over {cap.bytes} bytes, the most {scope['method']} {template} takes "
-                  f"(room for {cap.room_for}): split it into smaller requests")
-        too_large = AnsweredEarly(problem(413, detail, type_=BODY_TOO_LARGE, limit=cap.bytes))
+
+        def too_large() -> AnsweredEarly:
+            detail = (f"the request body is over {cap.bytes} bytes, the most {scope['method']} {template} takes "
+                      f"(room for {cap.room_for}): split it into smaller requests")
+            return AnsweredEarly(problem(413, detail, type_=BODY_TOO_LARGE, limit=cap.bytes))
+
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > cap.bytes:
-            raise too_large
+            raise too_large()
         return cap.bytes, too_large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):  # no route reads their bodies
             await self.app(scope, receive, send)
             return
-        admitted: tuple[int, AnsweredEarly] | None = None  # decided when the body is first asked for
+        admitted: tuple[int, Callable[[], AnsweredEarly]] | None = None  # decided when the body is first asked for
         seen = 0
 
         async def guarded() -> Message:
@@ -136,7 +139,7 @@ class BodyGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > admitted[0]:
-                    raise admitted[1]
+                    raise admitted[1]()
             return message
 
         await self.app(scope, guarded, send)

@@ -75,18 +75,25 @@ class PredictorCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def cached(self, model_version_id: int) -> LoadedModel | None:
+        """The model for ``model_version_id`` if it is loaded (a hit), else None (nothing counted)."""
+        with self._lock:
+            item = self._items.get(model_version_id)
+            if item is not None:
+                self._items.move_to_end(model_version_id)
+                self.hits += 1
+            return item
+
     def get(self, session: Session, model_version_id: int) -> LoadedModel:
         """The model for ``model_version_id``, loaded from the database on a miss.
 
         Raises:
             ModelNotFound: naming the id.
         """
+        item = self.cached(model_version_id)
+        if item is not None:
+            return item
         with self._lock:
-            item = self._items.get(model_version_id)
-            if item is not None:
-                self._items.move_to_end(model_version_id)
-                self.hits += 1
-                return item
             self.misses += 1
         item = self._load(session, model_version_id)  # outside the lock: a load reads the database
         with self._lock:
