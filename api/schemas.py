@@ -183,7 +183,8 @@ class ForecastOut(_Out):
     level: float | None = Field(description="Nominal coverage of [lower, upper], e.g. 0.9.")
     target_ts: dt.datetime = Field(description="The step forecast: the next one on the series' calendar.")
     made_at: dt.datetime = Field(description="When this forecast was computed (as-of time).")
-    method: Literal["model", "naive", "seasonal_naive", "ets", "ets_seasonal", "theta", "arima", "combination"] = (
+    method: Literal["model", "naive", "seasonal_naive", "ets", "ets_seasonal", "theta", "arima", "sarima",
+                    "combination"] = (
         Field(description="What made it: the recurrent model, a baseline, a statistical candidate or a "
                           "combination (the version's ladder chose it on validation data)."))
     served_by: str = Field(default="", description="What made it, for people, e.g. 'AutoETS' or "

@@ -203,25 +203,45 @@ def test_a_one_step_candidate_forecast_never_sees_the_values_after_its_target():
     t = 610
     later = v.copy()
     later[t + 1 :] = later[t + 1 :] * 3 + 5  # only the future changes
-    for name in ("theta", "ets_seasonal", "arima"):
+    for name in ("theta", "ets_seasonal", "arima", "sarima"):
         f = c.fit_one(name, v, 600, 12)
         honest = c.run_paths(f, v, np.array([t]), 1)[0, 0]
         assert c.run(f, v, 600)[0][t - 600] == pytest.approx(honest, rel=1e-6), name
         assert c.run(f, later, 600)[0][t - 600] == pytest.approx(honest, rel=1e-6), name
 
 
-@pytest.mark.parametrize("name, season, stop", [("nino12_sst_monthly", 12, 500), ("sp500_daily_close", None, 4000),
-                                                ("greensboro_temp_hourly", 24, 6000)])
+@pytest.mark.parametrize("name, season, stop, candidate", [
+    ("nino12_sst_monthly", 12, 500, "arima"), ("sp500_daily_close", None, 4000, "arima"),
+    ("greensboro_temp_hourly", 24, 6000, "arima"), ("greensboro_temp_hourly", 24, 6000, "sarima")])
 def test_arima_paths_from_one_filter_pass_are_the_paths_of_a_fresh_forward_at_each_origin(
-        name: str, season: int | None, stop: int) -> None:
+        name: str, season: int | None, stop: int, candidate: str) -> None:
     """The one-pass ARIMA paths (the ladder's, the bench's) must be what statsforecast's ``forward`` gives
     at each origin on the values before it: a wrong state carried between origins would bend every
     path after the first (a stale covariance did, by 0.1 on Miami irradiance, before it was fixed)."""
     _, v = snapshot(name)
-    f = candidates.fit_one("arima", v, stop, season)
+    f = candidates.fit_one(candidate, v, stop, season)
     at = np.arange(stop, min(len(v) - 24, stop + 400), 7)
     fast = candidates.run_paths(f, v, at, 24)
     model = candidates._restore(f)
     slow = np.array([model.forward(y=v[f.fit_start : o], h=24)["mean"] for o in at])
     assert fast.shape == (len(at), 24)
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-8 * float(np.abs(v).max()))
+
+
+def test_long_seasons_get_a_seasonal_arima_candidate_and_it_learns_the_day_on_real_hourly_data() -> None:
+    """AutoARIMA searches seasonal orders up to m = 12 only (too slow at 24+); hourly and weekly series get
+    ARIMA(1,0,1)(0,1,1)[m] beside it. On Greensboro's hourly temperatures its day-ahead path beats
+    seasonal naive and the non-seasonal AutoARIMA, which cannot see the daily cycle."""
+    assert "sarima" in candidates.names_for(24) and "sarima" in candidates.names_for(52)
+    assert "sarima" not in candidates.names_for(12) and "sarima" not in candidates.names_for(5)
+    assert "sarima" not in candidates.names_for(None)
+    _, v = snapshot("greensboro_temp_hourly")
+    stop = 6000
+    at = np.arange(stop, stop + 24 * 40, 24)
+    y = np.stack([v[o : o + 24] for o in at])
+    seasonal = candidates.fit_one("sarima", v, stop, 24)
+    assert seasonal.form == "ARIMA(1,0,1)(0,1,1)[24]"
+    mae = {name: float(np.mean(np.abs(y - candidates.run_paths(candidates.fit_one(name, v, stop, 24), v, at, 24))))
+           for name in ("sarima", "arima")}
+    snaive = float(np.mean(np.abs(y - np.stack([v[o - 24 : o] for o in at]))))
+    assert mae["sarima"] < 0.9 * snaive and mae["sarima"] < mae["arima"], (mae, snaive)

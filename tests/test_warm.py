@@ -237,7 +237,7 @@ def test_the_train_command_with_cold_trains_from_scratch_and_the_table_says_so(t
 def test_statistical_candidates_refit_warm_keep_the_stored_form() -> None:
     frame = pd.read_csv(SNAPSHOTS / "nino12_sst_monthly.csv")
     y = frame["value"].to_numpy(dtype=float)
-    for name in ("ets_seasonal", "arima", "theta"):
+    for name in ("ets_seasonal", "arima", "theta", "sarima"):
         first = cands.fit_one(name, y, len(y) - 60, 12)
         warm = cands.fit_one(name, y, len(y) - 12, 12, keep=first.to_dict())
         assert warm.form == first.form, name

@@ -143,8 +143,8 @@ class ModelSpec(_Strict):
     warm_windows: int = Field(default=2048, ge=0, le=10_000_000)
     cold_every: int = Field(default=14, ge=0, le=10_000)  # after this many warm retrains in a row, one cold; 0: never
     # Statistical candidates that compete with the model (README "Candidates"); [] = none.
-    candidates: tuple[Literal["ets", "ets_seasonal", "theta", "arima"], ...] = (
-        "ets", "ets_seasonal", "theta", "arima")
+    candidates: tuple[Literal["ets", "ets_seasonal", "theta", "arima", "sarima"], ...] = (
+        "ets", "ets_seasonal", "theta", "arima", "sarima")
 
 
 # ---------------------------------------------------------------- series

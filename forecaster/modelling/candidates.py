@@ -46,8 +46,13 @@ LABELS = {
     "ets_seasonal": "seasonal AutoETS",
     "theta": "AutoTheta",
     "arima": "AutoARIMA",
+    "sarima": "seasonal ARIMA",
 }
-STATISTICAL = ("ets", "ets_seasonal", "theta", "arima")
+STATISTICAL = ("ets", "ets_seasonal", "theta", "arima", "sarima")
+# The seasonal ARIMA candidate's one form, for seasons longer than AutoARIMA's seasonal search takes
+# (``_model``): ARIMA(1,0,1)(0,1,1)[m], one season differenced, a seasonal MA(1) on that.
+SARIMA_ORDER, SARIMA_SEASONAL = (1, 0, 1), (0, 1, 1)
+ARIMA_SEASON = 12  # AutoARIMA searches seasonal orders up to this season; "sarima" serves longer ones
 # Candidates whose ``forward(fitted=True)`` is not a one-step filter: AutoTheta re-runs its seasonality
 # test and decomposition on the whole series it is given, so its "fitted" value at t would see values
 # after t. Their one-step forecasts are made one origin at a time instead (``run``).
@@ -68,7 +73,7 @@ def _model(name: str, season: int, keep: dict[str, Any] | None = None) -> Any:
     """A fresh, unfitted statsforecast model for candidate ``name``; with ``keep`` (a stored
     ``Fitted.to_dict()`` of the same candidate) one of that form only (``kept_form``)."""
     _numba_cache()
-    from statsforecast.models import AutoARIMA, AutoETS, AutoTheta  # numba: only here
+    from statsforecast.models import ARIMA, AutoARIMA, AutoETS, AutoTheta  # numba: only here
 
     if keep is not None:
         return kept_form(name, season, keep)
@@ -80,9 +85,13 @@ def _model(name: str, season: int, keep: dict[str, Any] | None = None) -> Any:
     if name == "theta":
         return AutoTheta(season_length=season if 1 < season <= MAX_SEASON else 1)
     if name == "arima":  # seasonal ARIMA search only for short seasons (monthly): too slow at 24+
-        if 1 < season <= 12:  # the stepwise search with exact likelihoods took 50 s on 586 monthly values
+        if 1 < season <= ARIMA_SEASON:  # the stepwise search with exact likelihoods took 50 s on 586 monthly values
             return AutoARIMA(season_length=season, approximation=True)
         return AutoARIMA(season_length=1)
+    if name == "sarima":
+        # No search at 24+: the approximate stepwise one took 5-13 s on 2,000 hourly values and chose
+        # forms that scored worse than this one on the public series (bench/results/quality-paths.md).
+        return ARIMA(order=SARIMA_ORDER, season_length=season, seasonal_order=SARIMA_SEASONAL)
     raise ValueError(f"unknown candidate {name!r}")
 
 
@@ -108,6 +117,8 @@ def kept_form(name: str, season: int, keep: dict[str, Any]) -> Any:
             raise ValueError("stored theta has no model type")
         return AutoTheta(season_length=int(state.get("m", 1)), model=str(state["modeltype"]),
                          decomposition_type=str(state.get("decomposition_type", "multiplicative")))
+    if name == "sarima":  # one form: nothing to keep but the season
+        return ARIMA(order=SARIMA_ORDER, season_length=int(keep["season"]), seasonal_order=SARIMA_SEASONAL)
     if name == "arima":
         arma, coef = state.get("arma"), state.get("coef") or {}
         if arma is None or len(arma) != 7:
@@ -121,7 +132,8 @@ def kept_form(name: str, season: int, keep: dict[str, Any]) -> Any:
 def names_for(season: int | None) -> tuple[str, ...]:
     """Statistical candidates that apply to a series with this season (None: no season)."""
     s = season or 1
-    return ("ets",) + (("ets_seasonal",) if 1 < s <= MAX_SEASON else ()) + ("theta", "arima")
+    return (("ets",) + (("ets_seasonal",) if 1 < s <= MAX_SEASON else ()) + ("theta", "arima")
+            + (("sarima",) if ARIMA_SEASON < s <= MAX_SEASON else ()))
 
 
 # ---------------------------------------------------------------- JSON state (no pickle)
@@ -246,7 +258,7 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None,
 def _restore(f: Fitted) -> Any:
     model = _model(f.name, f.season)
     state = decode_state(f.state)
-    if f.name == "arima" and "xreg" not in state:
+    if f.name in ("arima", "sarima") and "xreg" not in state:
         # The per-step arrays were dropped when stored (``fit_one``). Without external regressors
         # ARIMA keeps only the drift column among them, which is 1..n over the n fitted values; its
         # forward pass reads that column and the fit's length, nothing else of them.
@@ -293,7 +305,7 @@ def run_paths(f: Fitted, values: np.ndarray, at: np.ndarray, h: int) -> np.ndarr
     model = _restore(f)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if f.name == "arima" and len(o) > 1 and bool(np.all(np.diff(o) > 0)):
+        if f.name in ("arima", "sarima") and len(o) > 1 and bool(np.all(np.diff(o) > 0)):
             one = _arima_one_pass(model, y, o, h, f.fit_start)
             if one is not None:
                 return one

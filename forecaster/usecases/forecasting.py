@@ -51,7 +51,7 @@ class ForecastView:
     lower: float | None
     upper: float | None
     level: float | None
-    method: str  # model / naive / seasonal_naive / ets / ets_seasonal / theta / arima / combination
+    method: str  # model / naive / seasonal_naive / ets / ets_seasonal / theta / arima / sarima / combination
     model_version: int | None
     model_version_id: int | None
     mase: float | None  # holdout MASE of what made it
