@@ -73,8 +73,9 @@ def _settings(tmp: Path, blocks: list[str]) -> Any:
     return load_settings(str(cfg))
 
 
-def _block(key: str, frequency: str, cold_every: int | None = None) -> str:
-    model = "" if cold_every is None else f"model = {{ cold_every = {cold_every} }}\n"
+def _block(key: str, frequency: str, model_keys: dict[str, Any] | None = None) -> str:
+    model = ("model = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in model_keys.items()) + " }\n"
+             if model_keys else "")
     return f'key = "{key}"\nsource = "push"\nfrequency = "{frequency}"\n' + model
 
 
@@ -108,7 +109,7 @@ def _open(path: Path) -> tuple[Any, Any]:
     return engine, sm
 
 
-def month(days: int, names: list[str], cold_every: int | None = None) -> dict[str, Any]:
+def month(days: int, names: list[str], model_keys: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
     from forecaster.usecases.retrain import load_training, retrain_series
@@ -126,7 +127,7 @@ def month(days: int, names: list[str], cold_every: int | None = None) -> dict[st
         served: dict[str, dict[pd.Timestamp, float]] = {"warm": {}, "cold": {}}  # the stored path, by target
         with tempfile.TemporaryDirectory() as t:
             tmp = Path(t)
-            settings = _settings(tmp, [_block(name, frequency, cold_every)])
+            settings = _settings(tmp, [_block(name, frequency, model_keys)])
             spec = settings.series[0]
             e_w, sm_w = _open(tmp / "warm.db")
             _append(sm_w, spec, base)
@@ -311,7 +312,7 @@ def main() -> None:
     m.add_argument("--days", type=int, default=30)
     m.add_argument("--series", default=",".join(SERIES))
     m.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrain-month.json"))
-    m.add_argument("--cold-every", type=int, default=None, help="the series' model.cold_every (default: the service's)")
+    m.add_argument("--model", default="{}", help='model overrides as JSON, e.g. \'{"cold_every": 7}\' (default: none)')
     y = sub.add_parser("many")
     y.add_argument("--count", type=int, default=200)
     y.add_argument("--points", type=int, default=2000)
@@ -326,8 +327,9 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d")}
     t0 = time.perf_counter()
     if args.what == "month":
-        report = {**head, "days": args.days, "cold_every": args.cold_every,
-                  "series": month(args.days, [s for s in args.series.split(",") if s], args.cold_every)}
+        overrides = json.loads(args.model)
+        report = {**head, "days": args.days, "model": overrides,
+                  "series": month(args.days, [s for s in args.series.split(",") if s], overrides)}
         print_month(report)
     else:
         def save(part: dict[str, Any]) -> None:
