@@ -203,7 +203,7 @@ def test_a_warm_version_that_loses_to_a_baseline_is_followed_by_a_cold_one_unles
     again = retrain_series(sm, s2.series[0])
     assert again.version == 4 and again.start is not None and again.start["kind"] == "warm"
     assert again.status == "rejected" and ("the last cold retrain lost to a baseline too, so none follows "
-                                           "(the retrain after 12 more warm ones is cold: cold_every 14)") \
+                                           "(the retrain after 13 more warm ones is cold: cold_every 14)") \
         in again.reason, again.reason
     assert again.start["cold_lost"] is True and again.start["streak"] == 1
     with sm() as session:
