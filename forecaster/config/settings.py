@@ -138,8 +138,8 @@ class ModelSpec(_Strict):
     warm_patience: int = Field(default=3, ge=1)
     warm_lr: float | None = Field(default=None, gt=0, le=1)  # None: a tenth of lr (a fine-tune, not a restart)
     # A warm retrain's epochs go over the most recent this many training windows only (0: all of them):
-    # 2048 cut a month of warm retrains to 0.10-0.16 of a cold one's time at the same holdout MASE
-    # (bench/results/retrain.md, stop 26).
+    # 2048 cut a warm retrain to 0.09-0.16 of a cold one's time over a month of daily retrains of the
+    # public series (bench/results/retrain.md, stop 26).
     warm_windows: int = Field(default=2048, ge=0, le=10_000_000)
     cold_every: int = Field(default=14, ge=0, le=10_000)  # after this many warm retrains in a row, one cold; 0: never
     # Statistical candidates that compete with the model (README "Candidates"); [] = none.

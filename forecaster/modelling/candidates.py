@@ -53,6 +53,7 @@ STATISTICAL = ("ets", "ets_seasonal", "theta", "arima", "sarima")
 # (``_model``): ARIMA(1,0,1)(0,1,1)[m], one season differenced, a seasonal MA(1) on that.
 SARIMA_ORDER, SARIMA_SEASONAL = (1, 0, 1), (0, 1, 1)
 ARIMA_SEASON = 12  # AutoARIMA searches seasonal orders up to this season; "sarima" serves longer ones
+ARIMA_LIKE = ("arima", "sarima")  # statsforecast ARIMA states: restored alike, their paths from one filter pass
 # Candidates whose ``forward(fitted=True)`` is not a one-step filter: AutoTheta re-runs its seasonality
 # test and decomposition on the whole series it is given, so its "fitted" value at t would see values
 # after t. Their one-step forecasts are made one origin at a time instead (``run``).
@@ -89,8 +90,9 @@ def _model(name: str, season: int, keep: dict[str, Any] | None = None) -> Any:
             return AutoARIMA(season_length=season, approximation=True)
         return AutoARIMA(season_length=1)
     if name == "sarima":
-        # No search at 24+: the approximate stepwise one took 5-13 s on 2,000 hourly values and chose
-        # forms that scored worse than this one on the public series (bench/results/quality-paths.md).
+        # No search at 24+: the approximate stepwise one took 5-13 s on 2,000 hourly values (stop 25's
+        # note), and restricted to D = 1 it chose forms that scored worse than this one on Greensboro and
+        # gasoline by the peers' protocol (stop 26's note).
         return ARIMA(order=SARIMA_ORDER, season_length=season, seasonal_order=SARIMA_SEASONAL)
     raise ValueError(f"unknown candidate {name!r}")
 
@@ -258,7 +260,7 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None,
 def _restore(f: Fitted) -> Any:
     model = _model(f.name, f.season)
     state = decode_state(f.state)
-    if f.name in ("arima", "sarima") and "xreg" not in state:
+    if f.name in ARIMA_LIKE and "xreg" not in state:
         # The per-step arrays were dropped when stored (``fit_one``). Without external regressors
         # ARIMA keeps only the drift column among them, which is 1..n over the n fitted values; its
         # forward pass reads that column and the fit's length, nothing else of them.
@@ -305,7 +307,7 @@ def run_paths(f: Fitted, values: np.ndarray, at: np.ndarray, h: int) -> np.ndarr
     model = _restore(f)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if f.name in ("arima", "sarima") and len(o) > 1 and bool(np.all(np.diff(o) > 0)):
+        if f.name in ARIMA_LIKE and len(o) > 1 and bool(np.all(np.diff(o) > 0)):
             one = _arima_one_pass(model, y, o, h, f.fit_start)
             if one is not None:
                 return one
