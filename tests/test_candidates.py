@@ -245,3 +245,27 @@ def test_long_seasons_get_a_seasonal_arima_candidate_and_it_learns_the_day_on_re
            for name in ("sarima", "arima")}
     snaive = float(np.mean(np.abs(y - np.stack([v[o - 24 : o] for o in at]))))
     assert mae["sarima"] < 0.9 * snaive and mae["sarima"] < mae["arima"], (mae, snaive)
+
+
+def test_the_seasonal_arima_fit_equals_statsforecasts_own_on_real_hourly_data() -> None:
+    """``fit_one`` takes the seasonal ARIMA's CSS estimates and fixes them, where statsforecast's CSS-ML
+    would spend 100 likelihood evaluations in an ML search that does not move from them: the stored
+    coefficients, sigma2 and every path must be what statsforecast's own fit gives. A statsforecast
+    whose ML stage does move at m = 24 fails this test, and the shortcut must go."""
+    from statsforecast.models import ARIMA
+
+    _, v = snapshot("greensboro_temp_hourly")
+    stop = 6000
+    fast = candidates.fit_one("sarima", v, stop, 24)
+    ref = ARIMA(order=candidates.SARIMA_ORDER, season_length=24,
+                seasonal_order=candidates.SARIMA_SEASONAL).fit(v[stop - candidates.MAX_FIT : stop])
+    state = candidates.decode_state(fast.state)
+    assert state["coef"].keys() == ref.model_["coef"].keys()
+    for k, x in ref.model_["coef"].items():
+        assert state["coef"][k] == pytest.approx(x, abs=1e-12), k
+    assert state["sigma2"] == pytest.approx(ref.model_["sigma2"], rel=1e-9)
+    slow = candidates.Fitted("sarima", 24, stop - candidates.MAX_FIT, stop, candidates.encode_state(
+        {k: x for k, x in ref.model_.items() if not (isinstance(x, np.ndarray) and x.size >= 100)}), fast.form, 0.0)
+    at = np.arange(stop + 1, stop + 24 * 20, 11)
+    np.testing.assert_allclose(candidates.run_paths(fast, v, at, 24), candidates.run_paths(slow, v, at, 24),
+                               rtol=0, atol=1e-9 * float(np.abs(v).max()))
