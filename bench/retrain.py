@@ -88,8 +88,10 @@ def _append(sm: Any, spec: Any, frame: pd.DataFrame) -> None:
         upsert(session, sync_series(session, spec), frame.reset_index(drop=True))
 
 
-def _served_mase(report: Any) -> float | None:
-    """Holdout MASE of what serves after this retrain."""
+def _served_mase(report: Any, method: str | None) -> float | None:
+    """Holdout MASE of what serves after this retrain; ``method`` is the stored forecast's, which names
+    the baseline that serves when no version does (the better of naive and seasonal naive on the
+    recent values: ``baseline.baseline_path``)."""
     m = report.metrics
     if not m:
         return None
@@ -97,8 +99,8 @@ def _served_mase(report: Any) -> float | None:
         return float((m.get("served") or m["model"])["mase"])
     if m.get("champion"):
         return float(m["champion"]["mase"])
-    fallback = m.get("seasonal_naive") or m["naive"]
-    return float(fallback["mase"])
+    fallback = m.get(method or "") if method in ("naive", "seasonal_naive") else None
+    return float((fallback or m["naive"])["mase"])
 
 
 def _open(path: Path) -> tuple[Any, Any]:
@@ -153,9 +155,10 @@ def month(days: int, names: list[str], model_keys: dict[str, Any] | None = None)
                     _append(sm, spec, chunk)
                     t0 = time.perf_counter()
                     r = retrain_series(sm, spec, cold=way == "cold")
-                    row[way] = {"s": round(time.perf_counter() - t0, 2), "status": r.status,
-                                "start": _start_kind(sm, r), "served_mase": _served_mase(r)}
-                    served[way] = _served_path(sm, spec.key)
+                    s = round(time.perf_counter() - t0, 2)
+                    method, served[way] = _served_path(sm, spec.key)
+                    row[way] = {"s": s, "status": r.status, "start": _start_kind(sm, r),
+                                "served_mase": _served_mase(r, method), "method": method}
                 rows.append(row)
                 print(f"{name} {i + 1}/{retrains}: warm {row['warm']['s']:.1f}s {row['warm']['start']} "
                       f"{row['warm']['status']} {row['warm']['served_mase']}, cold {row['cold']['s']:.1f}s "
@@ -168,14 +171,14 @@ def month(days: int, names: list[str], model_keys: dict[str, Any] | None = None)
     return out
 
 
-def _served_path(sm: Any, key: str) -> dict[pd.Timestamp, float]:
-    """The stored forecast path that serves now, by target timestamp."""
+def _served_path(sm: Any, key: str) -> tuple[str, dict[pd.Timestamp, float]]:
+    """What serves now: its method, and its stored forecast path by target timestamp."""
     from forecaster.usecases.forecasting import get_forecast
 
     with sm() as session:
         f = get_forecast(session, series_key=key)
     points = f.path or []
-    return {pd.Timestamp(p.target_ts): float(p.value) for p in points}
+    return f.method, {pd.Timestamp(p.target_ts): float(p.value) for p in points}
 
 
 def _start_kind(sm: Any, report: Any) -> str:
