@@ -247,7 +247,7 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None,
         model = _model(name, season or 1)
     with warnings.catch_warnings(record=True) as caught:  # statsforecast's optimiser notes stay off the terminal
         warnings.simplefilter("always")
-        if name != "sarima" or not _fit_sarima(model, y):
+        if name != "sarima" or not _fit_css(model, y):
             model.fit(y)
     if caught:
         log_event("candidate.fit_warnings", level=logging.DEBUG, candidate=name, count=len(caught),
@@ -258,29 +258,31 @@ def fit_one(name: str, values: np.ndarray, stop: int, season: int | None,
     return Fitted(name, season or 1, start, stop, encode_state(state), _form(model), time.perf_counter() - t0)
 
 
-def _fit_sarima(model: Any, y: np.ndarray) -> bool:
-    """Fit the seasonal ARIMA form as statsforecast's CSS-ML does, without its idle ML search.
+def _fit_css(model: Any, y: np.ndarray) -> bool:
+    """Fit the seasonal ARIMA's one form by conditional sum of squares (CSS), then set the model up
+    with those coefficients fixed (one exact likelihood evaluation for its state and sigma2).
 
-    At these seasons (24 and 52, a Kalman state of 26 and 54) statsforecast 2.1's ML stage never left
-    the CSS estimates on any slice measured (hourly Greensboro, Miami, San Francisco, weekly gasoline, 2,000
-    values ending at four points each): BFGS's first line search fails (0 iterations, 100 likelihood
-    evaluations, status 2), 1.3 s at m = 24 and 3.7-5.6 s at m = 52 of a ~1.3-5.7 s fit. So the
-    coefficients are CSS's, and the model is then set up with them fixed (one likelihood evaluation):
-    the same coefficients, state, sigma2 and forecasts (``tests/test_candidates.py`` checks against ``fit``).
-    False (the caller fits the usual way) where CSS-ML would go on differently: a non-stationary AR or
-    a non-invertible MA estimate (CSS-ML raises or inverts those), or no finite CSS estimate.
+    That is what statsforecast's default CSS-ML gave on every slice measured, at ~1/20 of the time:
+    at m = 24 and 52 (a Kalman state of 26 and 54) its ML stage, started from the CSS estimates, never
+    left them - BFGS's first line search fails (0 iterations, 100 likelihood evaluations, status 2) -
+    on 2,000 values ending at four points each of hourly Greensboro, Miami and San Francisco (1.3 s of
+    a 1.3 s fit) and weekly gasoline (3.7-5.6 s of the fit). ``tests/test_candidates.py`` checks the
+    coefficients, sigma2 and paths against statsforecast's own fit on bundled data. (AutoARIMA's
+    non-seasonal forms are not fitted this way: there ML does move, e.g. on Miami.)
+    False (the caller fits the usual way) where CSS-ML would go on differently: a CSS search that
+    ran out of iterations (ML then starts from zeros) or no finite estimate.
     """
     from statsforecast import arima as sf
 
     fit_arima: Callable[..., Any] = sf.Arima  # statsforecast leaves it unannotated
     css = fit_arima(y, order=model.order, seasonal={"order": model.seasonal_order, "period": model.season_length},
-                include_mean=model.include_mean, method="CSS")
+                    include_mean=model.include_mean, include_drift=model.include_drift, method="CSS")
     coef = {k: float(v) for k, v in css["coef"].items()}
-    if not (all(np.isfinite(list(coef.values()))) and abs(coef.get("ar1", 0.0)) < 1
-            and abs(coef.get("ma1", 0.0)) < 1 and abs(coef.get("sma1", 0.0)) < 1):
+    if css.get("code") == 1 or not np.isfinite(list(coef.values())).all():
         return False
     model.fixed = coef
     model.fit(y)
+    model.fixed = None
     # statsforecast divides the residuals' sum of squares by n* - k (k: the coefficients it estimated); with
     # them fixed it counted none
     d, D, m = model.order[1], model.seasonal_order[1], model.season_length
