@@ -269,3 +269,18 @@ def test_the_seasonal_arima_fit_equals_statsforecasts_own_on_real_hourly_data() 
     at = np.arange(stop + 1, stop + 24 * 20, 11)
     np.testing.assert_allclose(candidates.run_paths(fast, v, at, 24), candidates.run_paths(slow, v, at, 24),
                                rtol=0, atol=1e-9 * float(np.abs(v).max()))
+
+
+def test_a_stored_state_round_trips_through_json_with_its_non_finite_values_and_dtypes() -> None:
+    """A fitted state goes to the registry as JSON and comes back for every refresh: matrices, NaN and
+    infinities inside arrays, integer and boolean arrays, tuples must all come back as they were."""
+    state = {"P": np.arange(12, dtype=np.float64).reshape(3, 4) / 7, "x": np.array([1.5, np.nan, -np.inf]),
+             "arma": (1, 0, 1), "mask": np.array([True, False]), "n": np.array([3, 4], dtype=np.int64),
+             "sigma2": float("nan")}
+    back = candidates.decode_state(json.loads(json.dumps(candidates.encode_state(state))))
+    np.testing.assert_array_equal(back["P"], state["P"])
+    assert back["P"].shape == (3, 4)
+    np.testing.assert_array_equal(back["x"], state["x"])  # NaN in the same place
+    assert back["arma"] == (1, 0, 1) and back["mask"].dtype == np.bool_ and back["mask"].tolist() == [True, False]
+    assert back["n"].dtype == np.int64 and back["n"].tolist() == [3, 4]
+    assert np.isnan(back["sigma2"])

@@ -158,8 +158,11 @@ def encode_state(obj: Any) -> Any:
             if obj.dtype.kind in "OU" and all(isinstance(x, str) for x in obj.ravel()):
                 return {"__strarray__": obj.tolist()}
             raise TypeError(f"cannot store an array of {obj.dtype}")
-        return {"__nd__": [encode_state(float(x)) for x in obj.ravel()], "shape": list(obj.shape),
-                "dtype": obj.dtype.str}
+        flat = obj.ravel().astype(np.float64)
+        # every value a float, non-finite ones tagged (one call for the lot when all are finite: a
+        # seasonal ARIMA's state holds 54 x 54 matrices)
+        values = flat.tolist() if np.isfinite(flat).all() else [encode_state(x) for x in flat]
+        return {"__nd__": values, "shape": list(obj.shape), "dtype": obj.dtype.str}
     if isinstance(obj, tuple):
         return {"__tuple__": [encode_state(x) for x in obj]}
     if isinstance(obj, list):
@@ -180,7 +183,8 @@ def decode_state(obj: Any) -> Any:
     if "__float__" in obj:
         return float(obj["__float__"])
     if "__nd__" in obj:
-        flat = [decode_state(x) for x in obj["__nd__"]]
+        values = obj["__nd__"]
+        flat = values if all(type(x) is float for x in values) else [decode_state(x) for x in values]
         return np.asarray(flat, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
     if "__strarray__" in obj:
         return np.asarray(obj["__strarray__"])
@@ -356,8 +360,8 @@ def _arima_one_pass(model: Any, y: np.ndarray, o: np.ndarray, h: int, first: int
 
     ``forward`` at each origin re-runs the frozen filter over every value since ``first``: O(origins x n).
     Here the first origin's ``forward`` sets up the state-space form and its state, and the filter then
-    goes on over each stretch to the next origin, where the path is projected ``h`` steps (statsforecast's
-    ``kalman_forecast``) and the intercept and drift are added for those steps. The same figures as
+    goes on over each stretch to the next origin, where the path is projected ``h`` steps (``_project``: the mean
+    of statsforecast's ``kalman_forecast``) and the intercept and drift are added for those steps. The same figures as
     ``forward`` per origin to ~1e-12 (``tests/test_candidates.py``); 4-16x faster on the public series
     (``bench/arima_paths.py``, 96 origins: WTI and gasoline ~4.5x, the hourly ones and S&P 500 8-12x,
     Niño 1+2 16x with its seasonal orders).
@@ -369,7 +373,6 @@ def _arima_one_pass(model: Any, y: np.ndarray, o: np.ndarray, h: int, first: int
     arima_like: Callable[..., Any] = sf.arima_like
     forward_arima: Callable[..., Any] = sf.forward_arima
     is_constant: Callable[..., Any] = sf.is_constant
-    kalman_forecast: Callable[..., Any] = sf.kalman_forecast
     start = y[first : int(o[0])]
     state = model.model_
     coef = dict(state.get("coef") or {})
@@ -391,9 +394,19 @@ def _arima_one_pass(model: Any, y: np.ndarray, o: np.ndarray, h: int, first: int
             Pn[:] = T @ P @ T.T + V
             arima_like(x[done - first : origin - first], ss["phi"], ss["theta"], ss["delta"], a, P, Pn, 0, False)
             done = origin
-        mean, _ = kalman_forecast(h, ss["Z"], a, P, T, V, ss["h"])
+        mean = _project(T, ss["Z"], a, h)
         n = origin - first
         out[i] = mean + intercept + drift * np.arange(n + 1, n + h + 1, dtype=np.float64)
+    return out
+
+
+def _project(T: np.ndarray, Z: np.ndarray, a: np.ndarray, h: int) -> np.ndarray:
+    """The h-step mean path from state ``a``: statsforecast's ``kalman_forecast`` without its variances
+    (a 54 x 54 covariance carried h steps per origin was most of a weekly series' path time)."""
+    out = np.empty(h)
+    for step in range(h):
+        a = T @ a
+        out[step] = a @ Z
     return out
 
 
