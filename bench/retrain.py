@@ -158,7 +158,7 @@ def month(days: int, names: list[str], model_keys: dict[str, Any] | None = None)
                     s = round(time.perf_counter() - t0, 2)
                     method, served[way] = _served_path(sm, spec.key)
                     row[way] = {"s": s, "status": r.status, "start": _start_kind(sm, r),
-                                "served_mase": _served_mase(r, method), "method": method}
+                                "served_mase": _served_mase(r, method), "method": method, "reason": r.reason}
                 rows.append(row)
                 print(f"{name} {i + 1}/{retrains}: warm {row['warm']['s']:.1f}s {row['warm']['start']} "
                       f"{row['warm']['status']} {row['warm']['served_mase']}, cold {row['cold']['s']:.1f}s "
