@@ -99,7 +99,7 @@ def _served_mase(report: Any, method: str | None) -> float | None:
         return float((m.get("served") or m["model"])["mase"])
     if m.get("champion"):
         return float(m["champion"]["mase"])
-    fallback = m.get(method or "") if method in ("naive", "seasonal_naive") else None
+    fallback = m.get(method) if method in ("naive", "seasonal_naive") else None
     return float((fallback or m["naive"])["mase"])
 
 
