@@ -51,6 +51,7 @@ from forecaster.modelling import candidates as cands  # noqa: E402
 from forecaster.config.settings import ModelSpec  # noqa: E402
 from forecaster.modelling.intervals import ACIState, coverage_of, walk  # noqa: E402
 from forecaster.modelling.fitting import train_series  # noqa: E402
+from forecaster.modelling.selection import Choice  # noqa: E402
 
 # series -> (service frequency, best peer name, best peer MASE, naive MASE, seasonal?) from ANCHORS.md
 SERIES = {
@@ -258,7 +259,8 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
     serving = hp["serving"]
     t0 = time.perf_counter()
     every = product_paths(out, ts, v, at, h, frequency)
-    served = np.mean([every[k] for k in serving["members"]], axis=0)
+    choice = Choice.of(serving)
+    served = choice.combine(every)
     # the product's own re-run of its served combination (as the gate runs a champion): must agree
     product_served = champion_served(out.predictor, every["model"], ts, v, at, season_length(frequency))
     served_check = (None if product_served is None
@@ -276,8 +278,8 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
     dense_model = out.predictor.predict_rolling_paths(ts, v, dense)
     dense_served = champion_served(out.predictor, dense_model, ts, v, dense, season_length(frequency))
     if dense_served is None:
-        dense_served = np.mean([dense_model if k == "model" else every_dense(out, v, dense, h, k)
-                                for k in serving["members"]], axis=0)
+        dense_served = choice.combine({k: dense_model if k == "model" else every_dense(out, v, dense, h, k)
+                                       for k in choice.every})
     dense_widths, _ = walk_paths(states, dense, paths.actual_paths(v, dense, h) - dense_served)
     widths = dense_widths[np.searchsorted(dense, at)]
     cov, cov_steps = paths.step_coverage(y - served, widths)
@@ -304,7 +306,7 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
     row: dict[str, object] = {
         "series": name, "frequency": frequency, "n": n, "holdout": hold, "h": h, "origins": len(at),
         "stride": int(at[1] - at[0]) if len(at) > 1 else None, "season": season, "scale": scale,
-        "served": serving["label"], "served_members": serving["members"],
+        "served": serving["label"], "served_members": serving["members"], "served_first": list(choice.first),
         "served_paths": served_b, "recurrent_paths": model_b,
         "peers": peer_blocks, "peer_forms": peer_info, "peers_s": round(peers_s, 1),
         "anchor_paths": anchors,
@@ -326,6 +328,9 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
         "lstm_s": round(float(out.lineage["duration_s"]), 1), "epochs_run": out.lineage["epochs_run"],
         "internal": {"served_holdout_mase": m["served"]["mase"], "model_holdout_mase": m["model"]["mase"],
                      "origins": out.lineage["origins"], "selection_val_mae": m["selection"]["tried_val_mae"],
+                     "selection_val_holdout_mae": m["selection"].get("tried_val_holdout_mae"),
+                     "judged": {k: m["judged"].get(k) for k in ("label", "members", "mase")},
+                     "judged_walk": block(Choice.of(m["judged"]).combine(every)),
                      "failed": {k: b["failed"] for k, b in m["candidates"].items() if "failed" in b}},
     }
     row["goal_served_le_peer"] = sm <= bp or (random_walk and sm <= bp * 1.005)

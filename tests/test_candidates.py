@@ -24,7 +24,8 @@ from forecaster.usecases.ingest import ingest_series
 from forecaster.modelling.intervals import ACIState, coverage_of, walk
 from forecaster.modelling.fitting import train_series
 from forecaster.modelling.gate import gate
-from forecaster.modelling.selection import choose, ladder
+from forecaster.modelling import paths
+from forecaster.modelling.selection import Choice, choose, ladder, walk_forward
 from forecaster.usecases.retrain import retrain_series
 
 SNAPSHOTS = Path(__file__).parents[1] / "forecaster" / "snapshots"
@@ -37,12 +38,14 @@ def snapshot(name: str) -> tuple[pd.DatetimeIndex, np.ndarray]:
     return pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True)), df["value"].to_numpy(np.float64)
 
 
-def test_a_statistical_candidate_that_wins_on_validation_serves_and_the_holdout_did_not_choose() -> None:
+def test_a_statistical_candidate_that_wins_is_judged_on_holdout_folds_its_choice_never_saw() -> None:
     ts, v = snapshot("nino12_sst_monthly")  # monthly sea temperature: a strong yearly cycle
     out = train_series(ts, v, frequency="1MS", spec=ModelSpec(candidates=FAST_CANDIDATES, **TINY))
     m = out.metrics
-    tried = m["selection"]["tried_val_mae"]
-    assert m["served"]["label"] == min(tried, key=tried.get)  # the lowest validation MAE serves
+    tried, both = m["selection"]["tried_val_mae"], m["selection"]["tried_val_holdout_mae"]
+    folds = m["served"]["holdout_folds"]
+    assert len(folds) == 4 and folds[0]["label"] == min(tried, key=tried.get)  # fold 0: validation's choice
+    assert m["served"]["label"] == min(both, key=both.get)  # validation and the whole holdout: what serves
     # Two epochs leave the network far behind the seasonal models: one of them serves.
     assert set(m["served"]["members"]) & set(FAST_CANDIDATES), m["served"]
     assert m["served"]["mase"] < m["naive"]["mase"] and m["served"]["mase"] < m["model"]["mase"]
@@ -90,6 +93,45 @@ def test_for_paths_a_combination_serves_only_when_it_wins_on_every_fold_not_by_o
     assert choice.members == ("arima",) and choice.val_mae == 1.0
     one_step, _ = choose({"theta": np.ones(n), "arima": lucky[:, 0]}, np.zeros(n))  # h = 1: as before
     assert one_step.members == ("arima", "theta")
+
+
+def test_the_holdout_is_walked_forward_fold_by_fold_and_step_one_is_chosen_apart() -> None:
+    """AutoARIMA is 0.9 off on validation and 2.0 off on the holdout, AutoTheta 1.0 off on both, the
+    recurrent model 0.1 off at step 1 and 3.0 off at steps 2-4. The holdout's first fold is forecast by
+    validation's choice (AutoARIMA); once a fold of the holdout is in, AutoTheta leads and forecasts the
+    rest, and serves; the model's first step beats everything's, so step 1 is the model's throughout."""
+    n, h = 40, 4
+    y_val, y_hold = np.zeros((n, h)), np.zeros((n, h))
+    fc = {"theta": np.ones((2 * n, h)), "arima": np.concatenate([np.full((n, h), 0.9), np.full((n, h), 2.0)]),
+          "model": np.tile([0.1, 3.0, 3.0, 3.0], (2 * n, 1))}
+    served, tried, hold, picks = walk_forward(fc, y_val, y_hold)
+    assert [c.label for c in picks] == ["AutoARIMA; step 1 recurrent model"] + ["AutoTheta; step 1 recurrent model"] * 3
+    assert hold[:10].tolist() == [[0.1, 2.0, 2.0, 2.0]] * 10 and hold[10:].tolist() == [[0.1, 1.0, 1.0, 1.0]] * 30
+    assert served.members == ("theta",) and served.first == ("model",) and tried["AutoARIMA"] == 1.45
+    assert served.method == "combination" and served.every == ("theta", "model")
+    assert served.combine({k: f[0] for k, f in fc.items()}).tolist() == [0.1, 1.0, 1.0, 1.0]  # one path (h,)
+    assert Choice.of(json.loads(json.dumps(served.to_dict()))) == Choice(("theta",), 0.0, ("model",))
+    one_step, _, hold1, _ = walk_forward({k: f[:, :1] for k, f in fc.items()}, y_val[:, :1], y_hold[:, :1])
+    assert one_step.members == ("model",) and not one_step.first and (hold1 == 0.1).all()  # nothing apart
+    alone, _, none, picks = walk_forward({k: f[:n] for k, f in fc.items()}, y_val, y_hold[:0])  # no holdout origins: validation's choice
+    assert alone.members == ("arima",) and none.shape == (0, h) and not picks
+
+
+def test_the_ladder_s_holdout_figure_is_the_walk_forward_s_and_a_baseline_it_serves_needs_no_version() -> None:
+    ts, v = snapshot("greensboro_temp_hourly")
+    ts, v = ts[-1500:], v[-1500:]
+    p_val, p_hold, h = 900, 1200, 24
+    lad = ladder(ts, v, p_val=p_val, p_hold=p_hold, season=24, model_forecasts=None, level=0.9, scale=1.0,
+                 statistical=(), horizon=h)
+    o_hold = paths.origins(p_hold, len(v), h)
+    y_hold = paths.actual_paths(v, o_hold, h)
+    m = lad.metrics
+    assert m["served"]["mae"] == pytest.approx(float(np.mean(np.abs(y_hold - lad.hold_forecasts))), rel=1e-12)
+    # Hourly temperature: the last hour leads at step 1, yesterday's hours over the day.
+    assert m["served"]["label"] == "seasonal naive; step 1 naive" and lad.choice.every == ("seasonal_naive", "naive")
+    assert (lad.hold_forecasts[:, 0] == v[o_hold - 1]).all()
+    promote, why = gate({**m, "naive": m["candidates"]["naive"]["holdout"], "model": m["served"]})
+    assert not promote and why.endswith(f"the ladder chose {m['served']['label']}: the baseline fallback serves it")
 
 
 def test_a_failed_candidate_never_stops_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,6 +205,36 @@ def test_a_served_forecast_names_what_made_it_and_its_interval_follows_live_erro
         assert level == 0.9 and half is not None and half > 1.5 * half0
         row = refresh_forecast(session, series)
         assert row is not None and row.upper - row.value == pytest.approx(half)
+
+
+def test_a_path_whose_first_step_was_chosen_apart_serves_that_candidate_s_first_step(
+    tmp_path: Path, sm: sessionmaker[Session]
+) -> None:
+    path = tmp_path / "forecaster.toml"
+    path.write_text(
+        '[[series]]\nkey = "csv:nino12"\nsource = "csv"\nfrequency = "1MS"\nhorizon = 12\n'
+        f'params = {{ path = "{SNAPSHOTS / "nino12_sst_monthly.csv"}" }}\n'
+        'model = { epochs = 2, hidden_size = 8, candidates = ["ets_seasonal"] }\n')
+    s = load_settings(path)
+    ingest_series(sm, s, s.series[0])
+    report = retrain_series(sm, s.series[0])
+    assert report.status == "promoted", report.reason
+    last = float(snapshot("nino12_sst_monthly")[1][-1])
+    with write_session(sm) as session:
+        series = find_series(session, "csv:nino12")
+        mv = session.get(ModelVersion, report.model_version_id)
+        assert series is not None and mv is not None
+        serving = {**mv.hyperparameters["serving"], "members": ["ets_seasonal"], "first": []}
+        mv.hyperparameters = {**mv.hyperparameters, "serving": serving}
+        session.flush()
+        refresh_forecast(session, series)
+        whole = [p.value for p in get_forecast(session, series_key="csv:nino12").path]
+        mv.hyperparameters = {**mv.hyperparameters, "serving": {**serving, "first": ["naive"]}}
+        session.flush()
+        refresh_forecast(session, series)
+        apart = [p.value for p in get_forecast(session, series_key="csv:nino12").path]
+    assert len(whole) == len(apart) == 12 and whole[0] != last
+    assert apart[0] == last and apart[1:] == whole[1:]  # step 1 the last value (naive), then seasonal ETS
 
 
 def test_statsforecast_loads_only_where_candidates_are_fitted_or_served() -> None:

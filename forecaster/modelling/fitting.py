@@ -182,6 +182,8 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
     metrics.update(lad.metrics)
     hp["serving"] = {"members": list(lad.choice.members), "method": lad.choice.method,
                      "label": lad.choice.label, "fitted": lad.stored}
+    if lad.choice.first:
+        hp["serving"]["first"] = list(lad.choice.first)
     if h > 1:
         hp["serving"]["aci_steps"] = lad.aci_steps
 
@@ -207,7 +209,8 @@ def score(prep: Prepared, model: RecurrentForecaster, result: TrainResult,
 
 def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.DatetimeIndex, v: np.ndarray,
                     at: np.ndarray, season: int | None) -> np.ndarray | None:
-    """The champion's served paths (len(at), h) at origins ``at``: its ladder's members, frozen, averaged.
+    """The champion's served paths (len(at), h) at origins ``at``: its ladder's members, frozen, averaged
+    (step 1 its own members' where the ladder chose step 1 apart: ``Choice.combine``).
 
     ``model_pred`` is its recurrent model's. None when a member cannot be re-run here (a statistical
     candidate fitted from before this segment, or a season longer than the history): the caller then
@@ -218,17 +221,20 @@ def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.Datetime
 
     h = champion.horizon
     start = int(at[0])
+    from forecaster.modelling.selection import Choice
+
     serving = champion.hp.get("serving") or {"members": ["model"]}
-    parts: list[np.ndarray] = []
-    for member in serving.get("members", ["model"]):
+    choice = Choice.of(serving)
+    parts: dict[str, np.ndarray] = {}
+    for member in choice.every:
         if member == "model":
-            parts.append(model_pred)
+            parts[member] = model_pred
         elif member == "naive":
-            parts.append(paths.naive_paths(v, at, h))
+            parts[member] = paths.naive_paths(v, at, h)
         elif member == "seasonal_naive":
             if not season or season <= 1 or start < season:
                 return None
-            parts.append(paths.seasonal_naive_paths(v, at, h, season))
+            parts[member] = paths.seasonal_naive_paths(v, at, h, season)
         else:
             stored = (serving.get("fitted") or {}).get(member)
             if stored is None:
@@ -239,11 +245,10 @@ def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.Datetime
                 return None
             frozen = Fitted(f.name, f.season, first, first + f.fit_stop - f.fit_start, f.state, f.form, f.fit_s)
             if h == 1:  # one filter pass over every position from the first origin
-                parts.append(run(frozen, v, start)[0][at - start][:, None])
+                parts[member] = run(frozen, v, start)[0][at - start][:, None]
             else:
-                parts.append(run_paths(frozen, v, at, h))
-    served: np.ndarray = np.mean(parts, axis=0)
-    return served
+                parts[member] = run_paths(frozen, v, at, h)
+    return choice.combine(parts)
 
 
 def train_series(

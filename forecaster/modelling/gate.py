@@ -34,20 +34,21 @@ def _within_noise(served: dict[str, Any], rival: dict[str, Any]) -> tuple[bool, 
 def gate(metrics: dict[str, Any], champion_version: int | None = None) -> tuple[bool, str]:
     """Promote only if what serves beats every baseline present on the holdout.
 
-    What serves is the candidate the ladder chose on validation (``metrics["served"]``,
-    e.g. "AutoETS" or "mean of recurrent model + AutoARIMA"); older versions without
-    a ladder are judged by the model alone. The holdout only decides promote or fall
-    back to the baseline: it never chose among the candidates.
+    What serves is the candidate the ladder chose (``metrics["served"]``, e.g. "AutoETS" or
+    "mean of recurrent model + AutoARIMA"); its holdout figure is the ladder's walk forward
+    (each holdout fold forecast by the choice made before it: forecaster/modelling/selection.py),
+    so no forecast it scores was chosen with that fold in hand. Older versions without a ladder
+    are judged by the model alone.
 
     Returns:
         (promote, reason), the reason naming the numbers, e.g.
         "model MASE 0.820 < naive 1.000, seasonal naive 1.310, champion v3 0.900".
     """
     served = metrics.get("served")
-    if served and set(served.get("members", ())) <= {"naive", "seasonal_naive"}:
-        # Validation chose a baseline: no version is needed for that, the fallback serves it.
+    if served and set(served.get("members", ())) | set(served.get("first") or ()) <= {"naive", "seasonal_naive"}:
+        # The ladder chose a baseline: no version is needed for that, the fallback serves it.
         _, why = gate({k: x for k, x in metrics.items() if k != "served"}, champion_version)
-        return False, f"{why}; validation chose {served.get('label')}: the baseline fallback serves it"
+        return False, f"{why}; the ladder chose {served.get('label')}: the baseline fallback serves it"
     who = "model" if not served or served.get("method") == "model" else served.get("label", "served")
     model = float((served or metrics["model"])["mase"])
     rivals = [("naive", float(metrics["naive"]["mase"]))]

@@ -119,24 +119,26 @@ def _served_path(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
     recurrent model is a member; statsforecast only when a statistical one is.
     """
     from forecaster.modelling import paths
+    from forecaster.modelling.selection import Choice
 
     serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"], "method": "model"}
+    choice = Choice.of(serving)
     at = np.asarray([len(values)])
-    parts = []
-    for member in serving["members"]:
+    parts: dict[str, np.ndarray] = {}
+    for member in choice.every:
         if member == "model":
             from forecaster.modelling.predictor import Predictor  # torch: only here, never on a GET
 
             predictor = in_hand or Predictor.from_artifact(mv.hyperparameters, mv.scaler, mv.weights)
-            parts.append(np.asarray(predictor.predict_path_next(ts, values), dtype=np.float64)[:h])
+            parts[member] = np.asarray(predictor.predict_path_next(ts, values), dtype=np.float64)[:h]
         elif member == "naive":
-            parts.append(paths.naive_paths(values, at, h)[0])
+            parts[member] = paths.naive_paths(values, at, h)[0]
         elif member == "seasonal_naive":
             season = season_length(series.frequency) or 1
             if h == 1:
-                parts.append(np.asarray([seasonal_naive_next(values, season)]))
+                parts[member] = np.asarray([seasonal_naive_next(values, season)])
             else:
-                parts.append(paths.seasonal_naive_paths(values, at, h, season)[0])
+                parts[member] = paths.seasonal_naive_paths(values, at, h, season)[0]
         else:
             from forecaster.modelling.candidates import serve_path
 
@@ -144,12 +146,12 @@ def _served_path(session: Session, series: Series, mv: ModelVersion, ts: pd.Date
             since = pd.Timestamp(stored["fit_start_ts"]).to_pydatetime()
             _, vals = load_values(session, series.id, since=since)
             try:
-                parts.append(serve_path(stored, vals, h))
+                parts[member] = serve_path(stored, vals, h)
             except Exception as exc:  # noqa: BLE001 - statsforecast raises bare Exceptions on values it cannot filter
                 log_event("forecast.candidate_failed", level=logging.WARNING, series=series.key, candidate=member,
                           error=f"{type(exc).__name__}: {exc}"[:300])
-                parts.append(np.full(h, np.nan))  # not a finite path: the baseline serves it (``_store_served``)
-    return serving["method"], np.mean(parts, axis=0) if len(parts) > 1 else np.asarray(parts[0], dtype=np.float64)
+                parts[member] = np.full(h, np.nan)  # not a finite path: the baseline serves it (``_store_served``)
+    return serving["method"], choice.combine(parts)
 
 
 def version_horizon(mv: ModelVersion) -> int:
@@ -276,7 +278,7 @@ def _store_served(session: Session, series: Series, mv: ModelVersion, origin: dt
 
 def _served_by_model_alone(mv: ModelVersion) -> bool:
     serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"]}
-    return list(serving.get("members", [])) == ["model"]
+    return list(serving.get("members", [])) == ["model"] and not set(serving.get("first") or ()) - {"model"}
 
 
 FLEET_PREDICT = 1024  # models per batched forward pass in refresh_forecasts
