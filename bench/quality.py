@@ -329,8 +329,10 @@ def one_paths(data: Path, name: str, epochs: int, overrides: dict[str, object],
         "internal": {"served_holdout_mase": m["served"]["mase"], "model_holdout_mase": m["model"]["mase"],
                      "origins": out.lineage["origins"], "selection_val_mae": m["selection"]["tried_val_mae"],
                      "selection_val_holdout_mae": m["selection"].get("tried_val_holdout_mae"),
-                     "judged": {k: m["judged"].get(k) for k in ("label", "members", "mase")},
-                     "judged_walk": block(Choice.of(m["judged"]).combine(every)),
+                     "holdout_folds": m["served"]["holdout_folds"],
+                     # what validation alone chose (the holdout's first fold), had it served the walk
+                     "validation_choice": m["served"]["holdout_folds"][0]["label"],
+                     "validation_choice_walk": block(Choice.of(m["served"]["holdout_folds"][0]).combine(every)),
                      "failed": {k: b["failed"] for k, b in m["candidates"].items() if "failed" in b}},
     }
     row["goal_served_le_peer"] = sm <= bp or (random_walk and sm <= bp * 1.005)

@@ -399,8 +399,8 @@ def ladder(
         # the holdout figure: each fold forecast by the choice made before it (``walk_forward``)
         "served": {**paths.path_block(y_hold, hold_served, scale), "method": choice.method,
                    "label": choice.label, "members": list(choice.members), "first": list(choice.first),
-                   "holdout_folds": [{"origins": span, "label": c.label}
-                                     for span, c in zip(folds, picks, strict=True)]},
+                   "holdout_folds": [{"origins": span, "label": c.label, "members": list(c.members),
+                                      "first": list(c.first)} for span, c in zip(folds, picks, strict=True)]},
         "selection": {**choice.to_dict(), "tried_val_mae": tried, "tried_val_holdout_mae": tried_both,
                       "rule": ("lowest MAE over every origin and step; for paths a win within the folds' noise is "
                                "a tie, and a tie goes to the option without the model, then to the best single "
