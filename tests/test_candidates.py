@@ -169,17 +169,22 @@ def test_the_interval_widens_after_a_volatility_shift_and_keeps_its_coverage() -
     assert ACIState.from_dict(json.loads(json.dumps(end.to_dict()))) == end
 
 
+def retrained_nino(tmp_path: Path, sm: sessionmaker[Session], cands: tuple[str, ...], more: str = "") -> Any:
+    """The bundled Niño 1+2 series ingested from CSV and trained once (two epochs): the retrain's report."""
+    path = tmp_path / "forecaster.toml"
+    path.write_text(
+        '[[series]]\nkey = "csv:nino12"\nsource = "csv"\nfrequency = "1MS"\nunit = "°C"\n' + more +
+        f'params = {{ path = "{SNAPSHOTS / "nino12_sst_monthly.csv"}" }}\n'
+        f'model = {{ epochs = 2, hidden_size = 8, candidates = {json.dumps(list(cands))} }}\n')
+    s = load_settings(path)
+    ingest_series(sm, s, s.series[0])
+    return retrain_series(sm, s.series[0])
+
+
 def test_a_served_forecast_names_what_made_it_and_its_interval_follows_live_errors(
     tmp_path: Path, sm: sessionmaker[Session]
 ) -> None:
-    path = tmp_path / "forecaster.toml"
-    path.write_text(
-        '[[series]]\nkey = "csv:nino12"\nsource = "csv"\nfrequency = "1MS"\nunit = "°C"\n'
-        f'params = {{ path = "{SNAPSHOTS / "nino12_sst_monthly.csv"}" }}\n'
-        f'model = {{ epochs = 2, hidden_size = 8, candidates = {json.dumps(list(FAST_CANDIDATES))} }}\n')
-    s = load_settings(path)
-    ingest_series(sm, s, s.series[0])
-    report = retrain_series(sm, s.series[0])
+    report = retrained_nino(tmp_path, sm, FAST_CANDIDATES)
     assert report.status == "promoted", report.reason
     with sm() as session:
         f = get_forecast(session, series_key="csv:nino12")
@@ -210,14 +215,7 @@ def test_a_served_forecast_names_what_made_it_and_its_interval_follows_live_erro
 def test_a_path_whose_first_step_was_chosen_apart_serves_that_candidate_s_first_step(
     tmp_path: Path, sm: sessionmaker[Session]
 ) -> None:
-    path = tmp_path / "forecaster.toml"
-    path.write_text(
-        '[[series]]\nkey = "csv:nino12"\nsource = "csv"\nfrequency = "1MS"\nhorizon = 12\n'
-        f'params = {{ path = "{SNAPSHOTS / "nino12_sst_monthly.csv"}" }}\n'
-        'model = { epochs = 2, hidden_size = 8, candidates = ["ets_seasonal"] }\n')
-    s = load_settings(path)
-    ingest_series(sm, s, s.series[0])
-    report = retrain_series(sm, s.series[0])
+    report = retrained_nino(tmp_path, sm, ("ets_seasonal",), "horizon = 12\n")
     assert report.status == "promoted", report.reason
     last = float(snapshot("nino12_sst_monthly")[1][-1])
     with write_session(sm) as session:
