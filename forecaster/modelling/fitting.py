@@ -218,11 +218,10 @@ def champion_served(champion: Predictor, model_pred: np.ndarray, ts: pd.Datetime
     """
     from forecaster.modelling import paths
     from forecaster.modelling.candidates import Fitted, run, run_paths
+    from forecaster.modelling.selection import Choice
 
     h = champion.horizon
     start = int(at[0])
-    from forecaster.modelling.selection import Choice
-
     serving = champion.hp.get("serving") or {"members": ["model"]}
     choice = Choice.of(serving)
     parts: dict[str, np.ndarray] = {}
