@@ -30,8 +30,9 @@ def models_list(key: Annotated[str, typer.Argument(help="Series key.")]) -> None
     sm = open_db(s)
     with sm() as session:
         versions = list_versions(session, series_key=key)
-    table = Table(title=escape(f"{key}: model versions: holdout MASE of what each serves (chosen on validation), "
-                               "the recurrent model's and the baselines' (lower is better); * serves now"),
+    table = Table(title=escape(f"{key}: model versions: holdout MASE of what each serves (each holdout fold "
+                               "by the choice made before it), the recurrent model's and the baselines' "
+                               "(lower is better); * serves now"),
                   title_justify="left",
                   caption=("h: steps per path; MASE: mean over the path's steps (and origins), step 1: at the first "
                            f"step; MAE: of what serves, in the series' unit; {holdout.COVERAGE_NOTE}"),

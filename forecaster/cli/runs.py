@@ -99,8 +99,8 @@ def train_table(results: list[SeriesResult]) -> Table:
     beside it, the baselines' and the champion's, and the coverage of the interval that serves."""
     from forecaster.usecases.retrain import TrainReport
 
-    table = Table(title="train: holdout MASE of what each new version serves (chosen on validation), "
-                        "the recurrent model's and the baselines' (lower is better)",
+    table = Table(title="train: holdout MASE of what each new version serves (each holdout fold by the choice "
+                        "made before it), the recurrent model's and the baselines' (lower is better)",
                   title_justify="left", caption=f"{holdout.COVERAGE_NOTE}; h: steps per path; MASE: mean over the "
                   "path's steps, step 1: at the first step", caption_justify="left")
     for col in ("series", "status", "version", "start", "h", "serves", "MASE", "step 1", "model", "naive", "seasonal",
