@@ -66,6 +66,8 @@ class ApiMetrics:
             "unchanged since) or by reading the database.", ("source",), registry=self.registry,
         )
         self._children: dict[tuple[object, ...], Any] = {}
+        self.in_flight = 0  # HTTP requests begun and not yet answered (MetricsMiddleware, on the event loop)
+        self.other_at = float("-inf")  # time.monotonic() of the latest request that was not a predict
         self.predictions = Counter(
             "forecaster_predictions", "Windows predicted through POST /v1/models/{id}/predict.",
             registry=self.registry,
@@ -185,6 +187,9 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        self.metrics.in_flight += 1
+        if not scope["path"].endswith("/predict"):
+            self.metrics.other_at = time.monotonic()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -195,6 +200,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_flight -= 1
             if scope.get(CLIENT_GONE):
                 status = CLIENT_CLOSED_REQUEST  # nothing was answered, and no server error happened
             route = scope.get("route")

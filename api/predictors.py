@@ -4,7 +4,8 @@ The cache is keyed by ``model_version_id``. A version's weights never change
 once stored, so a cached entry can never be stale: promotion and rollback move
 the champion alias to another id, and a request names the id it wants.
 
-Forward passes run on a single dedicated thread (``PredictorCache.submit``),
+Forward passes run on a single dedicated thread (``PredictorCache.submit``), or for a small
+batch that is the only request in flight on the event loop's own thread (``run_here``),
 not on the shared threadpool: torch's OpenMP thread settings belong to the
 calling thread, and a team of intra-op threads per threadpool worker would
 oversubscribe the CPU (measured 2-3x slower per pass on a 2-core host). One
@@ -35,6 +36,7 @@ T = TypeVar("T")
 # OpenMP team spread over every core stalls at its barriers whenever the loop (or a
 # client on the same host) takes one of them, which measured 2-4x slower per pass.
 TORCH_THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
+INLINE_WINDOWS = 256  # a pass over at most this many windows may run on the event loop when nothing waits
 
 
 def _configure_torch() -> None:
@@ -52,6 +54,8 @@ class PredictorCache:
         self._items: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._pending = 0  # passes handed to the torch thread and not back yet (counted on the event loop)
+        self._here = False  # whether the event loop's thread has torch's thread settings too
         self.hits = 0
         self.misses = 0
 
@@ -62,7 +66,25 @@ class PredictorCache:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="forecaster-torch",
                                                     initializer=_configure_torch)
             executor = self._executor
-        return asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        future = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        self._pending += 1
+        future.add_done_callback(self._back)
+        return future
+
+    def _back(self, _: object) -> None:
+        self._pending -= 1
+
+    def run_here(self, model_version_id: int, windows: int) -> bool:
+        """Whether a pass may run on the calling event loop's thread instead of the torch thread, and if so
+        readies that thread: a loaded model, at most ``INLINE_WINDOWS`` windows (~2 ms of one core), the
+        torch thread started (torch imported) and holding no pass. The two hand-offs a pass on the torch
+        thread costs are then saved: ~1 ms where idle CPUs wake slowly (bench/results/api.md)."""
+        if windows > INLINE_WINDOWS or self._pending or self._executor is None or model_version_id not in self._items:
+            return False
+        if not self._here:
+            _configure_torch()  # torch's intra-op threads are set per calling thread
+            self._here = True
+        return True
 
     def close(self) -> None:
         """Drop every model and stop the torch thread (after the pass it is running)."""

@@ -4,6 +4,7 @@ problems and metrics as the route, and everything it does not take left to the r
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,6 +74,37 @@ def test_the_fast_path_sends_the_routes_bytes_and_the_models_exact_values(
     assert out["horizon"] == paths.shape[1]
     assert out["paths"] == paths.tolist()  # the same doubles: JSON's shortest round-trip digits
     assert out["predictions"] == paths[:, 0].tolist()
+
+
+def test_a_small_batch_is_run_on_the_event_loop_once_the_model_is_loaded_and_answers_the_same(
+    sqlite_api: Api, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The first pass loads the model on the torch thread; later ones of at most ``INLINE_WINDOWS`` windows
+    run where the request was read (no hand-off to wait for) while the loop serves predicts only, larger
+    ones and those beside other traffic on the torch thread, with the same bytes either way."""
+    from api import predictors
+
+    ran_on: list[str] = []
+    real = models._run_predict
+
+    def spy(*args: Any) -> bytes:
+        ran_on.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(models, "_run_predict", spy)
+    monkeypatch.setattr(models, "QUIET_S", 0.0)  # predicts only from the first on (the loop is "alone")
+    mv = champion_id(sqlite_api)
+    small = json.dumps({"windows": _windows(64).tolist()}).encode()
+    large = json.dumps({"windows": _windows(predictors.INLINE_WINDOWS + 1).tolist()}).encode()
+    first, again, big = (_post(sqlite_api, f"/v1/models/{mv}/predict", b) for b in (small, small, large))
+    assert first.status_code == again.status_code == big.status_code == 200
+    assert first.content == again.content and len(big.json()["paths"]) == predictors.INLINE_WINDOWS + 1
+    # Another request in the last QUIET_S: the loop is not serving predicts only, the pass is handed off.
+    monkeypatch.setattr(models, "QUIET_S", 3600.0)
+    assert sqlite_api.client.get("/v1/series").status_code == 200
+    assert _post(sqlite_api, f"/v1/models/{mv}/predict", small).content == first.content
+    torch_thread = [name.startswith("forecaster-torch") for name in ran_on]
+    assert torch_thread == [True, False, True, True], ran_on
 
 
 def test_errors_of_the_run_are_the_routes_problems(
