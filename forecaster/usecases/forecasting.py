@@ -277,8 +277,9 @@ def _store_served(session: Session, series: Series, mv: ModelVersion, origin: dt
 
 
 def _served_by_model_alone(mv: ModelVersion) -> bool:
-    serving = (mv.hyperparameters or {}).get("serving") or {"members": ["model"]}
-    return list(serving.get("members", [])) == ["model"] and not set(serving.get("first") or ()) - {"model"}
+    from forecaster.modelling.selection import Choice
+
+    return Choice.of((mv.hyperparameters or {}).get("serving") or {}).every == ("model",)
 
 
 FLEET_PREDICT = 1024  # models per batched forward pass in refresh_forecasts
